@@ -1,0 +1,95 @@
+"""IR -> Verilog, ROM images and manifest.json, written atomically into one output folder."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from . import __version__, mapping
+from .ir import Model
+from .lower import Program, lower, pe_rom_width, pe_roms, predicted_cycles, rq_roms, rq_width, schedule_rom, widths
+from .rtl.controller import SCHED_IMAGE
+from .rtl.rom import ROM_VERILOG, hex_image
+from .rtl.top import Top, pe_image, rq_image
+
+TOP_NAME = "hwgen_top"
+VERILOG_FILES = ("hwgen_top.v", "hwgen_rom.v")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    pe: int
+    lanes: int = 16
+    tile: int = 16
+
+
+def manifest(model: Model, prog: Program) -> dict:
+    wd = widths(prog)
+    steps = sum(l.n_steps for l in prog.layers)
+    rom_bits = prog.pe * steps * pe_rom_width(prog, wd)
+    kept = sum(int(l.kept.sum()) for l in prog.layers)
+    total = sum(l.kept.size for l in prog.layers)
+    return {
+        "generator": f"hwgen {__version__}", "model": model.name, "top": TOP_NAME,
+        "pe": prog.pe, "lanes": prog.lanes, "tile": prog.tile,
+        "predicted_cycles": predicted_cycles(prog),
+        "rom_bits": rom_bits, "kept_groups": kept, "total_groups": total,
+        "idle_slots": sum(l.schedule.idle_slots * l.kh * l.kw for l in prog.layers),
+        "act_bits": prog.act_bits, "acc_bits": prog.acc_bits, "out_bits": prog.out_bits,
+        "out_signed": prog.out_signed, "input_beats": prog.input_beats, "output_beats": prog.output_beats,
+        "input_shape": list(prog.input_shape), "output_shape": list(prog.layers[-1].out_shape),
+        "buffer_bits": 2 * prog.buf_depth * prog.lanes * prog.act_bits + prog.res_depth * prog.pe * prog.out_bits,
+        "files": list(VERILOG_FILES),
+        "layers": [{
+            "name": l.name, "kind": l.kind, "in_shape": list(l.in_shape), "out_shape": list(l.out_shape),
+            "kernel": [l.kh, l.kw], "stride": l.stride, "padding": l.pad,
+            "kept_groups": int(l.kept.sum()), "total_groups": int(l.kept.size), "waves": list(l.schedule.waves),
+            "steps": l.n_steps, "acc_bound": l.acc_bound,
+        } for l in prog.layers],
+    }
+
+
+def generate(model: Model, cfg: BuildConfig) -> dict[str, str]:
+    """All output files as name -> text. Pure: the same model and config give the same bytes."""
+    prog = lower(model, cfg.pe, cfg.lanes, cfg.tile)
+    wd = widths(prog)
+    files = {"hwgen_top.v": verilog.convert(Top(prog), name=TOP_NAME, emit_src=False), "hwgen_rom.v": ROM_VERILOG,
+             SCHED_IMAGE: hex_image(schedule_rom(prog, wd), wd.off + 2 * wd.dim)}
+    for p, words in enumerate(pe_roms(prog, wd)):
+        files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd))
+    for p, words in enumerate(rq_roms(prog)):
+        files[rq_image(p)] = hex_image(words, rq_width(prog))
+    files["manifest.json"] = json.dumps(manifest(model, prog), indent=1) + "\n"
+    return files
+
+
+def write_atomically(files: dict[str, str], out: Path) -> None:
+    """Write into a temporary sibling folder and rename it into place: a failure leaves nothing behind,
+    and an existing output folder is replaced only by a complete one."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def build(model: Model, cfg: BuildConfig, out: Path) -> dict:
+    files = generate(model, cfg)
+    write_atomically(files, out)
+    return json.loads(files["manifest.json"])

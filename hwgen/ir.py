@@ -1,0 +1,314 @@
+"""The IR: the contract between training and hardware (DESIGN.md §4).
+
+One file, a zip archive written deterministically: ``manifest.json`` (format, version, the layer list and
+a SHA-256 of every array) plus one ``.npy`` member per array, read back with ``allow_pickle=False``.
+Nothing in it is ever unpickled, and :func:`validate` runs at every load.
+
+Integer semantics of each kind are defined once, in :mod:`hwgen.reference`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FORMAT = "ternary-cnn-ir"
+VERSION = 1
+KINDS = ("conv", "linear", "avgpool", "maxpool")
+_ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed, so the same model gives the same bytes
+
+
+class IRError(ValueError):
+    """A malformed or inconsistent IR; the message names layer, field, expected and found."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    shape: tuple[int, int, int]  # C, H, W
+    bits: int = 8
+    signed: bool = False
+    scale: float = 1.0  # real value = integer * scale; used by the host to quantize images
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One layer. Shapes are (C, H, W). Arrays are per output channel unless noted.
+
+    conv:    weight int8 [O, C, k, k] in {-1, 0, 1}; acc = conv(x, weight)
+    linear:  weight int8 [O, C]; input must be C x 1 x 1
+    avgpool: global average pool; acc = sum over H x W
+    maxpool: k x k window max, no requantization (mul/bias/shift are None)
+    Then y = clamp((acc * mul + bias) >> shift, lo, hi) with lo, hi from out_bits/out_signed/relu.
+    """
+
+    name: str
+    kind: str
+    source: str  # name of the producing layer, or "input"
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    out_bits: int
+    out_signed: bool
+    relu: bool
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    weight: np.ndarray | None = None
+    mask: np.ndarray | None = None  # bool [O, ceil(C / lanes)]: groups kept by training
+    mul: np.ndarray | None = None  # int64 [O]
+    bias: np.ndarray | None = None  # int64 [O]
+    shift: np.ndarray | None = None  # int64 [O]
+
+    @property
+    def out_range(self) -> tuple[int, int]:
+        lo, hi = value_range(self.out_bits, self.out_signed)
+        return (max(lo, 0), hi) if self.relu else (lo, hi)
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    name: str
+    lanes: int  # group size P the pruning was shaped to
+    input: InputSpec
+    layers: tuple[Layer, ...]
+    meta: dict = field(default_factory=dict)
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+
+def value_range(bits: int, signed: bool) -> tuple[int, int]:
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+_ARRAYS = {  # field -> (dtype, shape as a function of the layer)
+    "weight": (np.int8, lambda l: (l.out_shape[0], l.in_shape[0]) + ((l.kernel,) * 2 if l.kind == "conv" else ())),
+    "mask": (np.bool_, None),
+    "mul": (np.int64, lambda l: (l.out_shape[0],)),
+    "bias": (np.int64, lambda l: (l.out_shape[0],)),
+    "shift": (np.int64, lambda l: (l.out_shape[0],)),
+}
+_REQUIRED = {
+    "conv": ("weight", "mask", "mul", "bias", "shift"),
+    "linear": ("weight", "mask", "mul", "bias", "shift"),
+    "avgpool": ("mul", "bias", "shift"),
+    "maxpool": (),
+}
+MAX_SHIFT = 62
+
+
+def _fail(where: str, what: str, expected, found) -> IRError:
+    return IRError(f"{where}: {what} must be {expected}, found {found}")
+
+
+def _expected_out_shape(l: Layer) -> tuple[int, int, int]:
+    c, h, w = l.in_shape
+    if l.kind == "conv":
+        size = lambda n: (n + 2 * l.padding - l.kernel) // l.stride + 1
+        return (l.out_shape[0], size(h), size(w))
+    if l.kind == "linear":
+        return (l.out_shape[0], 1, 1)
+    if l.kind == "avgpool":
+        return (c, 1, 1)
+    size = lambda n: (n + 2 * l.padding - l.kernel) // l.stride + 1
+    return (c, size(h), size(w))
+
+
+def validate(model: Model) -> Model:
+    """Check every invariant the reference and the generator rely on; raise IRError naming the first
+    violation. Returns the model so that calls chain."""
+    if not isinstance(model.lanes, int) or model.lanes < 1:
+        raise _fail("model", "lanes", "a positive integer", repr(model.lanes))
+    spec = model.input
+    if len(spec.shape) != 3 or min(spec.shape) < 1:
+        raise _fail("input", "shape", "three positive sizes (C, H, W)", list(spec.shape))
+    if not 2 <= spec.bits <= 16:
+        raise _fail("input", "bits", "in 2..16", spec.bits)
+    if not (np.isfinite(spec.scale) and spec.scale > 0):
+        raise _fail("input", "scale", "a positive finite number", spec.scale)
+    if not model.layers:
+        raise IRError("model: layers must be a non-empty list, found none")
+    shapes = {"input": tuple(spec.shape)}
+    for l in model.layers:
+        where = f"layer '{l.name}'"
+        if l.kind not in KINDS:
+            raise _fail(where, "kind", f"one of {', '.join(KINDS)}", repr(l.kind))
+        if l.name in shapes:
+            raise _fail(where, "name", "unique (and not 'input')", "a duplicate")
+        if l.source not in shapes:
+            raise _fail(where, "source", "an earlier layer or 'input'", repr(l.source))
+        if tuple(l.in_shape) != shapes[l.source]:
+            raise _fail(where, "in_shape", list(shapes[l.source]), list(l.in_shape))
+        if l.kernel < 1 or l.stride < 1 or not 0 <= l.padding < l.kernel:
+            raise _fail(where, "kernel/stride/padding", "k >= 1, stride >= 1, 0 <= padding < k",
+                        (l.kernel, l.stride, l.padding))
+        if l.kind == "linear" and tuple(l.in_shape[1:]) != (1, 1):
+            raise _fail(where, "in_shape", "C x 1 x 1 for a linear layer", list(l.in_shape))
+        if l.kind == "avgpool" and l.kernel != 1:
+            raise _fail(where, "kernel", "1 for a global avgpool", l.kernel)
+        if min(l.out_shape) < 1 or tuple(l.out_shape) != _expected_out_shape(l):
+            raise _fail(where, "out_shape", list(_expected_out_shape(l)), list(l.out_shape))
+        if not 2 <= l.out_bits <= 32:
+            raise _fail(where, "out_bits", "in 2..32", l.out_bits)
+        for name in _ARRAYS:
+            arr = getattr(l, name)
+            if name not in _REQUIRED[l.kind]:
+                if arr is not None:
+                    raise _fail(where, name, f"absent for kind {l.kind}", "an array")
+                continue
+            if not isinstance(arr, np.ndarray):
+                raise _fail(where, name, "an array", type(arr).__name__)
+            dtype, shape_of = _ARRAYS[name]
+            shape = ((l.out_shape[0], -(-l.in_shape[0] // model.lanes)) if name == "mask" else shape_of(l))
+            if arr.dtype != dtype:
+                raise _fail(where, f"{name} dtype", np.dtype(dtype).name, arr.dtype.name)
+            if arr.shape != shape:
+                raise _fail(where, f"{name} shape", list(shape), list(arr.shape))
+        if l.weight is not None:
+            bad = ~np.isin(l.weight, (-1, 0, 1))
+            if bad.any():
+                raise _fail(where, "weight values", "ternary (-1, 0, 1)", int(l.weight[bad][0]))
+            w = l.weight.reshape(l.weight.shape[0], l.weight.shape[1], -1)
+            for j in range(l.mask.shape[1]):
+                blk = w[:, j * model.lanes:(j + 1) * model.lanes]
+                stray = np.flatnonzero(~l.mask[:, j] & (blk != 0).any(axis=(1, 2)))
+                if stray.size:
+                    raise _fail(where, "weight", f"zero in pruned group (o={stray[0]}, block={j})", "nonzero")
+        if l.shift is not None and ((l.shift < 0) | (l.shift > MAX_SHIFT)).any():
+            raise _fail(where, "shift", f"in 0..{MAX_SHIFT}", int(l.shift[(l.shift < 0) | (l.shift > MAX_SHIFT)][0]))
+        if l.mul is not None and (np.abs(l.mul) >= 1 << 31).any():
+            raise _fail(where, "mul", "within 32-bit signed", int(l.mul[np.abs(l.mul) >= 1 << 31][0]))
+        if l.bias is not None and (np.abs(l.bias) >= 1 << 62).any():
+            raise _fail(where, "bias", "within 62-bit signed", "a larger value")
+        if l.kind == "maxpool" and (l.out_bits, l.out_signed) != _source_format(model, l.source):
+            raise _fail(where, "out_bits/out_signed", "those of its source", (l.out_bits, l.out_signed))
+        shapes[l.name] = tuple(l.out_shape)
+    used = {l.source for l in model.layers}
+    dangling = [l.name for l in model.layers[:-1] if l.name not in used]
+    if dangling:
+        raise _fail(f"layer '{dangling[0]}'", "output", "used by a later layer (only the last is the result)", "unused")
+    return model
+
+
+def _source_format(model: Model, source: str) -> tuple[int, bool]:
+    if source == "input":
+        return model.input.bits, model.input.signed
+    l = model.layer(source)
+    return l.out_bits, l.out_signed
+
+
+# ---------------------------------------------------------------- file format
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def save(model: Model, path: str | os.PathLike) -> None:
+    """Validate, then write atomically (a temporary file renamed into place)."""
+    validate(model)
+    arrays, layers = {}, []
+    for l in model.layers:
+        entry = {f.name: getattr(l, f.name) for f in dataclasses.fields(l) if f.name not in _ARRAYS}
+        entry["in_shape"], entry["out_shape"] = list(l.in_shape), list(l.out_shape)
+        for name in _ARRAYS:
+            arr = getattr(l, name)
+            if arr is not None:
+                key = f"{l.name}.{name}"
+                arrays[key] = _npy_bytes(arr)
+                entry[name] = {"array": key, "sha256": hashlib.sha256(arrays[key]).hexdigest()}
+        layers.append(entry)
+    manifest = {
+        "format": FORMAT, "version": VERSION, "name": model.name, "lanes": model.lanes,
+        "input": {**dataclasses.asdict(model.input), "shape": list(model.input.shape)},
+        "layers": layers, "meta": model.meta,
+    }
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            members = [("manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())]
+            members += [(f"{k}.npy", v) for k, v in sorted(arrays.items())]
+            for name, data in members:
+                info = zipfile.ZipInfo(name, _ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                z.writestr(info, data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load(path: str | os.PathLike) -> Model:
+    """Read and validate an IR file. Any defect raises IRError with a one-line message."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise IRError(f"{path}: expected an IR file, found {'a folder' if os.path.isdir(path) else 'nothing'}")
+    try:
+        with zipfile.ZipFile(path) as z:
+            manifest = json.loads(z.read("manifest.json"))
+            return validate(_from_manifest(manifest, z))
+    except IRError as e:
+        raise IRError(f"{path}: {e}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, ValueError, TypeError,
+            AttributeError, IndexError, OverflowError, RuntimeError) as e:
+        # A truncated or edited archive surfaces as any of these; one line names the file and the cause.
+        raise IRError(f"{path}: not a readable IR file ({type(e).__name__}: {e})") from None
+
+
+def _get(d: dict, key: str, kind: type | tuple, where: str):
+    if not isinstance(d, dict) or key not in d:
+        raise IRError(f"{where}: field '{key}' is missing")
+    value = d[key]
+    if not isinstance(value, kind) or (kind in (int, (int,)) and isinstance(value, bool)):
+        raise _fail(where, key, kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind),
+                    repr(value)[:40])
+    return value
+
+
+def _shape(d: dict, key: str, where: str) -> tuple[int, int, int]:
+    v = _get(d, key, list, where)
+    if len(v) != 3 or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        raise _fail(where, key, "three integers", repr(v)[:40])
+    return tuple(v)
+
+
+def _from_manifest(m: dict, z: zipfile.ZipFile) -> Model:
+    if _get(m, "format", str, "manifest") != FORMAT:
+        raise _fail("manifest", "format", repr(FORMAT), repr(m["format"]))
+    if _get(m, "version", int, "manifest") != VERSION:
+        raise _fail("manifest", "version", VERSION, m["version"])
+    inp = _get(m, "input", dict, "manifest")
+    spec = InputSpec(_shape(inp, "shape", "input"), _get(inp, "bits", int, "input"),
+                     _get(inp, "signed", bool, "input"), float(_get(inp, "scale", (int, float), "input")))
+    layers = []
+    for i, e in enumerate(_get(m, "layers", list, "manifest")):
+        where = f"layer {i}"
+        name = _get(e, "name", str, where)
+        where = f"layer '{name}'"
+        arrays = {}
+        for key in _ARRAYS:
+            ref = e.get(key) if isinstance(e, dict) else None
+            if ref is None:
+                continue
+            member = _get(ref, "array", str, f"{where} {key}")
+            data = z.read(f"{member}.npy")
+            if hashlib.sha256(data).hexdigest() != _get(ref, "sha256", str, f"{where} {key}"):
+                raise _fail(where, f"{key} checksum", "the one in the manifest", "a different one (edited file?)")
+            arrays[key] = np.load(io.BytesIO(data), allow_pickle=False)
+        layers.append(Layer(
+            name=name, kind=_get(e, "kind", str, where), source=_get(e, "source", str, where),
+            in_shape=_shape(e, "in_shape", where), out_shape=_shape(e, "out_shape", where),
+            out_bits=_get(e, "out_bits", int, where), out_signed=_get(e, "out_signed", bool, where),
+            relu=_get(e, "relu", bool, where), kernel=_get(e, "kernel", int, where),
+            stride=_get(e, "stride", int, where), padding=_get(e, "padding", int, where), **arrays))
+    return Model(_get(m, "name", str, "manifest"), _get(m, "lanes", int, "manifest"), spec, tuple(layers),
+                 _get(m, "meta", dict, "manifest"))

@@ -1,0 +1,275 @@
+"""Lowering: IR -> a program for the engine (layer descriptors, ROM images) and its cycle model.
+
+Every IR kind the engine runs becomes a convolution: ``linear`` is a 1x1 conv on a 1x1 map, and the global
+``avgpool`` is a conv whose kernel covers the whole map with identity weights (one kept group per output
+channel), so the logic is one engine whatever the network (DESIGN.md §5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import mapping
+from .encoding import REQUANT_MUL_BITS, pack_lanes, ternary_codes
+from .ir import Model, value_range
+from .reference import acc_bound, input_range
+from .rtl.pe import partial_width
+
+SUPPORTED_KINDS = ("conv", "linear", "avgpool")
+RESULT_BUF = 2  # out_buf value of the last layer: the result memory, not a ping-pong buffer
+LAYER_SETUP_CYCLES = 2  # descriptor fetch and latch
+TILE_OVERHEAD_CYCLES = 5  # tile set-up, two compute-flush and two drain-flush cycles
+
+
+class UnsupportedError(ValueError):
+    """The IR is valid but uses something the generator does not build (yet)."""
+
+
+@dataclass(frozen=True, eq=False)
+class HwLayer:
+    name: str
+    kind: str  # the IR kind it came from
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kh: int
+    kw: int
+    stride: int
+    pad: int
+    weight: np.ndarray  # int8 [O, C, kh, kw]
+    mul: np.ndarray
+    bias: np.ndarray
+    shift: np.ndarray
+    lo: int
+    hi: int
+    in_signed: bool
+    in_buf: int
+    out_buf: int
+    acc_bound: int
+    kept: np.ndarray  # bool [O, J] at the hardware's lanes
+    schedule: mapping.Schedule
+
+    @property
+    def n_pix(self) -> int:
+        return self.out_shape[1] * self.out_shape[2]
+
+    @property
+    def n_steps(self) -> int:
+        return self.schedule.rows * self.kh * self.kw
+
+    def locals(self, pe: int) -> int:
+        return -(-self.out_shape[0] // pe)
+
+
+def _lower_layer(model: Model, layer, pe: int, lanes: int, index: int) -> HwLayer:
+    c, h, w = layer.in_shape
+    if layer.kind == "conv":
+        weight, kh, kw = layer.weight, layer.kernel, layer.kernel
+    elif layer.kind == "linear":
+        weight, kh, kw = layer.weight[:, :, None, None], 1, 1
+    else:  # global avgpool: identity weights over the whole map
+        weight = np.zeros((c, c, h, w), np.int8)
+        weight[np.arange(c), np.arange(c)] = 1
+        kh, kw = h, w
+    lo_in, hi_in = input_range(model, layer.source)
+    kept = mapping.kept_groups(weight, lanes)
+    sched = mapping.schedule(kept, pe)
+    if sched.rows == 0:  # an all-pruned layer still runs one idle wave, so the engine needs no special case
+        sched = mapping.Schedule(pe, (1,) + sched.waves[1:], np.zeros(1, np.int64), np.full((1, pe), -1))
+    lo, hi = layer.out_range
+    last = index == len(model.layers) - 1
+    return HwLayer(
+        name=layer.name, kind=layer.kind, in_shape=tuple(layer.in_shape), out_shape=tuple(layer.out_shape),
+        kh=kh, kw=kw, stride=layer.stride if layer.kind == "conv" else 1,
+        pad=layer.padding if layer.kind == "conv" else 0, weight=weight.astype(np.int8),
+        mul=layer.mul, bias=layer.bias, shift=layer.shift, lo=lo, hi=hi,
+        in_signed=lo_in < 0, in_buf=index % 2, out_buf=RESULT_BUF if last else (index + 1) % 2,
+        acc_bound=acc_bound(layer, max(abs(lo_in), abs(hi_in))), kept=kept, schedule=sched)
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """Everything the RTL is generated from: sizes, widths, descriptors and ROM images."""
+
+    name: str
+    pe: int
+    lanes: int
+    tile: int
+    layers: tuple[HwLayer, ...]
+    input_shape: tuple[int, int, int]
+    act_bits: int  # width of one lane in the activation buffers
+    out_bits: int  # width of a result value
+    out_signed: bool
+    acc_bits: int
+    bias_bits: int
+    shift_bits: int
+    buf_depth: int  # words of each ping-pong buffer
+    res_depth: int  # words of each result bank
+
+    @property
+    def clamp_bits(self) -> int:
+        return max(self.act_bits, self.out_bits)
+
+    @property
+    def max_locals(self) -> int:
+        return max(l.locals(self.pe) for l in self.layers)
+
+    @property
+    def input_beats(self) -> int:
+        c, h, w = self.input_shape
+        return mapping.num_blocks(c, self.lanes) * h * w
+
+    @property
+    def output_beats(self) -> int:
+        c, h, w = self.layers[-1].out_shape
+        return c * h * w
+
+
+def lower(model: Model, pe: int, lanes: int, tile: int = 16) -> Program:
+    mapping.check_pe_lanes(pe, lanes)
+    for i, l in enumerate(model.layers):
+        if l.kind not in SUPPORTED_KINDS:
+            raise UnsupportedError(f"layer '{l.name}': kind '{l.kind}' is not supported by the generator yet "
+                                   f"(supported: {', '.join(SUPPORTED_KINDS)})")
+        expected = model.layers[i - 1].name if i else "input"
+        if l.source != expected:
+            raise UnsupportedError(f"layer '{l.name}': source must be the previous layer ('{expected}') in a "
+                                   f"chain network, found '{l.source}' (branches are not supported yet)")
+    layers = tuple(_lower_layer(model, l, pe, lanes, i) for i, l in enumerate(model.layers))
+    max_pix = max(l.n_pix for l in layers)
+    tile = min(tile, 1 << (max_pix - 1).bit_length())
+    final = model.layers[-1]
+    inner_bits = [l.out_bits for l in model.layers[:-1]]
+    act_bits = max([model.input.bits] + inner_bits)
+    worst = max(l.acc_bound for l in layers)
+    acc_bits = max((worst.bit_length() + 1), partial_width(lanes, act_bits))
+    bias_bits = max(int(np.abs(l.bias).max()).bit_length() for l in layers) + 1
+    shift_bits = max(1, max(int(l.shift.max()) for l in layers).bit_length())
+    tensors = [model.input.shape] + [l.out_shape for l in model.layers[:-1]]
+    buf_depth = max(mapping.num_blocks(c, lanes) * h * w for c, h, w in tensors)
+    res_depth = layers[-1].locals(pe) * layers[-1].n_pix
+    return Program(model.name, pe, lanes, tile, layers, tuple(model.input.shape), act_bits, final.out_bits,
+                   final.out_signed, acc_bits, bias_bits, shift_bits, buf_depth, res_depth)
+
+
+# ---------------------------------------------------------------- cycle model
+
+def tiles(prog: Program, layer: HwLayer) -> list[int]:
+    """Pixels in each tile of a layer."""
+    full, rest = divmod(layer.n_pix, prog.tile)
+    return [prog.tile] * full + ([rest] if rest else [])
+
+
+def layer_cycles(prog: Program, layer: HwLayer) -> int:
+    per_pixel = layer.n_steps + layer.locals(prog.pe)  # compute steps, then one drain cycle per local channel
+    return LAYER_SETUP_CYCLES + sum(TILE_OVERHEAD_CYCLES + per_pixel * n for n in tiles(prog, layer))
+
+
+def predicted_cycles(prog: Program) -> int:
+    """Busy cycles of the engine for one image (the ``cycles`` port of rtl/top.py counts the same)."""
+    return sum(layer_cycles(prog, l) for l in prog.layers)
+
+
+# ---------------------------------------------------------------- ROM images
+
+def _twos(value: int, bits: int) -> int:
+    if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
+        raise OverflowError(f"{value} does not fit {bits} signed bits")
+    return value & ((1 << bits) - 1)
+
+
+@dataclass(frozen=True)
+class Widths:
+    """Field widths of descriptors and schedule entries, derived from the program."""
+
+    dim: int  # signed coordinates and offsets within a map
+    addr: int  # buffer addresses
+    off: int  # signed schedule offsets
+    step: int  # schedule / PE-ROM addresses
+    lo: int  # local channel index
+    rq: int  # requant ROM addresses
+
+
+def widths(prog: Program) -> Widths:
+    dims = [d for l in prog.layers for d in l.in_shape[1:] + l.out_shape[1:]]
+    steps = sum(l.n_steps for l in prog.layers)
+    rq = sum(l.locals(prog.pe) for l in prog.layers)
+    addr = max(1, (max(prog.buf_depth, prog.res_depth) - 1).bit_length())
+    return Widths(dim=max(dims).bit_length() + 2, addr=addr, off=addr + 2,
+                  step=max(1, steps.bit_length()), lo=max(1, (prog.max_locals - 1).bit_length()),
+                  rq=max(1, rq.bit_length()))
+
+
+def schedule_rom(prog: Program, wd: Widths) -> list[int]:
+    """One entry per step: (offset, dy, dx) packed low to high, each field two's complement."""
+    words = []
+    for l in prog.layers:
+        hw_in = l.in_shape[1] * l.in_shape[2]
+        for j in l.schedule.block:
+            for ky in range(l.kh):
+                for kx in range(l.kw):
+                    dy, dx = ky - l.pad, kx - l.pad
+                    off = int(j) * hw_in + dy * l.in_shape[2] + dx
+                    words.append(_twos(off, wd.off) | _twos(dy, wd.dim) << wd.off | _twos(dx, wd.dim) << (wd.off + wd.dim))
+    return words
+
+
+def pe_roms(prog: Program, wd: Widths) -> list[list[int]]:
+    """Per PE, one word per step: the L ternary codes of its group at that kernel position, and its local
+    output channel. Idle slots hold zero codes (they add nothing)."""
+    L, roms = prog.lanes, [[] for _ in range(prog.pe)]
+    for l in prog.layers:
+        c = l.in_shape[0]
+        codes = np.zeros((l.out_shape[0], mapping.num_blocks(c, L) * L, l.kh, l.kw), np.uint8)
+        codes[:, :c] = ternary_codes(l.weight)
+        for r, j in enumerate(l.schedule.block):
+            for p in range(prog.pe):
+                o = int(l.schedule.slots[r, p])
+                for ky in range(l.kh):
+                    for kx in range(l.kw):
+                        if o < 0:
+                            roms[p].append(0)
+                        else:
+                            lane_codes = pack_lanes(codes[o, j * L:(j + 1) * L, ky, kx], 2)
+                            roms[p].append(lane_codes | (o // prog.pe) << (2 * L))
+    return roms
+
+
+def pe_rom_width(prog: Program, wd: Widths) -> int:
+    return 2 * prog.lanes + wd.lo
+
+
+def rq_width(prog: Program) -> int:
+    return REQUANT_MUL_BITS + prog.bias_bits + prog.shift_bits
+
+
+def rq_roms(prog: Program) -> list[list[int]]:
+    """Per PE, one word per local output channel of each layer: mul | bias | shift (padded channels 0)."""
+    roms = [[] for _ in range(prog.pe)]
+    for l in prog.layers:
+        for lo in range(l.locals(prog.pe)):
+            for p in range(prog.pe):
+                o = lo * prog.pe + p
+                if o >= l.out_shape[0]:
+                    roms[p].append(0)
+                    continue
+                mul = _twos(int(l.mul[o]), REQUANT_MUL_BITS)
+                bias = _twos(int(l.bias[o]), prog.bias_bits)
+                roms[p].append(mul | bias << REQUANT_MUL_BITS
+                               | int(l.shift[o]) << (REQUANT_MUL_BITS + prog.bias_bits))
+    return roms
+
+
+def descriptors(prog: Program) -> list[dict]:
+    """Layer descriptors for the controller (field names match rtl/controller.py)."""
+    out, step, rq = [], 0, 0
+    for l in prog.layers:
+        _, h_in, w_in = l.in_shape
+        out.append(dict(
+            in_buf=l.in_buf, out_buf=l.out_buf, in_signed=int(l.in_signed), h_in=h_in, w_in=w_in,
+            w_out=l.out_shape[2], n_pix=l.n_pix, stride=l.stride, row_step=l.stride * w_in,
+            n_steps=l.n_steps, sched_base=step, locals=l.locals(prog.pe),
+            lo_per_word=1 if l.out_buf == RESULT_BUF else prog.lanes // prog.pe, rq_base=rq, lo=l.lo, hi=l.hi))
+        step += l.n_steps
+        rq += l.locals(prog.pe)
+    return out

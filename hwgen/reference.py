@@ -1,0 +1,96 @@
+"""The integer reference: executes an IR exactly, in int64, and returns every layer's output.
+
+This module *defines* the integer semantics the hardware must match (DESIGN.md §4):
+    acc = sum(ternary * activation)                       conv / linear / avgpool (sum over the map)
+    y   = clamp((acc * mul + bias) >> shift, lo, hi)      per output channel, >> is floor (arithmetic)
+    maxpool: y = max over the window (padding never wins)
+lo/hi come from the layer's out_bits and signedness; ReLU raises lo to 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .ir import Layer, Model, value_range
+
+_INT64_LIMIT = 1 << 63
+
+
+def acc_bound(layer: Layer, in_max: int) -> int:
+    """Largest |acc| any input with |x| <= in_max can produce (used for widths and overflow checks)."""
+    if layer.kind == "avgpool":
+        return in_max * layer.in_shape[1] * layer.in_shape[2]
+    if layer.weight is None:
+        return in_max
+    nonzero = np.abs(layer.weight.astype(np.int64)).reshape(layer.weight.shape[0], -1).sum(1)
+    return int(nonzero.max(initial=0)) * in_max
+
+
+def input_range(model: Model, source: str) -> tuple[int, int]:
+    if source == "input":
+        return value_range(model.input.bits, model.input.signed)
+    return model.layer(source).out_range
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
+    """Exact int64 convolution as a sum of k*k shifted channel contractions."""
+    k = w.shape[-1]
+    x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    ho = (x.shape[2] - k) // stride + 1
+    wo = (x.shape[3] - k) // stride + 1
+    acc = torch.zeros((x.shape[0], w.shape[0], ho, wo), dtype=torch.int64)
+    for ky in range(k):
+        for kx in range(k):
+            tap = x[:, :, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
+            acc += torch.einsum("oc,bchw->bohw", w[:, :, ky, kx], tap)
+    return acc
+
+
+def _requant(layer: Layer, acc: torch.Tensor, in_max: int) -> torch.Tensor:
+    mul, bias, shift = (torch.from_numpy(a).view(1, -1, 1, 1) for a in (layer.mul, layer.bias, layer.shift))
+    worst = acc_bound(layer, in_max) * int(np.abs(layer.mul).max()) + int(np.abs(layer.bias).max())
+    if worst >= _INT64_LIMIT:
+        raise OverflowError(f"layer '{layer.name}': requantization can reach {worst}, beyond int64")
+    lo, hi = layer.out_range
+    return torch.clamp(torch.bitwise_right_shift(acc * mul + bias, shift), lo, hi)
+
+
+def run_layer(model: Model, layer: Layer, x: torch.Tensor) -> torch.Tensor:
+    lo, hi = input_range(model, layer.source)
+    in_max = max(abs(lo), abs(hi))
+    if layer.kind == "maxpool":
+        pad = layer.padding
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=lo - 1)
+        return torch.nn.functional.max_pool2d(padded.double(), layer.kernel, layer.stride).to(torch.int64)
+    if layer.kind == "avgpool":
+        acc = x.sum(dim=(2, 3), keepdim=True)
+    elif layer.kind == "linear":
+        acc = torch.einsum("oc,bc->bo", torch.from_numpy(layer.weight.astype(np.int64)), x.flatten(1))
+        acc = acc.view(acc.shape[0], -1, 1, 1)
+    else:
+        acc = _conv(x, torch.from_numpy(layer.weight.astype(np.int64)), layer.stride, layer.padding)
+    return _requant(layer, acc, in_max)
+
+
+def run(model: Model, images) -> dict[str, torch.Tensor]:
+    """``images``: integers [B, C, H, W] (or [C, H, W]) within the input's range. Returns every layer's
+    output as int64 [B, C, H, W], keyed by layer name, in network order."""
+    x = torch.as_tensor(np.asarray(images), dtype=torch.int64)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if tuple(x.shape[1:]) != tuple(model.input.shape):
+        raise ValueError(f"input must be [B, {', '.join(map(str, model.input.shape))}], found {list(x.shape)}")
+    lo, hi = value_range(model.input.bits, model.input.signed)
+    if x.numel() and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"input values must be in [{lo}, {hi}], found [{int(x.min())}, {int(x.max())}]")
+    outs = {"input": x}
+    for layer in model.layers:
+        outs[layer.name] = run_layer(model, layer, outs[layer.source])
+    del outs["input"]
+    return outs
+
+
+def predict(model: Model, images) -> torch.Tensor:
+    """Class index per image: argmax of the last layer (first index on ties)."""
+    last = run(model, images)[model.layers[-1].name]
+    return last.flatten(1).argmax(dim=1)

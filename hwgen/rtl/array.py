@@ -1,0 +1,80 @@
+"""The PE array: N ternary PEs, each with its own accumulator bank. Adders only.
+
+Accumulator bank of PE p: one entry per (local output channel, tile pixel), address ``lo * tile + t``.
+An entry is read, added to and written back; it is cleared to zero when it is drained, so the next tile
+starts from zero without a separate clearing pass.
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .pe import TernaryPE, partial_width
+
+
+class PEArray(wiring.Component):
+    """Ports (all in the ``sync`` domain):
+
+    Compute (pipeline stage 1 -> 2): when ``valid`` is high, ``acts`` (one word, L lanes) is broadcast;
+    PE p adds ``codes[p]`` . ``acts`` into entry (``los[p]``, ``t``). The addition lands 1 cycle later;
+    an entry read in that same cycle sees it (the read port is transparent).
+
+    Drain: when ``drain`` is high, every PE reads entry (``drain_lo``, ``drain_t``); the value appears on
+    ``accs`` the next cycle (``accs_valid``), and the entry is cleared in that cycle.
+    """
+
+    def __init__(self, pe: int, lanes: int, act_bits: int, acc_bits: int, locals_: int, tile: int):
+        if tile < 1 or tile & (tile - 1):
+            raise ValueError(f"tile must be a power of two, not {tile}")
+        if acc_bits < partial_width(lanes, act_bits):
+            raise ValueError(f"acc_bits must be >= {partial_width(lanes, act_bits)}, not {acc_bits}")
+        self.pe, self.lanes, self.act_bits, self.acc_bits = pe, lanes, act_bits, acc_bits
+        self.locals, self.tile = locals_, tile
+        self.lo_bits = max(1, (locals_ - 1).bit_length())
+        self.t_bits = max(1, (tile - 1).bit_length())
+        super().__init__({
+            "valid": In(1),
+            "acts": In(unsigned(act_bits * lanes)),
+            "act_signed": In(1),
+            "codes": In(unsigned(2 * lanes)).array(pe),
+            "los": In(unsigned(self.lo_bits)).array(pe),
+            "t": In(unsigned(self.t_bits)),
+            "drain": In(1),
+            "drain_lo": In(unsigned(self.lo_bits)),
+            "drain_t": In(unsigned(self.t_bits)),
+            "accs": Out(signed(acc_bits)).array(pe),
+            "accs_valid": Out(1),
+        })
+
+    def _addr(self, lo, t):
+        return Cat(t, lo) if self.tile > 1 else lo  # lo * tile + t: tile is a power of two, no multiply
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self.locals * self.tile
+        drained = Signal()  # stage-2 of a drain read: clear what was just read
+        drained_addr = Signal(range(max(2, depth)))
+        m.d.sync += [drained.eq(self.drain), drained_addr.eq(self._addr(self.drain_lo, self.drain_t)),
+                     self.accs_valid.eq(self.drain)]
+        for p in range(self.pe):
+            pe = m.submodules[f"pe{p}"] = TernaryPE(self.lanes, self.act_bits)
+            bank = m.submodules[f"acc{p}"] = Memory(shape=signed(self.acc_bits), depth=depth, init=[])
+            wr = bank.write_port()
+            rd = bank.read_port(transparent_for=(wr,))
+            add_valid = Signal(name=f"add_valid{p}")
+            add_addr = Signal.like(drained_addr, name=f"add_addr{p}")
+            partial = Signal(signed(partial_width(self.lanes, self.act_bits)), name=f"partial{p}")
+            m.d.comb += [pe.codes.eq(self.codes[p]), pe.acts.eq(self.acts), pe.act_signed.eq(self.act_signed)]
+            with m.If(self.drain):
+                m.d.comb += rd.addr.eq(self._addr(self.drain_lo, self.drain_t))
+            with m.Else():
+                m.d.comb += rd.addr.eq(self._addr(self.los[p], self.t))
+            m.d.sync += [add_valid.eq(self.valid), add_addr.eq(rd.addr), partial.eq(pe.sum)]
+            with m.If(drained):
+                m.d.comb += [wr.addr.eq(drained_addr), wr.data.eq(0), wr.en.eq(1)]
+            with m.Elif(add_valid):
+                m.d.comb += [wr.addr.eq(add_addr), wr.data.eq(rd.data + partial), wr.en.eq(1)]
+            m.d.comb += self.accs[p].eq(rd.data)
+        return m

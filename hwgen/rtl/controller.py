@@ -1,0 +1,189 @@
+"""The layer controller: walks the descriptor program, one issue per cycle, no multipliers.
+
+Per layer: fetch the descriptor (2 cycles); per tile of up to T output pixels: set up (1), compute
+(n_steps x n_t issues), flush (2), drain (locals x n_t issues), flush (2). ``lower.layer_cycles`` is this
+count; simulation checks it.
+
+Addresses come from counters: the pixel walker keeps iy0 = oy*stride, ix0 = ox*stride and
+base = iy0*w_in + ix0 incrementally, and the schedule ROM supplies per step the offset
+j*H*W + dy*w_in + dx and (dy, dx) for the bounds check that zero-pads the borders.
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..lower import Program, Widths, descriptors, widths
+from .rom import ImageROM
+
+SCHED_IMAGE = "sched.hex"
+
+
+def descriptor_layout(prog: Program, wd: Widths) -> data.StructLayout:
+    count = lambda n: unsigned(max(1, n.bit_length()))
+    return data.StructLayout({
+        "in_buf": 1, "out_buf": 2, "in_signed": 1,
+        "h_in": unsigned(wd.dim), "w_in": unsigned(wd.dim), "w_out": unsigned(wd.dim),
+        "n_pix": unsigned(wd.addr + 1), "stride": unsigned(wd.dim), "row_step": unsigned(wd.addr + 2),
+        "n_steps": unsigned(wd.step + 1), "sched_base": unsigned(wd.step + 1),
+        "locals": unsigned(wd.lo + 1), "lo_per_word": count(prog.lanes), "rq_base": unsigned(wd.rq + 1),
+        "lo": signed(prog.clamp_bits + 1), "hi": signed(prog.clamp_bits + 1),
+    })
+
+
+class Walker:
+    """Output-pixel position as (ox, iy0, ix0, base, rowbase) registers, advanced one pixel at a time."""
+
+    def __init__(self, prefix: str, wd: Widths):
+        self.ox = Signal(wd.dim, name=f"{prefix}_ox")
+        self.iy0 = Signal(wd.dim + 2, name=f"{prefix}_iy0")
+        self.ix0 = Signal(wd.dim + 2, name=f"{prefix}_ix0")
+        self.base = Signal(wd.addr + 3, name=f"{prefix}_base")
+        self.rowbase = Signal(wd.addr + 3, name=f"{prefix}_rowbase")
+        self.fields = (self.ox, self.iy0, self.ix0, self.base, self.rowbase)
+
+    def eq(self, other: "Walker"):
+        return [a.eq(b) for a, b in zip(self.fields, other.fields)]
+
+    def reset(self):
+        return [f.eq(0) for f in self.fields]
+
+    def advance_into(self, dst: "Walker", desc):
+        """Statements setting ``dst`` to this position advanced by one output pixel."""
+        wrap = self.ox == desc.w_out - 1
+        return [
+            dst.ox.eq(Mux(wrap, 0, self.ox + 1)),
+            dst.iy0.eq(Mux(wrap, self.iy0 + desc.stride, self.iy0)),
+            dst.ix0.eq(Mux(wrap, 0, self.ix0 + desc.stride)),
+            dst.rowbase.eq(Mux(wrap, self.rowbase + desc.row_step, self.rowbase)),
+            dst.base.eq(Mux(wrap, self.rowbase + desc.row_step, self.base + desc.stride)),
+        ]
+
+
+class Controller(wiring.Component):
+    """Ports: ``start`` (in, pulse) runs the whole program; ``done`` pulses one cycle after the last drain
+    flush. Issue outputs are valid in the cycle they are asserted (stage 0):
+
+    - compute: ``issue``, ``step`` (PE-ROM address), ``act_addr``, ``inb`` (inside the map), ``t``
+    - drain: ``drain``, ``drain_lo``, ``drain_t``, ``rq_addr``, ``out_addr``, ``out_grp``
+    - per layer (registered): ``in_buf``, ``out_buf``, ``in_signed``, ``lo``, ``hi``
+    """
+
+    def __init__(self, prog: Program):
+        self.prog, self.wd = prog, widths(prog)
+        self.layout = descriptor_layout(prog, self.wd)
+        wd, t_bits = self.wd, max(1, (prog.tile - 1).bit_length())
+        super().__init__({
+            "start": In(1), "done": Out(1), "busy": Out(1),
+            "issue": Out(1), "step": Out(wd.step), "act_addr": Out(wd.addr), "inb": Out(1),
+            "t": Out(t_bits),
+            "drain": Out(1), "drain_lo": Out(wd.lo), "drain_t": Out(t_bits), "rq_addr": Out(wd.rq),
+            "out_addr": Out(wd.addr), "out_grp": Out(unsigned(max(1, prog.lanes.bit_length()))),
+            "in_buf": Out(1), "out_buf": Out(2), "in_signed": Out(1),
+            "lo": Out(signed(prog.clamp_bits + 1)), "hi": Out(signed(prog.clamp_bits + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        prog, wd = self.prog, self.wd
+        descs = descriptors(prog)
+        desc_mem = m.submodules.desc_rom = Memory(shape=self.layout, depth=len(descs), init=descs)
+        desc_rd = desc_mem.read_port()
+        sched = m.submodules.sched_rom = ImageROM(
+            wd.off + 2 * wd.dim, max(1, sum(l.n_steps for l in prog.layers)), SCHED_IMAGE)
+        entry_off = sched.data[:wd.off].as_signed()
+        entry_dy = sched.data[wd.off:wd.off + wd.dim].as_signed()
+        entry_dx = sched.data[wd.off + wd.dim:].as_signed()
+
+        desc = Signal(self.layout)
+        layer = Signal(range(len(descs) + 1))
+        tile_pix = Signal(wd.addr + 1)
+        n_t = Signal(range(prog.tile + 1))
+        s = Signal(wd.step + 1)
+        s_next = Signal.like(s)
+        t = Signal.like(self.t)
+        cur, tile_start, nxt = Walker("cur", wd), Walker("tile", wd), Walker("nxt", wd)
+        d_lo, d_t = Signal.like(self.drain_lo), Signal.like(self.drain_t)
+        d_grp, d_obase = Signal.like(self.out_grp), Signal(wd.addr + 1)
+        flush = Signal(2)
+
+        m.d.comb += [desc_rd.addr.eq(layer), sched.addr.eq(s_next), s_next.eq(s), self.step.eq(s),
+                     self.t.eq(t), self.drain_lo.eq(d_lo), self.drain_t.eq(d_t),
+                     self.in_buf.eq(desc.in_buf), self.out_buf.eq(desc.out_buf),
+                     self.in_signed.eq(desc.in_signed), self.lo.eq(desc.lo), self.hi.eq(desc.hi),
+                     self.rq_addr.eq(desc.rq_base + d_lo), self.out_addr.eq(d_obase + tile_pix + d_t),
+                     self.out_grp.eq(d_grp)]
+        m.d.comb += cur.advance_into(nxt, desc)
+        iy, ix = cur.iy0 + entry_dy, cur.ix0 + entry_dx
+        m.d.comb += [self.act_addr.eq(cur.base + entry_off),
+                     self.inb.eq((iy >= 0) & (iy < desc.h_in) & (ix >= 0) & (ix < desc.w_in))]
+        remaining = desc.n_pix - tile_pix
+        last_tile = remaining <= prog.tile
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += layer.eq(0)
+                    m.next = "DESC0"
+            with m.State("DESC0"):  # the descriptor ROM reads ``layer`` this cycle
+                m.d.comb += self.busy.eq(1)
+                m.next = "DESC1"
+            with m.State("DESC1"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [desc.eq(desc_rd.data), tile_pix.eq(0)] + tile_start.reset()
+                m.next = "TILE"
+            with m.State("TILE"):
+                m.d.comb += [self.busy.eq(1), s_next.eq(desc.sched_base)]
+                m.d.sync += [s.eq(desc.sched_base), t.eq(0), n_t.eq(Mux(last_tile, remaining, prog.tile)),
+                             d_lo.eq(0), d_t.eq(0), d_grp.eq(0), d_obase.eq(0)] + cur.eq(tile_start)
+                m.next = "COMPUTE"
+            with m.State("COMPUTE"):
+                m.d.comb += [self.busy.eq(1), self.issue.eq(1)]
+                last_t = t == n_t - 1
+                last_s = s == desc.sched_base + desc.n_steps - 1
+                with m.If(last_t):
+                    m.d.sync += t.eq(0)
+                    with m.If(last_s):
+                        m.d.sync += [flush.eq(0)] + tile_start.eq(nxt)
+                        m.next = "CFLUSH"
+                    with m.Else():
+                        m.d.comb += s_next.eq(s + 1)
+                        m.d.sync += [s.eq(s + 1)] + cur.eq(tile_start)
+                with m.Else():
+                    m.d.sync += [t.eq(t + 1)] + cur.eq(nxt)
+            with m.State("CFLUSH"):  # the last additions land before the drain reads them
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += flush.eq(flush + 1)
+                with m.If(flush == 1):
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += [self.busy.eq(1), self.drain.eq(1)]
+                with m.If(d_t == n_t - 1):
+                    m.d.sync += d_t.eq(0)
+                    with m.If(d_lo == desc.locals - 1):
+                        m.d.sync += flush.eq(0)
+                        m.next = "DFLUSH"
+                    with m.Else():
+                        m.d.sync += d_lo.eq(d_lo + 1)
+                        with m.If(d_grp == desc.lo_per_word - 1):
+                            m.d.sync += [d_grp.eq(0), d_obase.eq(d_obase + desc.n_pix)]
+                        with m.Else():
+                            m.d.sync += d_grp.eq(d_grp + 1)
+                with m.Else():
+                    m.d.sync += d_t.eq(d_t + 1)
+            with m.State("DFLUSH"):  # requant and buffer writes complete before the next reads
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += flush.eq(flush + 1)
+                with m.If(flush == 1):
+                    with m.If(~last_tile):
+                        m.d.sync += tile_pix.eq(tile_pix + n_t)
+                        m.next = "TILE"
+                    with m.Elif(layer == len(descs) - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += layer.eq(layer + 1)
+                        m.next = "DESC0"
+        return m

@@ -1,0 +1,152 @@
+"""The accelerator top level: input stream -> buffers -> engine (controller + PE array + requant) -> output.
+
+Pipeline of a compute issue: stage 0 the controller presents the activation and PE-ROM addresses; stage 1
+the activation word (zeroed outside the map) and the weight words reach the PEs, which read their
+accumulator entry; stage 2 the sum is written back. A drain issue: stage 0 accumulator and requant-ROM
+reads; stage 1 the product is registered; stage 2 the clamped value is written to the output buffer.
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..encoding import REQUANT_MUL_BITS
+from ..lower import RESULT_BUF, Program, pe_rom_width, rq_width
+from .array import PEArray
+from .controller import Controller
+from .requant import Requant
+from .rom import ImageROM
+
+CYCLE_COUNTER_BITS = 40
+
+
+def pe_image(p: int) -> str:
+    return f"pe{p}.hex"
+
+
+def rq_image(p: int) -> str:
+    return f"rq{p}.hex"
+
+
+class Top(wiring.Component):
+    """Ports: ``inp`` (stream of input words: the L activations of one pixel of one block, blocks then
+    pixels), ``out`` (stream of result values, channels fastest then pixels, ``out_bits`` two's
+    complement when signed), ``cycles`` (busy cycles of the engine for the last image).
+
+    Images are processed one at a time: the input is accepted whole, then the engine runs, then the
+    result streams out (``out.valid`` held until ``out.ready``)."""
+
+    def __init__(self, prog: Program):
+        self.prog = prog
+        super().__init__({
+            "inp": In(stream.Signature(unsigned(prog.lanes * prog.act_bits))),
+            "out": Out(stream.Signature(unsigned(prog.out_bits))),
+            "cycles": Out(CYCLE_COUNTER_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        prog = self.prog
+        N, L, B = prog.pe, prog.lanes, prog.act_bits
+        ctrl = m.submodules.ctrl = Controller(prog)
+        wd = ctrl.wd
+        array = m.submodules.array = PEArray(N, L, B, prog.acc_bits, prog.max_locals, prog.tile)
+        steps = max(1, sum(l.n_steps for l in prog.layers))
+        rq_depth = max(1, sum(l.locals(N) for l in prog.layers))
+        pe_roms = [ImageROM(pe_rom_width(prog, wd), steps, pe_image(p)) for p in range(N)]
+        rq_roms = [ImageROM(rq_width(prog), rq_depth, rq_image(p)) for p in range(N)]
+        rqs = [Requant(prog.acc_bits, prog.bias_bits, prog.shift_bits, prog.clamp_bits) for _ in range(N)]
+        for p in range(N):
+            m.submodules[f"pe_rom{p}"], m.submodules[f"rq_rom{p}"] = pe_roms[p], rq_roms[p]
+            m.submodules[f"requant{p}"] = rqs[p]
+
+        bufs = [Memory(shape=unsigned(L * B), depth=prog.buf_depth, init=[]) for _ in range(2)]
+        result = Memory(shape=unsigned(N * prog.out_bits), depth=max(1, prog.res_depth), init=[])
+        m.submodules.buf0, m.submodules.buf1, m.submodules.result = bufs[0], bufs[1], result
+        buf_wr = [b.write_port(granularity=B) for b in bufs]
+        buf_rd = [b.read_port() for b in bufs]
+        res_wr = result.write_port(granularity=prog.out_bits)
+        res_rd = result.read_port()
+
+        # ---- compute: stage 0 -> 1
+        valid1, inb1, t1 = Signal(), Signal(), Signal.like(ctrl.t)
+        m.d.sync += [valid1.eq(ctrl.issue), inb1.eq(ctrl.inb), t1.eq(ctrl.t)]
+        for p in range(N):
+            m.d.comb += pe_roms[p].addr.eq(ctrl.step)
+        for rd in buf_rd:
+            m.d.comb += rd.addr.eq(ctrl.act_addr)
+        word = Mux(ctrl.in_buf, buf_rd[1].data, buf_rd[0].data)
+        m.d.comb += [array.valid.eq(valid1), array.t.eq(t1), array.act_signed.eq(ctrl.in_signed),
+                     array.acts.eq(Mux(inb1, word, 0))]
+        for p in range(N):
+            m.d.comb += [array.codes[p].eq(pe_roms[p].data[:2 * L]), array.los[p].eq(pe_roms[p].data[2 * L:])]
+
+        # ---- drain: stage 0 -> 1 -> 2
+        m.d.comb += [array.drain.eq(ctrl.drain), array.drain_lo.eq(ctrl.drain_lo), array.drain_t.eq(ctrl.drain_t)]
+        dv1, dv2 = Signal(), Signal()
+        addr1, addr2 = Signal.like(ctrl.out_addr), Signal.like(ctrl.out_addr)
+        grp1, grp2 = Signal.like(ctrl.out_grp), Signal.like(ctrl.out_grp)
+        m.d.sync += [dv1.eq(ctrl.drain), dv2.eq(dv1), addr1.eq(ctrl.out_addr), addr2.eq(addr1),
+                     grp1.eq(ctrl.out_grp), grp2.eq(grp1)]
+        for p in range(N):
+            word_rq = rq_roms[p].data
+            m.d.comb += [rq_roms[p].addr.eq(ctrl.rq_addr), rqs[p].acc.eq(array.accs[p]),
+                         rqs[p].mul.eq(word_rq[:REQUANT_MUL_BITS]),
+                         rqs[p].bias.eq(word_rq[REQUANT_MUL_BITS:REQUANT_MUL_BITS + prog.bias_bits]),
+                         rqs[p].shift.eq(word_rq[REQUANT_MUL_BITS + prog.bias_bits:]),
+                         rqs[p].lo.eq(ctrl.lo), rqs[p].hi.eq(ctrl.hi)]
+        lane_values = Cat(rqs[l % N].y[:B] for l in range(L))  # lane l of a word comes from PE l mod N
+        lane_groups = Cat(grp2 == l // N for l in range(L))
+        m.d.comb += [res_wr.addr.eq(addr2), res_wr.data.eq(Cat(r.y[:prog.out_bits] for r in rqs)),
+                     res_wr.en.eq(Mux(dv2 & (ctrl.out_buf == RESULT_BUF), (1 << N) - 1, 0))]
+
+        # ---- top-level sequence: load, run, stream out
+        in_count = Signal(range(prog.input_beats + 1))
+        out_o = Signal(range(prog.layers[-1].out_shape[0] + 1))
+        out_p = Signal(range(N + 1))
+        out_px = Signal(range(prog.layers[-1].n_pix + 1))
+        out_lobase = Signal(range(max(2, prog.res_depth + 1)))
+        out_sel = Signal.like(out_p)
+        n_pix_f = prog.layers[-1].n_pix
+        m.d.comb += [res_rd.addr.eq(out_lobase + out_px), res_rd.en.eq(0)]
+        m.d.comb += self.out.payload.eq(res_rd.data.word_select(out_sel, prog.out_bits))
+        with m.If(ctrl.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        for i in range(2):
+            m.d.comb += [buf_wr[i].addr.eq(addr2), buf_wr[i].data.eq(lane_values),
+                         buf_wr[i].en.eq(Mux(dv2 & (ctrl.out_buf == i), lane_groups, 0))]
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += [self.inp.ready.eq(1), buf_wr[0].addr.eq(in_count), buf_wr[0].data.eq(self.inp.payload)]
+                with m.If(self.inp.valid):
+                    m.d.comb += buf_wr[0].en.eq((1 << L) - 1)
+                    m.d.sync += in_count.eq(in_count + 1)
+                    with m.If(in_count == prog.input_beats - 1):
+                        m.d.comb += ctrl.start.eq(1)
+                        m.d.sync += [in_count.eq(0), self.cycles.eq(0)]
+                        m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(ctrl.done):
+                    m.d.sync += [out_o.eq(0), out_p.eq(0), out_px.eq(0), out_lobase.eq(0)]
+                    m.next = "OUT_READ"
+            with m.State("OUT_READ"):
+                m.d.comb += res_rd.en.eq(1)
+                m.d.sync += out_sel.eq(out_p)
+                m.next = "OUT_VALID"
+            with m.State("OUT_VALID"):
+                m.d.comb += self.out.valid.eq(1)
+                with m.If(self.out.ready):
+                    m.next = "OUT_READ"
+                    with m.If(out_o == prog.layers[-1].out_shape[0] - 1):
+                        m.d.sync += [out_o.eq(0), out_p.eq(0), out_lobase.eq(0), out_px.eq(out_px + 1)]
+                        with m.If(out_px == n_pix_f - 1):
+                            m.next = "LOAD"
+                    with m.Else():
+                        m.d.sync += out_o.eq(out_o + 1)
+                        with m.If(out_p == N - 1):
+                            m.d.sync += [out_p.eq(0), out_lobase.eq(out_lobase + n_pix_f)]
+                        with m.Else():
+                            m.d.sync += out_p.eq(out_p + 1)
+        return m

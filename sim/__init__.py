@@ -1,0 +1,1 @@
+"""cocotb testbenches. They run inside the simulator and read case files only (no torch import)."""
