@@ -13,12 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class ConfigError(ValueError):
+    """An array shape the generator cannot build."""
+
+
 def check_pe_lanes(pe: int, lanes: int) -> None:
     """The array shapes the generator supports; the message names what was expected and found."""
     if not isinstance(lanes, int) or lanes < 1 or lanes & (lanes - 1):
-        raise ValueError(f"lanes must be a power of two >= 1, not {lanes!r}")
+        raise ConfigError(f"lanes must be a power of two >= 1, not {lanes!r}")
     if not isinstance(pe, int) or pe < 1 or lanes % pe:
-        raise ValueError(f"pe must be a positive divisor of lanes ({lanes}), not {pe!r}")
+        raise ConfigError(f"pe must be a positive divisor of lanes ({lanes}), not {pe!r}")
 
 
 def num_blocks(channels: int, lanes: int) -> int:

