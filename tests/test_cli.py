@@ -1,0 +1,92 @@
+"""The command line on bad input: one line naming what is wrong, exit code 2, nothing written."""
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hwgen import ir
+from hwgen.build import BuildConfig, generate
+
+
+def _hwgen(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "hwgen", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _assert_refused(res, out, fragment):
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], res.stderr
+    assert not out.exists()
+
+
+@pytest.fixture()
+def saved(small_model, tmp_path):
+    path = tmp_path / "m.ir"
+    ir.save(small_model, path)
+    return path
+
+
+def test_truncated_ir(saved, tmp_path):
+    saved.write_bytes(saved.read_bytes()[:300])
+    out = tmp_path / "out"
+    _assert_refused(_hwgen("build", "--ir", saved, "--pe", 4, "--out", out, cwd=tmp_path), out,
+                    "not a readable IR file")
+
+
+def test_edited_ir(small_model, tmp_path):
+    layers = list(small_model.layers)
+    bad = layers[2].weight.copy()
+    bad[0, 0, 0, 0] = 3
+    layers[2] = dataclasses.replace(layers[2], weight=bad)  # save() validates and must refuse it
+    with pytest.raises(ir.IRError, match="layer 'conv3': weight values must be ternary"):
+        ir.save(dataclasses.replace(small_model, layers=tuple(layers)), tmp_path / "x.ir")
+    assert not (tmp_path / "x.ir").exists() and not list(tmp_path.glob("x.ir.tmp*"))
+
+
+@pytest.mark.parametrize("pe, lanes, fragment", [(3, 16, "pe must be a positive divisor of lanes (16), not 3"),
+                                                 (4, 24, "lanes must be a power of two >= 1, not 24")])
+def test_invalid_pe_or_lanes(saved, tmp_path, pe, lanes, fragment):
+    out = tmp_path / "out"
+    _assert_refused(_hwgen("build", "--ir", saved, "--pe", pe, "--lanes", lanes, "--out", out, cwd=tmp_path),
+                    out, fragment)
+
+
+def test_nonpositive_pe_is_a_usage_error(saved, tmp_path):
+    res = _hwgen("build", "--ir", saved, "--pe", 0, cwd=tmp_path)
+    assert res.returncode == 2 and "expected a positive integer, found 0" in res.stderr
+
+
+def test_unsupported_layer_kind(small_model, tmp_path):
+    c = small_model.layers[0].out_shape[0]
+    pool = ir.Layer("pool0", "maxpool", "conv1", (c, 8, 8), (c, 4, 4), 8, False, True, kernel=2, stride=2)
+    layers = list(small_model.layers)
+    layers[1] = dataclasses.replace(layers[1], source="pool0", in_shape=(c, 4, 4), out_shape=(32, 2, 2))
+    layers[2] = dataclasses.replace(layers[2], in_shape=(32, 2, 2), out_shape=(32, 2, 2))
+    layers[3] = dataclasses.replace(layers[3], in_shape=(32, 2, 2), out_shape=(64, 2, 2))
+    layers[4] = dataclasses.replace(layers[4], in_shape=(64, 2, 2))
+    path = tmp_path / "pool.ir"
+    ir.save(dataclasses.replace(small_model, layers=tuple(layers[:1] + [pool] + layers[1:])), path)
+    out = tmp_path / "out"
+    _assert_refused(_hwgen("build", "--ir", path, "--pe", 4, "--out", out, cwd=tmp_path), out,
+                    "layer 'pool0': kind 'maxpool' is not supported by the generator yet")
+
+
+def test_build_is_byte_identical_and_machine_independent(small_model):
+    a = generate(small_model, BuildConfig(pe=4))
+    b = generate(small_model, BuildConfig(pe=4))
+    assert a == b
+    assert "/" not in "".join(line for line in a["hwgen_top.v"].splitlines() if "src" in line)
+
+
+def test_build_writes_manifest(saved, tmp_path):
+    out = tmp_path / "out"
+    res = _hwgen("build", "--ir", saved, "--pe", 4, "--out", out, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    import json
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["predicted_cycles"] > 0 and man["rom_bits"] > 0
+    assert 0 < man["kept_groups"] < man["total_groups"]
+    assert {"hwgen_top.v", "hwgen_rom.v", "sched.hex", "pe0.hex", "rq3.hex"} <= {p.name for p in out.iterdir()}

@@ -1,0 +1,67 @@
+"""Unit tests of the PE and the requant unit in amaranth.sim, against plain integer models."""
+import random
+
+from amaranth.sim import Simulator
+
+from hwgen.encoding import CODE, pack_lanes, requant_constants
+from hwgen.netlist import cell_counts, multipliers
+from hwgen.rtl.array import PEArray
+from hwgen.rtl.pe import TernaryPE
+from hwgen.rtl.requant import Requant
+
+
+def test_pe_adds_subtracts_or_skips_each_lane():
+    lanes, bits = 8, 8
+    dut = TernaryPE(lanes, bits)
+    rng = random.Random(1)
+    cases = []
+    for _ in range(300):
+        signed = rng.random() < 0.5
+        acts = [rng.randrange(-128, 128) if signed else rng.randrange(256) for _ in range(lanes)]
+        if rng.random() < 0.1:  # extremes
+            acts = [-128 if signed else 255] * lanes
+        weights = [rng.choice((-1, 0, 1)) for _ in range(lanes)]
+        cases.append((signed, acts, weights, sum(a * w for a, w in zip(acts, weights))))
+
+    async def bench(ctx):
+        for signed, acts, weights, expected in cases:
+            ctx.set(dut.act_signed, signed)
+            ctx.set(dut.acts, pack_lanes(acts, bits))
+            ctx.set(dut.codes, pack_lanes([CODE[w] for w in weights], 2))
+            assert ctx.get(dut.sum) == expected, (signed, acts, weights)
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_requant_matches_integer_formula():
+    dut = Requant(acc_bits=20, bias_bits=48, shift_bits=6, out_bits=8)
+    rng = random.Random(2)
+    cases = []
+    for _ in range(300):
+        mul, bias, shift = requant_constants(rng.uniform(1e-4, 0.5) * rng.choice((1, -1)), rng.uniform(-50, 50))
+        acc = rng.randrange(-(1 << 19), 1 << 19)
+        lo, hi = rng.choice(((0, 255), (-128, 127)))
+        cases.append((acc, mul, bias, shift, lo, hi, min(max((acc * mul + bias) >> shift, lo), hi)))
+
+    async def bench(ctx):
+        for acc, mul, bias, shift, lo, hi, expected in cases:
+            for port, value in ((dut.acc, acc), (dut.mul, mul), (dut.bias, bias), (dut.shift, shift),
+                                (dut.lo, lo), (dut.hi, hi)):
+                ctx.set(port, value)
+            await ctx.tick()
+            assert ctx.get(dut.y) == expected, (acc, mul, bias, shift)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_pe_array_has_no_multiplier_cells():
+    array = cell_counts(PEArray(pe=16, lanes=16, act_bits=8, acc_bits=24, locals_=4, tile=16))
+    assert multipliers(array) == 0, array
+    assert array["$add"] >= 16 * 16  # the adder trees and accumulators are there
+    # the check can fail: the drain-path requant unit does hold its one multiplier
+    assert multipliers(cell_counts(Requant(20, 48, 6, 8))) == 1

@@ -1,0 +1,141 @@
+"""End-to-end tests of the training stage: train -> prune -> fine-tune -> IR, checked against the integer
+reference. Two full default runs (the accuracy and sparsity targets at --pe 16 and 4) plus short ones."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from hwgen import ir, reference
+from hwgen.mapping import kept_groups, schedule
+from train import data
+from train.cli import main
+from train.pipeline import TrainConfig, run, train_model
+from train.export import export, logit_scale
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRUNABLE = ("conv2", "conv3", "conv4")
+
+
+@pytest.fixture(scope="module", params=[16, 4], ids=["pe16", "pe4"])
+def full_run(request):
+    """The default schedule, as ``python -m train --model digits --pe N`` runs it."""
+    return run(TrainConfig(pe=request.param, quiet=True))
+
+
+def test_full_run_meets_targets(full_run):
+    irm, m = full_run
+    assert m["int_accuracy"] >= 0.95
+    assert m["group_sparsity"] >= 0.5
+    assert m["compression"] == pytest.approx(16 / (1 - m["group_sparsity"]))
+    assert abs(m["int_accuracy"] - m["float_accuracy"]) <= 0.02
+    assert irm.meta["int_accuracy"] == m["int_accuracy"]
+
+
+def test_ir_masks_are_balanced_and_pruned_groups_zero(full_run):
+    irm, m = full_run
+    pe = m["config"]["pe"]
+    for layer in irm.layers:
+        if layer.weight is None:
+            continue
+        # Every nonzero ternary group is in the mask (validate() checks it too; this pins the meaning).
+        assert not (kept_groups(layer.weight, irm.lanes) & ~layer.mask).any()
+        if layer.name in PRUNABLE:
+            assert layer.mask.sum() == m["layers"][layer.name]["kept"]
+            assert schedule(layer.mask, pe).idle_slots == 0
+            assert all(len(set(block)) == 1 for block in m["layers"][layer.name]["per_pe_kept"])
+        else:
+            assert layer.mask.all()
+
+
+def test_ir_round_trip(full_run, tmp_path):
+    irm, _ = full_run
+    path = tmp_path / "model.ir"
+    ir.save(irm, path)
+    back = ir.load(path)
+    assert [l.name for l in back.layers] == [l.name for l in irm.layers]
+    assert back.lanes == irm.lanes and back.input == irm.input and back.meta == irm.meta
+    for a, b in zip(irm.layers, back.layers):
+        for name in ("weight", "mask", "mul", "bias", "shift"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None and y is None) or (x.dtype == y.dtype and np.array_equal(x, y))
+
+
+@pytest.fixture(scope="module")
+def short():
+    torch.manual_seed(0)
+    return train_model(TrainConfig(pe=4, epochs=3, quiet=True))
+
+
+def test_export_matches_float_model_layer_by_layer(short):
+    """Each integer layer output equals the float model's activation / scale, up to rare 1-LSB flips
+    (float32 sums and 18-bit multipliers versus exact integers)."""
+    model, split = short.model, short.split
+    irm = export(model, 16, short.masks, logit_scale(model, data.to_float(split.train_x)))
+    x_int = split.test_x[:100]
+    outs = reference.run(irm, x_int)
+    h = data.to_float(x_int)
+    with torch.no_grad():
+        for name, block in zip(model.block_names(), model.blocks):
+            h = block(h)
+            diff = (h / block.act.scale - outs[name].double()).abs()
+            assert diff.max() <= 1.0 + 1e-3, name
+            assert (diff > 0.5).double().mean() < 1e-3, name
+        h = model.pool(h)
+        assert torch.equal(torch.round(h / model.blocks[-1].act.scale).long(), outs["avgpool"])
+        logits = model.fc(h.flatten(1)) / irm.meta["logit_scale"]
+        assert (logits - outs["fc"].flatten(1).double()).abs().max() <= 1.0
+    assert x_int.dtype == np.int64 and x_int.min() >= 0 and x_int.max() <= 16
+
+
+def test_same_seed_same_ir_bytes(tmp_path):
+    paths = []
+    for i in range(2):
+        irm, _ = run(TrainConfig(pe=16, epochs=2, seed=3, quiet=True))
+        paths.append(tmp_path / f"{i}.ir")
+        ir.save(irm, paths[-1])
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_cli_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "train", "--model", "digits", "--pe", "4", "--out", str(out),
+                           "--epochs", "2", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out)) == ["metrics.json", "model.ir"]
+    assert os.listdir(tmp_path) == ["run"]  # no temporary folder left beside it
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("int_accuracy", "float_accuracy", "group_sparsity"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["compression"] >= 16
+    irm = ir.load(out / "model.ir")
+    assert irm.meta["pe"] == 4 and irm.lanes == 16
+    images, labels = data.heldout_images()
+    pred = reference.predict(irm, images).numpy()
+    assert float((pred == labels).mean()) == pytest.approx(m["int_accuracy"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--pe", "3"], "pe must be a positive divisor of lanes (16), not 3"),
+    (["--pe", "4", "--lanes", "12"], "lanes must be a power of two >= 1, not 12"),
+    (["--pe", "32"], "pe must be a positive divisor of lanes (16), not 32"),
+    (["--pe", "4", "--epochs", "1"], "epochs must be an integer >= 2"),
+    (["--pe", "4", "--keep-fraction", "0"], "keep-fraction must be in (0, 1], not 0.0"),
+    (["--pe", "4", "--lam", "-1"], "lam must be a finite number >= 0, not -1.0"),
+])
+def test_cli_rejects_bad_args(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["--model", "digits", "--out", str(out)] + args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_refuses_foreign_folder(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("keep me")
+    assert main(["--model", "digits", "--pe", "4", "--out", str(tmp_path)]) == 2
+    assert "must be a new folder or a previous output" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["notes.txt"]
