@@ -45,6 +45,8 @@ class Layer:
     avgpool: global average pool; acc = sum over H x W
     maxpool: k x k window max, no requantization (mul/bias/shift are None)
     Then y = clamp((acc * mul + bias) >> shift, lo, hi) with lo, hi from out_bits/out_signed/relu.
+    A conv with ``residual`` adds that layer's output (same shape, same scale) before the clamp:
+    y = clamp(((acc * mul + bias) >> shift) + residual, lo, hi).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Layer:
     mul: np.ndarray | None = None  # int64 [O]
     bias: np.ndarray | None = None  # int64 [O]
     shift: np.ndarray | None = None  # int64 [O]
+    residual: str | None = None  # conv only: name of the layer (or "input") added before the clamp
 
     @property
     def out_range(self) -> tuple[int, int]:
@@ -188,10 +191,16 @@ def validate(model: Model) -> Model:
             raise _fail(where, "mul", "within 32-bit signed", int(l.mul[np.abs(l.mul) >= 1 << 31][0]))
         if l.bias is not None and (np.abs(l.bias) >= 1 << 62).any():
             raise _fail(where, "bias", "within 62-bit signed", "a larger value")
+        if l.residual is not None:
+            if l.kind != "conv":
+                raise _fail(where, "residual", "absent for kind " + l.kind, repr(l.residual))
+            if shapes.get(l.residual) != tuple(l.out_shape):
+                raise _fail(where, "residual", f"an earlier layer of shape {list(l.out_shape)}",
+                            f"{l.residual!r} of shape {list(shapes[l.residual]) if l.residual in shapes else None}")
         if l.kind == "maxpool" and (l.out_bits, l.out_signed) != _source_format(model, l.source):
             raise _fail(where, "out_bits/out_signed", "those of its source", (l.out_bits, l.out_signed))
         shapes[l.name] = tuple(l.out_shape)
-    used = {l.source for l in model.layers}
+    used = {l.source for l in model.layers} | {l.residual for l in model.layers}
     dangling = [l.name for l in model.layers[:-1] if l.name not in used]
     if dangling:
         raise _fail(f"layer '{dangling[0]}'", "output", "used by a later layer (only the last is the result)", "unused")
@@ -309,6 +318,7 @@ def _from_manifest(m: dict, z: zipfile.ZipFile) -> Model:
             in_shape=_shape(e, "in_shape", where), out_shape=_shape(e, "out_shape", where),
             out_bits=_get(e, "out_bits", int, where), out_signed=_get(e, "out_signed", bool, where),
             relu=_get(e, "relu", bool, where), kernel=_get(e, "kernel", int, where),
-            stride=_get(e, "stride", int, where), padding=_get(e, "padding", int, where), **arrays))
+            stride=_get(e, "stride", int, where), padding=_get(e, "padding", int, where),
+            residual=_get(e, "residual", (str, type(None)), where) if "residual" in e else None, **arrays))
     return Model(_get(m, "name", str, "manifest"), _get(m, "lanes", int, "manifest"), spec, tuple(layers),
                  _get(m, "meta", dict, "manifest"))

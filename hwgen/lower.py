@@ -16,8 +16,8 @@ from .ir import Model, value_range
 from .reference import acc_bound, input_range
 from .rtl.pe import partial_width
 
-SUPPORTED_KINDS = ("conv", "linear", "avgpool")
-RESULT_BUF = 2  # out_buf value of the last layer: the result memory, not a ping-pong buffer
+SUPPORTED_KINDS = ("conv", "linear", "avgpool", "maxpool")
+RESULT_BUF = -1  # out_buf of the last layer: the result memory, not an activation buffer
 LAYER_SETUP_CYCLES = 2  # descriptor fetch and latch
 TILE_OVERHEAD_CYCLES = 5  # tile set-up, two compute-flush and two drain-flush cycles
 
@@ -44,7 +44,10 @@ class HwLayer:
     hi: int
     in_signed: bool
     in_buf: int
-    out_buf: int
+    out_buf: int  # RESULT_BUF for the last layer
+    res_buf: int | None  # buffer of the residual operand, if any
+    res_signed: bool
+    max_mode: bool  # max pooling: the accumulator keeps the maximum instead of the sum
     acc_bound: int
     kept: np.ndarray  # bool [O, J] at the hardware's lanes
     schedule: mapping.Schedule
@@ -61,30 +64,65 @@ class HwLayer:
         return -(-self.out_shape[0] // pe)
 
 
-def _lower_layer(model: Model, layer, pe: int, lanes: int, index: int) -> HwLayer:
+def _identity(channels: int, kh: int, kw: int) -> np.ndarray:
+    weight = np.zeros((channels, channels, kh, kw), np.int8)
+    weight[np.arange(channels), np.arange(channels)] = 1
+    return weight
+
+
+def _lower_layer(model: Model, layer, pe: int, lanes: int, bufs: dict[str, int]) -> HwLayer:
     c, h, w = layer.in_shape
+    mul, bias, shift = layer.mul, layer.bias, layer.shift
+    stride, pad = layer.stride, layer.padding
     if layer.kind == "conv":
         weight, kh, kw = layer.weight, layer.kernel, layer.kernel
     elif layer.kind == "linear":
-        weight, kh, kw = layer.weight[:, :, None, None], 1, 1
-    else:  # global avgpool: identity weights over the whole map
-        weight = np.zeros((c, c, h, w), np.int8)
-        weight[np.arange(c), np.arange(c)] = 1
-        kh, kw = h, w
+        weight, kh, kw, stride, pad = layer.weight[:, :, None, None], 1, 1, 1, 0
+    elif layer.kind == "avgpool":  # identity weights over the whole map; mul/shift do the division
+        weight, kh, kw, stride, pad = _identity(c, h, w), h, w, 1, 0
+    else:  # maxpool: identity weights, max instead of sum, no requantization
+        weight, kh, kw = _identity(c, layer.kernel, layer.kernel), layer.kernel, layer.kernel
+        mul, bias, shift = np.ones(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64)
     lo_in, hi_in = input_range(model, layer.source)
+    if layer.kind == "maxpool" and lo_in < 0:
+        raise UnsupportedError(f"layer '{layer.name}': max pooling needs a non-negative (unsigned) input, "
+                               f"found the signed output of '{layer.source}'")
     kept = mapping.kept_groups(weight, lanes)
     sched = mapping.schedule(kept, pe)
     if sched.rows == 0:  # an all-pruned layer still runs one idle wave, so the engine needs no special case
         sched = mapping.Schedule(pe, (1,) + sched.waves[1:], np.zeros(1, np.int64), np.full((1, pe), -1))
     lo, hi = layer.out_range
-    last = index == len(model.layers) - 1
+    res_signed = layer.residual is not None and input_range(model, layer.residual)[0] < 0
     return HwLayer(
         name=layer.name, kind=layer.kind, in_shape=tuple(layer.in_shape), out_shape=tuple(layer.out_shape),
-        kh=kh, kw=kw, stride=layer.stride if layer.kind == "conv" else 1,
-        pad=layer.padding if layer.kind == "conv" else 0, weight=weight.astype(np.int8),
-        mul=layer.mul, bias=layer.bias, shift=layer.shift, lo=lo, hi=hi,
-        in_signed=lo_in < 0, in_buf=index % 2, out_buf=RESULT_BUF if last else (index + 1) % 2,
-        acc_bound=acc_bound(layer, max(abs(lo_in), abs(hi_in))), kept=kept, schedule=sched)
+        kh=kh, kw=kw, stride=stride, pad=pad, weight=weight.astype(np.int8), mul=mul, bias=bias, shift=shift,
+        lo=lo, hi=hi, in_signed=lo_in < 0, in_buf=bufs[layer.source], out_buf=bufs[layer.name],
+        res_buf=None if layer.residual is None else bufs[layer.residual], res_signed=res_signed,
+        max_mode=layer.kind == "maxpool", acc_bound=acc_bound(layer, max(abs(lo_in), abs(hi_in))),
+        kept=kept, schedule=sched)
+
+
+def allocate_buffers(model: Model) -> dict[str, int]:
+    """Activation buffer of every tensor ("input" and each layer's output), by liveness: a buffer is reused
+    once the last layer reading its tensor has run, and a layer never writes a buffer it reads. The last
+    layer writes the result memory (RESULT_BUF)."""
+    last_use = {}
+    for i, l in enumerate(model.layers):
+        for t in (l.source, l.residual):
+            if t is not None:
+                last_use[t] = i
+    where, free, count = {"input": 0}, [], 1
+    for i, l in enumerate(model.layers):
+        if i == len(model.layers) - 1:
+            where[l.name] = RESULT_BUF
+        elif free:
+            where[l.name] = free.pop(free.index(min(free)))
+        else:
+            where[l.name], count = count, count + 1
+        for t in {l.source, l.residual} - {None}:
+            if last_use[t] == i:
+                free.append(where[t])
+    return where
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,8 +141,9 @@ class Program:
     acc_bits: int
     bias_bits: int
     shift_bits: int
-    buf_depth: int  # words of each ping-pong buffer
+    buf_depth: int  # words of each activation buffer
     res_depth: int  # words of each result bank
+    n_bufs: int
 
     @property
     def clamp_bits(self) -> int:
@@ -131,11 +170,8 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16) -> Program:
         if l.kind not in SUPPORTED_KINDS:
             raise UnsupportedError(f"layer '{l.name}': kind '{l.kind}' is not supported by the generator yet "
                                    f"(supported: {', '.join(SUPPORTED_KINDS)})")
-        expected = model.layers[i - 1].name if i else "input"
-        if l.source != expected:
-            raise UnsupportedError(f"layer '{l.name}': source must be the previous layer ('{expected}') in a "
-                                   f"chain network, found '{l.source}' (branches are not supported yet)")
-    layers = tuple(_lower_layer(model, l, pe, lanes, i) for i, l in enumerate(model.layers))
+    bufs = allocate_buffers(model)
+    layers = tuple(_lower_layer(model, l, pe, lanes, bufs) for l in model.layers)
     max_pix = max(l.n_pix for l in layers)
     tile = min(tile, 1 << (max_pix - 1).bit_length())
     final = model.layers[-1]
@@ -148,8 +184,9 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16) -> Program:
     tensors = [model.input.shape] + [l.out_shape for l in model.layers[:-1]]
     buf_depth = max(mapping.num_blocks(c, lanes) * h * w for c, h, w in tensors)
     res_depth = layers[-1].locals(pe) * layers[-1].n_pix
+    n_bufs = max(bufs.values()) + 1
     return Program(model.name, pe, lanes, tile, layers, tuple(model.input.shape), act_bits, final.out_bits,
-                   final.out_signed, acc_bits, bias_bits, shift_bits, buf_depth, res_depth)
+                   final.out_signed, acc_bits, bias_bits, shift_bits, buf_depth, res_depth, n_bufs)
 
 
 # ---------------------------------------------------------------- cycle model
@@ -265,11 +302,14 @@ def descriptors(prog: Program) -> list[dict]:
     out, step, rq = [], 0, 0
     for l in prog.layers:
         _, h_in, w_in = l.in_shape
+        to_result = l.out_buf == RESULT_BUF
         out.append(dict(
-            in_buf=l.in_buf, out_buf=l.out_buf, in_signed=int(l.in_signed), h_in=h_in, w_in=w_in,
+            in_buf=l.in_buf, out_buf=0 if to_result else l.out_buf, to_result=int(to_result),
+            has_res=int(l.res_buf is not None), res_buf=l.res_buf or 0, res_signed=int(l.res_signed),
+            max_mode=int(l.max_mode), in_signed=int(l.in_signed), h_in=h_in, w_in=w_in,
             w_out=l.out_shape[2], n_pix=l.n_pix, stride=l.stride, row_step=l.stride * w_in,
             n_steps=l.n_steps, sched_base=step, locals=l.locals(prog.pe),
-            lo_per_word=1 if l.out_buf == RESULT_BUF else prog.lanes // prog.pe, rq_base=rq, lo=l.lo, hi=l.hi))
+            lo_per_word=1 if to_result else prog.lanes // prog.pe, rq_base=rq, lo=l.lo, hi=l.hi))
         step += l.n_steps
         rq += l.locals(prog.pe)
     return out

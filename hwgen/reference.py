@@ -46,16 +46,17 @@ def _conv(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int) -> torch.Tens
     return acc
 
 
-def _requant(layer: Layer, acc: torch.Tensor, in_max: int) -> torch.Tensor:
+def _requant(layer: Layer, acc: torch.Tensor, in_max: int, res: torch.Tensor | None = None) -> torch.Tensor:
     mul, bias, shift = (torch.from_numpy(a).view(1, -1, 1, 1) for a in (layer.mul, layer.bias, layer.shift))
     worst = acc_bound(layer, in_max) * int(np.abs(layer.mul).max()) + int(np.abs(layer.bias).max())
     if worst >= _INT64_LIMIT:
         raise OverflowError(f"layer '{layer.name}': requantization can reach {worst}, beyond int64")
     lo, hi = layer.out_range
-    return torch.clamp(torch.bitwise_right_shift(acc * mul + bias, shift), lo, hi)
+    y = torch.bitwise_right_shift(acc * mul + bias, shift)
+    return torch.clamp(y if res is None else y + res, lo, hi)
 
 
-def run_layer(model: Model, layer: Layer, x: torch.Tensor) -> torch.Tensor:
+def run_layer(model: Model, layer: Layer, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
     lo, hi = input_range(model, layer.source)
     in_max = max(abs(lo), abs(hi))
     if layer.kind == "maxpool":
@@ -69,7 +70,7 @@ def run_layer(model: Model, layer: Layer, x: torch.Tensor) -> torch.Tensor:
         acc = acc.view(acc.shape[0], -1, 1, 1)
     else:
         acc = _conv(x, torch.from_numpy(layer.weight.astype(np.int64)), layer.stride, layer.padding)
-    return _requant(layer, acc, in_max)
+    return _requant(layer, acc, in_max, res)
 
 
 def run(model: Model, images) -> dict[str, torch.Tensor]:
@@ -85,7 +86,8 @@ def run(model: Model, images) -> dict[str, torch.Tensor]:
         raise ValueError(f"input values must be in [{lo}, {hi}], found [{int(x.min())}, {int(x.max())}]")
     outs = {"input": x}
     for layer in model.layers:
-        outs[layer.name] = run_layer(model, layer, outs[layer.source])
+        res = outs[layer.residual] if layer.residual is not None else None
+        outs[layer.name] = run_layer(model, layer, outs[layer.source], res)
     del outs["input"]
     return outs
 

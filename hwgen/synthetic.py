@@ -1,7 +1,7 @@
 """Seeded synthetic networks: ternary weights, PE-wise group pruning, calibrated requantization.
 
 Used by tests and by ``hwgen build --model`` when no trained IR is given, so hardware work never waits for
-training. The requant constants are calibrated on seeded random inputs so activations use their range.
+training. Requant constants are calibrated on seeded random inputs so activations use their range.
 """
 from __future__ import annotations
 
@@ -12,67 +12,155 @@ from . import mapping, reference
 from .encoding import requant_constants
 from .ir import InputSpec, Layer, Model, validate
 
-
-def _calibrate(model_so_far: Model, layer: Layer, x: torch.Tensor, rng: np.random.Generator) -> Layer:
-    """Pick per-channel requant so the 99th percentile of |acc| maps near the top of the output range."""
-    probe = Layer(**{**layer.__dict__, "mul": np.ones(layer.out_shape[0], np.int64),
-                     "bias": np.zeros(layer.out_shape[0], np.int64), "shift": np.zeros(layer.out_shape[0], np.int64),
-                     "out_bits": 32, "out_signed": True, "relu": False})
-    acc = reference.run_layer(model_so_far, probe, x).double()
-    per_channel = acc.transpose(0, 1).reshape(acc.shape[1], -1)
-    spread = torch.quantile(per_channel.abs(), 0.99, dim=1).clamp(min=1.0).numpy()
-    lo, hi = layer.out_range
-    consts = [requant_constants(0.9 * hi / s, float(rng.integers(-2, 3))) for s in spread]
-    mul, bias, shift = (np.array(c, np.int64) for c in zip(*consts))
-    return Layer(**{**layer.__dict__, "mul": mul, "bias": bias, "shift": shift})
+UNIT = (np.ones, np.zeros, np.zeros)  # mul, bias, shift of an exact pass-through
 
 
-def _ternary(rng, shape, lanes, pe, density, balanced):
-    w = rng.choice(np.array([-1, 0, 1], np.int8), size=shape, p=[0.3, 0.4, 0.3])
-    scores = rng.random((shape[0], mapping.num_blocks(shape[1], lanes)))
-    if balanced:
-        mask = mapping.balanced_mask(scores, pe, density)
-    else:
-        mask = scores < density
-    wb = w.reshape(shape[0], shape[1], -1)
-    for j, (s, e) in enumerate(mapping.block_bounds(shape[1], lanes)):
-        wb[~mask[:, j], s:e] = 0
-    return wb.reshape(shape), mask
+class NetBuilder:
+    """Appends layers one at a time, running the reference on calibration images as it goes."""
 
+    def __init__(self, name, input_shape, *, lanes=16, pe=16, density=0.5, balanced=True, seed=0,
+                 act_bits=8, calib_images=4):
+        self.rng = np.random.default_rng(seed)
+        self.lanes, self.pe, self.density, self.balanced = lanes, pe, density, balanced
+        self.act_bits = act_bits
+        spec = InputSpec(tuple(input_shape), act_bits, False, 1.0 / 255)
+        self.model = Model(name, lanes, spec, (), {"synthetic": True, "seed": seed, "group_density": density})
+        hi = (1 << act_bits) - 1
+        self.values = {"input": torch.from_numpy(self.rng.integers(0, hi + 1, size=(calib_images, *input_shape)))}
+        self.last = "input"
 
-def chain_model(name: str, input_shape, convs, classes: int, *, lanes=16, pe=16, density=0.5,
-                balanced=True, seed=0, act_bits=8, calib_images=32) -> Model:
-    """A chain: convs given as (out_channels, kernel, stride, padding), then global avgpool and a linear
-    classifier with signed 16-bit outputs."""
-    rng = np.random.default_rng(seed)
-    spec = InputSpec(tuple(input_shape), act_bits, False, 1.0 / 255)
-    hi_in = (1 << act_bits) - 1
-    x = torch.from_numpy(rng.integers(0, hi_in + 1, size=(calib_images, *input_shape)))
-    model = Model(name, lanes, spec, ())
-    shape, source = tuple(input_shape), "input"
+    def shape(self, name=None):
+        name = name or self.last
+        return self.model.input.shape if name == "input" else self.model.layer(name).out_shape
 
-    def add(layer, xin):
-        nonlocal model, shape, source
-        if layer.mul is not None:
-            layer = _calibrate(model, layer, xin, rng)
-        model = Model(name, lanes, spec, model.layers + (layer,))
-        shape, source = layer.out_shape, layer.name
-        return reference.run_layer(model, layer, xin)
+    def _ternary(self, out, c, k, density):
+        w = self.rng.choice(np.array([-1, 0, 1], np.int8), size=(out, c, k, k), p=[0.3, 0.4, 0.3])
+        scores = self.rng.random((out, mapping.num_blocks(c, self.lanes)))
+        mask = (mapping.balanced_mask(scores, self.pe, density) if self.balanced else scores < density)
+        wb = w.reshape(out, c, -1)
+        for j, (s, e) in enumerate(mapping.block_bounds(c, self.lanes)):
+            wb[~mask[:, j], s:e] = 0
+        return w, mask
 
-    for i, (out, k, stride, pad) in enumerate(convs):
-        c, h, w = shape
-        first = i == 0
-        weight, mask = _ternary(rng, (out, c, k, k), lanes, pe, 1.0 if first else density, balanced)
+    def _add(self, layer: Layer, calibrate: bool) -> str:
+        x = self.values[layer.source]
+        res = self.values[layer.residual] if layer.residual else None
+        if calibrate:
+            layer = self._calibrate(layer, x, 0.5 if res is not None else 0.9)
+        self.model = Model(self.model.name, self.lanes, self.model.input, self.model.layers + (layer,),
+                           self.model.meta)
+        self.values[layer.name] = reference.run_layer(self.model, layer, x, res)
+        self.last = layer.name
+        return layer.name
+
+    def _calibrate(self, layer: Layer, x, target: float) -> Layer:
+        """Per channel, map the 99th percentile of |acc| to ``target`` of the output range."""
+        n = layer.out_shape[0]
+        probe = Layer(**{**layer.__dict__, "mul": np.ones(n, np.int64), "bias": np.zeros(n, np.int64),
+                         "shift": np.zeros(n, np.int64), "out_bits": 32, "out_signed": True, "relu": False,
+                         "residual": None})
+        acc = reference.run_layer(self.model, probe, x).double()
+        spread = torch.quantile(acc.transpose(0, 1).reshape(n, -1).abs(), 0.99, dim=1).clamp(min=1.0).numpy()
+        hi = layer.out_range[1]
+        consts = [requant_constants(target * hi / s, float(self.rng.integers(-2, 3))) for s in spread]
+        mul, bias, shift = (np.array(c, np.int64) for c in zip(*consts))
+        return Layer(**{**layer.__dict__, "mul": mul, "bias": bias, "shift": shift})
+
+    def conv(self, out, k, stride=1, pad=None, *, source=None, residual=None, relu=True, dense=False,
+             name=None) -> str:
+        source = source or self.last
+        c, h, w = self.shape(source)
+        pad = k // 2 if pad is None else pad
+        weight, mask = self._ternary(out, c, k, 1.0 if dense else self.density)
         size = lambda n: (n + 2 * pad - k) // stride + 1
-        x = add(Layer(f"conv{i + 1}", "conv", source, shape, (out, size(h), size(w)), act_bits, False, True,
-                      k, stride, pad, weight, mask, np.ones(out, np.int64), np.zeros(out, np.int64),
-                      np.zeros(out, np.int64)), x)
-    c = shape[0]
-    x = add(Layer("pool", "avgpool", source, shape, (c, 1, 1), act_bits, False, True, mul=np.ones(c, np.int64),
-                  bias=np.zeros(c, np.int64), shift=np.zeros(c, np.int64)), x)
-    weight, mask = _ternary(rng, (classes, c), lanes, pe, 1.0, balanced)
-    add(Layer("fc", "linear", source, (c, 1, 1), (classes, 1, 1), 16, True, False, weight=weight, mask=mask,
-              mul=np.ones(classes, np.int64), bias=np.zeros(classes, np.int64),
-              shift=np.zeros(classes, np.int64)), x)
-    return validate(Model(name, lanes, spec, model.layers, {"synthetic": True, "seed": seed,
-                                                             "group_density": density}))
+        zeros = np.zeros(out, np.int64)
+        return self._add(Layer(name or f"conv{len(self.model.layers)}", "conv", source, (c, h, w),
+                               (out, size(h), size(w)), self.act_bits, False, relu, k, stride, pad, weight, mask,
+                               zeros + 1, zeros, zeros, residual), calibrate=True)
+
+    def shortcut_a(self, out, stride, *, source=None, name=None) -> str:
+        """Option-A shortcut: subsample by ``stride`` and append zero channels, as an exact identity 1x1 conv."""
+        source = source or self.last
+        c, h, w = self.shape(source)
+        weight = np.zeros((out, c, 1, 1), np.int8)
+        weight[np.arange(c), np.arange(c)] = 1
+        size = lambda n: (n - 1) // stride + 1
+        return self._add(Layer(name or f"short{len(self.model.layers)}", "conv", source, (c, h, w),
+                               (out, size(h), size(w)), self.act_bits, False, True, 1, stride, 0, weight,
+                               mapping.kept_groups(weight, self.lanes), *(f(out, np.int64) for f in UNIT)),
+                         calibrate=False)
+
+    def maxpool(self, k, stride, pad) -> str:
+        c, h, w = self.shape()
+        size = lambda n: (n + 2 * pad - k) // stride + 1
+        return self._add(Layer(f"maxpool{len(self.model.layers)}", "maxpool", self.last, (c, h, w),
+                               (c, size(h), size(w)), self.act_bits, False, True, k, stride, pad), calibrate=False)
+
+    def avgpool(self) -> str:
+        c, h, w = self.shape()
+        mul, bias, shift = requant_constants(1.0 / (h * w), 0.0)
+        full = lambda v: np.full(c, v, np.int64)
+        return self._add(Layer("pool", "avgpool", self.last, (c, h, w), (c, 1, 1), self.act_bits, False, True,
+                               mul=full(mul), bias=full(bias), shift=full(shift)), calibrate=False)
+
+    def linear(self, classes) -> str:
+        c = self.shape()[0]
+        weight, mask = self._ternary(classes, c, 1, 1.0)
+        zeros = np.zeros(classes, np.int64)
+        return self._add(Layer("fc", "linear", self.last, (c, 1, 1), (classes, 1, 1), 16, True, False,
+                               weight=weight[:, :, 0, 0], mask=mask, mul=zeros + 1, bias=zeros, shift=zeros),
+                         calibrate=True)
+
+    def finish(self) -> Model:
+        return validate(self.model)
+
+
+def chain_model(name: str, input_shape, convs, classes: int, **options) -> Model:
+    """A chain: convs given as (out_channels, kernel, stride, padding), the first dense, then global
+    avgpool and a linear classifier with signed 16-bit outputs."""
+    net = NetBuilder(name, input_shape, **options)
+    for i, (out, k, stride, pad) in enumerate(convs):
+        net.conv(out, k, stride, pad, dense=i == 0, name=f"conv{i + 1}")
+    net.avgpool()
+    net.linear(classes)
+    return net.finish()
+
+
+def _basic_block(net: NetBuilder, out: int, stride: int, shortcut: str) -> None:
+    x = net.last
+    c = net.shape(x)[0]
+    if stride == 1 and c == out:
+        skip = x
+    elif shortcut == "A":
+        skip = net.shortcut_a(out, stride, source=x)
+    else:
+        skip = net.conv(out, 1, stride, 0, source=x, relu=False)
+    net.conv(out, 3, stride, source=x)
+    net.conv(out, 3, 1, residual=skip)
+
+
+def resnet_cifar(depth: int, input_size: int = 32, classes: int = 10, **options) -> Model:
+    """ResNet-20/32/44/56 (He et al., CIFAR layout): 3 stages of (depth-2)/6 basic blocks, option-A shortcuts."""
+    if (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2, not {depth}")
+    net = NetBuilder(f"resnet{depth}", (3, input_size, input_size), **options)
+    net.conv(16, 3, dense=True)
+    for stage, width in enumerate((16, 32, 64)):
+        for block in range((depth - 2) // 6):
+            _basic_block(net, width, 2 if stage and not block else 1, "A")
+    net.avgpool()
+    net.linear(classes)
+    return net.finish()
+
+
+def resnet18(input_size: int = 224, classes: int = 1000, **options) -> Model:
+    """ResNet-18 (ImageNet layout): 7x7/2 stem, 3x3/2 max pool, 4 stages of 2 blocks, 1x1 downsample."""
+    net = NetBuilder("resnet18", (3, input_size, input_size), **options)
+    net.conv(64, 7, 2, 3, dense=True)
+    net.maxpool(3, 2, 1)
+    for stage, width in enumerate((64, 128, 256, 512)):
+        for block in range(2):
+            _basic_block(net, width, 2 if stage and not block else 1, "B")
+    net.avgpool()
+    net.linear(classes)
+    return net.finish()

@@ -59,19 +59,41 @@ def test_nonpositive_pe_is_a_usage_error(saved, tmp_path):
     assert res.returncode == 2 and "expected a positive integer, found 0" in res.stderr
 
 
-def test_unsupported_layer_kind(small_model, tmp_path):
+def _edit_manifest(src_path, dst_path, edit):
+    import json
+    import zipfile
+    with zipfile.ZipFile(src_path) as src, zipfile.ZipFile(dst_path, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "manifest.json":
+                m = json.loads(data)
+                edit(m)
+                data = json.dumps(m).encode()
+            dst.writestr(item, data)
+
+
+def test_unknown_layer_kind(saved, tmp_path):
+    path, out = tmp_path / "edited.ir", tmp_path / "out"
+    _edit_manifest(saved, path, lambda m: m["layers"][1].update(kind="upsample"))
+    _assert_refused(_hwgen("build", "--ir", path, "--pe", 4, "--out", out, cwd=tmp_path), out,
+                    "layer 'conv2': kind must be one of conv, linear, avgpool, maxpool, found 'upsample'")
+
+
+def test_unsupported_layer_use(small_model, tmp_path):
+    """Valid IR the generator does not build: max pooling of a signed tensor."""
     c = small_model.layers[0].out_shape[0]
-    pool = ir.Layer("pool0", "maxpool", "conv1", (c, 8, 8), (c, 4, 4), 8, False, True, kernel=2, stride=2)
+    first = dataclasses.replace(small_model.layers[0], out_signed=True, relu=False)
+    pool = ir.Layer("pool0", "maxpool", "conv1", (c, 8, 8), (c, 4, 4), 8, True, False, kernel=2, stride=2)
     layers = list(small_model.layers)
     layers[1] = dataclasses.replace(layers[1], source="pool0", in_shape=(c, 4, 4), out_shape=(32, 2, 2))
     layers[2] = dataclasses.replace(layers[2], in_shape=(32, 2, 2), out_shape=(32, 2, 2))
     layers[3] = dataclasses.replace(layers[3], in_shape=(32, 2, 2), out_shape=(64, 2, 2))
     layers[4] = dataclasses.replace(layers[4], in_shape=(64, 2, 2))
     path = tmp_path / "pool.ir"
-    ir.save(dataclasses.replace(small_model, layers=tuple(layers[:1] + [pool] + layers[1:])), path)
+    ir.save(dataclasses.replace(small_model, layers=tuple([first, pool] + layers[1:])), path)
     out = tmp_path / "out"
     _assert_refused(_hwgen("build", "--ir", path, "--pe", 4, "--out", out, cwd=tmp_path), out,
-                    "layer 'pool0': kind 'maxpool' is not supported by the generator yet")
+                    "layer 'pool0': max pooling needs a non-negative (unsigned) input")
 
 
 def test_build_is_byte_identical_and_machine_independent(small_model):

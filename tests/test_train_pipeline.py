@@ -139,3 +139,14 @@ def test_cli_refuses_foreign_folder(tmp_path, capsys):
     assert main(["--model", "digits", "--pe", "4", "--out", str(tmp_path)]) == 2
     assert "must be a new folder or a previous output" in capsys.readouterr().err
     assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_replace_swaps_previous_output(tmp_path):
+    from train.cli import _replace
+    new, out = tmp_path / "new", tmp_path / "out"
+    for d, text in ((new, "new"), (out, "old")):
+        d.mkdir()
+        (d / "metrics.json").write_text(text)
+    _replace(str(new), str(out))
+    assert (out / "metrics.json").read_text() == "new"
+    assert os.listdir(tmp_path) == ["out"]

@@ -6,7 +6,7 @@ starts from zero without a separate clearing pass.
 """
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -18,7 +18,8 @@ class PEArray(wiring.Component):
     """Ports (all in the ``sync`` domain):
 
     Compute (pipeline stage 1 -> 2): when ``valid`` is high, ``acts`` (one word, L lanes) is broadcast;
-    PE p adds ``codes[p]`` . ``acts`` into entry (``los[p]``, ``t``). The addition lands 1 cycle later;
+    PE p adds ``codes[p]`` . ``acts`` into entry (``los[p]``, ``t``) (with ``max_mode``, the entry keeps the
+    maximum of itself and that sum instead: max pooling on non-negative inputs, identity weights). The addition lands 1 cycle later;
     an entry read in that same cycle sees it (the read port is transparent).
 
     Drain: when ``drain`` is high, every PE reads entry (``drain_lo``, ``drain_t``); the value appears on
@@ -38,6 +39,7 @@ class PEArray(wiring.Component):
             "valid": In(1),
             "acts": In(unsigned(act_bits * lanes)),
             "act_signed": In(1),
+            "max_mode": In(1),
             "codes": In(unsigned(2 * lanes)).array(pe),
             "los": In(unsigned(self.lo_bits)).array(pe),
             "t": In(unsigned(self.t_bits)),
@@ -75,6 +77,7 @@ class PEArray(wiring.Component):
             with m.If(drained):
                 m.d.comb += [wr.addr.eq(drained_addr), wr.data.eq(0), wr.en.eq(1)]
             with m.Elif(add_valid):
-                m.d.comb += [wr.addr.eq(add_addr), wr.data.eq(rd.data + partial), wr.en.eq(1)]
+                new = Mux(self.max_mode, Mux(partial > rd.data, partial, rd.data), rd.data + partial)
+                m.d.comb += [wr.addr.eq(add_addr), wr.data.eq(new), wr.en.eq(1)]
             m.d.comb += self.accs[p].eq(rd.data)
         return m

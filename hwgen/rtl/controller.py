@@ -23,8 +23,10 @@ SCHED_IMAGE = "sched.hex"
 
 def descriptor_layout(prog: Program, wd: Widths) -> data.StructLayout:
     count = lambda n: unsigned(max(1, n.bit_length()))
+    buf = unsigned(max(1, (prog.n_bufs - 1).bit_length()))
     return data.StructLayout({
-        "in_buf": 1, "out_buf": 2, "in_signed": 1,
+        "in_buf": buf, "out_buf": buf, "to_result": 1, "has_res": 1, "res_buf": buf, "res_signed": 1,
+        "max_mode": 1, "in_signed": 1,
         "h_in": unsigned(wd.dim), "w_in": unsigned(wd.dim), "w_out": unsigned(wd.dim),
         "n_pix": unsigned(wd.addr + 1), "stride": unsigned(wd.dim), "row_step": unsigned(wd.addr + 2),
         "n_steps": unsigned(wd.step + 1), "sched_base": unsigned(wd.step + 1),
@@ -68,7 +70,7 @@ class Controller(wiring.Component):
 
     - compute: ``issue``, ``step`` (PE-ROM address), ``act_addr``, ``inb`` (inside the map), ``t``
     - drain: ``drain``, ``drain_lo``, ``drain_t``, ``rq_addr``, ``out_addr``, ``out_grp``
-    - per layer (registered): ``in_buf``, ``out_buf``, ``in_signed``, ``lo``, ``hi``
+    - per layer (registered): ``desc``, the current layer's descriptor (see ``descriptor_layout``)
     """
 
     def __init__(self, prog: Program):
@@ -81,8 +83,7 @@ class Controller(wiring.Component):
             "t": Out(t_bits),
             "drain": Out(1), "drain_lo": Out(wd.lo), "drain_t": Out(t_bits), "rq_addr": Out(wd.rq),
             "out_addr": Out(wd.addr), "out_grp": Out(unsigned(max(1, prog.lanes.bit_length()))),
-            "in_buf": Out(1), "out_buf": Out(2), "in_signed": Out(1),
-            "lo": Out(signed(prog.clamp_bits + 1)), "hi": Out(signed(prog.clamp_bits + 1)),
+            "desc": Out(self.layout),
         })
 
     def elaborate(self, platform):
@@ -97,7 +98,7 @@ class Controller(wiring.Component):
         entry_dy = sched.data[wd.off:wd.off + wd.dim].as_signed()
         entry_dx = sched.data[wd.off + wd.dim:].as_signed()
 
-        desc = Signal(self.layout)
+        desc = self.desc
         layer = Signal(range(len(descs) + 1))
         tile_pix = Signal(wd.addr + 1)
         n_t = Signal(range(prog.tile + 1))
@@ -111,8 +112,6 @@ class Controller(wiring.Component):
 
         m.d.comb += [desc_rd.addr.eq(layer), sched.addr.eq(s_next), s_next.eq(s), self.step.eq(s),
                      self.t.eq(t), self.drain_lo.eq(d_lo), self.drain_t.eq(d_t),
-                     self.in_buf.eq(desc.in_buf), self.out_buf.eq(desc.out_buf),
-                     self.in_signed.eq(desc.in_signed), self.lo.eq(desc.lo), self.hi.eq(desc.hi),
                      self.rq_addr.eq(desc.rq_base + d_lo), self.out_addr.eq(d_obase + tile_pix + d_t),
                      self.out_grp.eq(d_grp)]
         m.d.comb += cur.advance_into(nxt, desc)

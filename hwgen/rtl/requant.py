@@ -1,4 +1,4 @@
-"""Requantization in the drain path: y = clamp((acc * mul + bias) >> shift, lo, hi).
+"""Requantization in the drain path: y = clamp(((acc * mul + bias) >> shift) + res, lo, hi).
 
 This is the only multiplier of the design: one per PE, used once per output value (DESIGN.md §4).
 """
@@ -12,10 +12,12 @@ from ..encoding import REQUANT_MUL_BITS
 
 
 class Requant(wiring.Component):
-    """Ports: ``acc``, ``mul``, ``bias``, ``shift``, ``lo``, ``hi`` in; ``y`` out. Latency 1: the product
-    is registered, then bias, arithmetic shift and clamp are combinational on the registered value."""
+    """Ports: ``acc``, ``mul``, ``bias``, ``shift``, ``lo``, ``hi`` in; ``res`` (the residual operand, 0 when
+    there is none) in; ``y`` out. Latency 1: the product is registered, then bias, arithmetic shift, the
+    residual add and the clamp are combinational on the registered value; ``res`` is sampled one cycle
+    after ``acc``, in the same cycle as ``y``."""
 
-    def __init__(self, acc_bits: int, bias_bits: int, shift_bits: int, out_bits: int):
+    def __init__(self, acc_bits: int, bias_bits: int, shift_bits: int, out_bits: int, res_bits: int = 9):
         self.acc_bits, self.bias_bits, self.out_bits = acc_bits, bias_bits, out_bits
         super().__init__({
             "acc": In(signed(acc_bits)),
@@ -24,6 +26,7 @@ class Requant(wiring.Component):
             "shift": In(unsigned(shift_bits)),
             "lo": In(signed(out_bits + 1)),
             "hi": In(signed(out_bits + 1)),
+            "res": In(signed(res_bits)),
             "y": Out(signed(out_bits + 1)),
         })
 
@@ -36,7 +39,7 @@ class Requant(wiring.Component):
         m.d.sync += [prod.eq(self.acc * self.mul), bias.eq(self.bias), shift.eq(self.shift),
                      lo.eq(self.lo), hi.eq(self.hi)]
         total = Signal(signed(max(len(prod), self.bias_bits) + 1))
-        scaled = Signal.like(total)
-        m.d.comb += [total.eq(prod + bias), scaled.eq(total >> shift)]
+        scaled = Signal(signed(len(total) + 1))
+        m.d.comb += [total.eq(prod + bias), scaled.eq((total >> shift) + self.res)]
         m.d.comb += self.y.eq(Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled)))
         return m

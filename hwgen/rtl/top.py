@@ -13,7 +13,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..encoding import REQUANT_MUL_BITS
-from ..lower import RESULT_BUF, Program, pe_rom_width, rq_width
+from ..lower import Program, pe_rom_width, rq_width
 from .array import PEArray
 from .controller import Controller
 from .requant import Requant
@@ -57,14 +57,17 @@ class Top(wiring.Component):
         rq_depth = max(1, sum(l.locals(N) for l in prog.layers))
         pe_roms = [ImageROM(pe_rom_width(prog, wd), steps, pe_image(p)) for p in range(N)]
         rq_roms = [ImageROM(rq_width(prog), rq_depth, rq_image(p)) for p in range(N)]
-        rqs = [Requant(prog.acc_bits, prog.bias_bits, prog.shift_bits, prog.clamp_bits) for _ in range(N)]
+        rqs = [Requant(prog.acc_bits, prog.bias_bits, prog.shift_bits, prog.clamp_bits, B + 1) for _ in range(N)]
         for p in range(N):
             m.submodules[f"pe_rom{p}"], m.submodules[f"rq_rom{p}"] = pe_roms[p], rq_roms[p]
             m.submodules[f"requant{p}"] = rqs[p]
 
-        bufs = [Memory(shape=unsigned(L * B), depth=prog.buf_depth, init=[]) for _ in range(2)]
+        desc = ctrl.desc
+        bufs = [Memory(shape=unsigned(L * B), depth=prog.buf_depth, init=[]) for _ in range(prog.n_bufs)]
         result = Memory(shape=unsigned(N * prog.out_bits), depth=max(1, prog.res_depth), init=[])
-        m.submodules.buf0, m.submodules.buf1, m.submodules.result = bufs[0], bufs[1], result
+        for i, b in enumerate(bufs):
+            m.submodules[f"buf{i}"] = b
+        m.submodules.result = result
         buf_wr = [b.write_port(granularity=B) for b in bufs]
         buf_rd = [b.read_port() for b in bufs]
         res_wr = result.write_port(granularity=prog.out_bits)
@@ -75,11 +78,12 @@ class Top(wiring.Component):
         m.d.sync += [valid1.eq(ctrl.issue), inb1.eq(ctrl.inb), t1.eq(ctrl.t)]
         for p in range(N):
             m.d.comb += pe_roms[p].addr.eq(ctrl.step)
-        for rd in buf_rd:
-            m.d.comb += rd.addr.eq(ctrl.act_addr)
-        word = Mux(ctrl.in_buf, buf_rd[1].data, buf_rd[0].data)
-        m.d.comb += [array.valid.eq(valid1), array.t.eq(t1), array.act_signed.eq(ctrl.in_signed),
-                     array.acts.eq(Mux(inb1, word, 0))]
+        word = Signal(L * B)
+        for i, rd in enumerate(buf_rd):
+            with m.If(desc.in_buf == i):
+                m.d.comb += word.eq(rd.data)
+        m.d.comb += [array.valid.eq(valid1), array.t.eq(t1), array.act_signed.eq(desc.in_signed),
+                     array.max_mode.eq(desc.max_mode), array.acts.eq(Mux(inb1, word, 0))]
         for p in range(N):
             m.d.comb += [array.codes[p].eq(pe_roms[p].data[:2 * L]), array.los[p].eq(pe_roms[p].data[2 * L:])]
 
@@ -90,17 +94,28 @@ class Top(wiring.Component):
         grp1, grp2 = Signal.like(ctrl.out_grp), Signal.like(ctrl.out_grp)
         m.d.sync += [dv1.eq(ctrl.drain), dv2.eq(dv1), addr1.eq(ctrl.out_addr), addr2.eq(addr1),
                      grp1.eq(ctrl.out_grp), grp2.eq(grp1)]
+        # The residual operand has the output's shape, so it sits at the output address: read it in drain
+        # stage 1 (buffers are idle for compute then), use it in stage 2.
+        for rd in buf_rd:
+            m.d.comb += rd.addr.eq(Mux(dv1, addr1, ctrl.act_addr))
+        res_word = Signal(L * B)
+        for i, rd in enumerate(buf_rd):
+            with m.If(desc.res_buf == i):
+                m.d.comb += res_word.eq(rd.data)
+        res_lanes = [res_word.word_select(grp2 * N + p, B) for p in range(N)]
         for p in range(N):
             word_rq = rq_roms[p].data
             m.d.comb += [rq_roms[p].addr.eq(ctrl.rq_addr), rqs[p].acc.eq(array.accs[p]),
                          rqs[p].mul.eq(word_rq[:REQUANT_MUL_BITS]),
                          rqs[p].bias.eq(word_rq[REQUANT_MUL_BITS:REQUANT_MUL_BITS + prog.bias_bits]),
                          rqs[p].shift.eq(word_rq[REQUANT_MUL_BITS + prog.bias_bits:]),
-                         rqs[p].lo.eq(ctrl.lo), rqs[p].hi.eq(ctrl.hi)]
+                         rqs[p].lo.eq(desc.lo), rqs[p].hi.eq(desc.hi),
+                         rqs[p].res.eq(Mux(desc.has_res, Mux(desc.res_signed, res_lanes[p].as_signed(),
+                                                                     res_lanes[p]), 0))]
         lane_values = Cat(rqs[l % N].y[:B] for l in range(L))  # lane l of a word comes from PE l mod N
         lane_groups = Cat(grp2 == l // N for l in range(L))
         m.d.comb += [res_wr.addr.eq(addr2), res_wr.data.eq(Cat(r.y[:prog.out_bits] for r in rqs)),
-                     res_wr.en.eq(Mux(dv2 & (ctrl.out_buf == RESULT_BUF), (1 << N) - 1, 0))]
+                     res_wr.en.eq(Mux(dv2 & desc.to_result, (1 << N) - 1, 0))]
 
         # ---- top-level sequence: load, run, stream out
         in_count = Signal(range(prog.input_beats + 1))
@@ -114,9 +129,9 @@ class Top(wiring.Component):
         m.d.comb += self.out.payload.eq(res_rd.data.word_select(out_sel, prog.out_bits))
         with m.If(ctrl.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
-        for i in range(2):
-            m.d.comb += [buf_wr[i].addr.eq(addr2), buf_wr[i].data.eq(lane_values),
-                         buf_wr[i].en.eq(Mux(dv2 & (ctrl.out_buf == i), lane_groups, 0))]
+        for i, wr in enumerate(buf_wr):
+            m.d.comb += [wr.addr.eq(addr2), wr.data.eq(lane_values),
+                         wr.en.eq(Mux(dv2 & ~desc.to_result & (desc.out_buf == i), lane_groups, 0))]
         with m.FSM():
             with m.State("LOAD"):
                 m.d.comb += [self.inp.ready.eq(1), buf_wr[0].addr.eq(in_count), buf_wr[0].data.eq(self.inp.payload)]
