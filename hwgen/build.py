@@ -14,11 +14,11 @@ from . import __version__, mapping
 from .ir import Model
 from .lower import Program, lower, pe_rom_width, pe_roms, predicted_cycles, rq_roms, rq_width, schedule_rom, widths
 from .rtl.controller import SCHED_IMAGE
-from .rtl.rom import ROM_VERILOG, hex_image
+from .rtl.extmem import MEM_VERILOG, hex_image
 from .rtl.top import Top, pe_image, rq_image
 
 TOP_NAME = "hwgen_top"
-VERILOG_FILES = ("hwgen_top.v", "hwgen_rom.v")
+VERILOG_FILES = ("hwgen_top.v", "hwgen_mem.v")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def generate(model: Model, cfg: BuildConfig) -> dict[str, str]:
     """All output files as name -> text. Pure: the same model and config give the same bytes."""
     prog = lower(model, cfg.pe, cfg.lanes, cfg.tile)
     wd = widths(prog)
-    files = {"hwgen_top.v": verilog.convert(Top(prog), name=TOP_NAME, emit_src=False), "hwgen_rom.v": ROM_VERILOG,
+    files = {"hwgen_top.v": verilog.convert(Top(prog), name=TOP_NAME, emit_src=False), "hwgen_mem.v": MEM_VERILOG,
              SCHED_IMAGE: hex_image(schedule_rom(prog, wd), wd.off + 2 * wd.dim)}
     for p, words in enumerate(pe_roms(prog, wd)):
         files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd))

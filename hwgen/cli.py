@@ -13,9 +13,9 @@ from . import ir, mapping
 from .build import BuildConfig, build
 from .lower import UnsupportedError, lower
 
-SYNTHETIC_MODELS = {  # name -> (input shape, convs as (out, kernel, stride, padding), classes)
-    "digits": ((1, 8, 8), [(16, 3, 1, 1), (32, 3, 2, 1), (32, 3, 1, 1), (64, 1, 1, 0)], 10),
-}
+DIGITS_CONVS = [(16, 3, 1, 1), (32, 3, 2, 1), (32, 3, 1, 1), (64, 1, 1, 0)]  # the shape of train's digits CNN
+SYNTHETIC_MODELS = ("digits", "resnet18", "resnet20", "resnet32", "resnet44", "resnet56")
+DEFAULT_INPUT_SIZE = {"digits": 8, "resnet18": 224}  # CIFAR ResNets: 32
 PAPER_GROUP_DENSITY = 0.765  # ResNet-18 / ImageNet in Yang, He, Fan (AAAI 2020): 16 / 0.765 ~ 21x
 
 
@@ -36,8 +36,10 @@ def _positive(text: str) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ir", type=Path, help="trained model (an IR file written by `python -m train`)")
-    src.add_argument("--model", choices=sorted(SYNTHETIC_MODELS),
+    src.add_argument("--model", choices=SYNTHETIC_MODELS,
                      help="build a seeded synthetic ternary network of this shape instead of a trained one")
+    p.add_argument("--input-size", type=_positive, help="input height and width of a --model network "
+                   "(default 224 for resnet18, 32 for the CIFAR ResNets, 8 for digits)")
     p.add_argument("--pe", type=_positive, required=True, help="number of PEs (a divisor of --lanes)")
     p.add_argument("--lanes", type=_positive, default=16, help="input channels one PE adds per cycle (default 16)")
     p.add_argument("--tile", type=_positive, default=16, help="output pixels per tile, a power of two (default 16)")
@@ -60,12 +62,22 @@ def parser() -> argparse.ArgumentParser:
 
 def load_model(args) -> ir.Model:
     if args.ir is not None:
+        if args.input_size is not None:
+            raise UsageError("--input-size applies to --model networks; a trained IR fixes its own input size")
         return ir.load(args.ir)
-    from .synthetic import chain_model
+    from . import synthetic
 
-    shape, convs, classes = SYNTHETIC_MODELS[args.model]
-    return chain_model(args.model, shape, convs, classes, lanes=args.lanes, pe=args.pe,
-                       density=PAPER_GROUP_DENSITY, seed=args.seed)
+    size = args.input_size or DEFAULT_INPUT_SIZE.get(args.model, 32)
+    options = dict(lanes=args.lanes, pe=args.pe, density=PAPER_GROUP_DENSITY, seed=args.seed)
+    if args.model == "digits":
+        return synthetic.chain_model("digits", (1, size, size), DIGITS_CONVS, 10, **options)
+    if args.model == "resnet18":
+        if size < 32:
+            raise UsageError(f"--input-size of resnet18 must be at least 32, not {size}")
+        return synthetic.resnet18(size, **options)
+    if size < 8:
+        raise UsageError(f"--input-size of {args.model} must be at least 8, not {size}")
+    return synthetic.resnet_cifar(int(args.model[6:]), size, **options)
 
 
 def _images(args, model: ir.Model) -> np.ndarray:

@@ -14,6 +14,7 @@ import torch
 from .ir import Layer, Model, value_range
 
 _INT64_LIMIT = 1 << 63
+_FLOAT64_EXACT = 1 << 53  # every integer of smaller magnitude is exact in float64
 
 
 def acc_bound(layer: Layer, in_max: int) -> int:
@@ -32,7 +33,16 @@ def input_range(model: Model, source: str) -> tuple[int, int]:
     return model.layer(source).out_range
 
 
-def _conv(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
+def conv(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int, bound: int) -> torch.Tensor:
+    """Exact integer convolution. When ``bound`` (the largest |partial sum| possible) is below 2^53 every
+    partial sum is an integer float64 holds exactly, so float64 conv2d (im2col and dgemm) is exact in any
+    summation order, and much faster than the int64 path used otherwise."""
+    if bound < _FLOAT64_EXACT:
+        return torch.nn.functional.conv2d(x.double(), w.double(), stride=stride, padding=pad).to(torch.int64)
+    return conv_int64(x, w, stride, pad)
+
+
+def conv_int64(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
     """Exact int64 convolution as a sum of k*k shifted channel contractions."""
     k = w.shape[-1]
     x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
@@ -69,7 +79,8 @@ def run_layer(model: Model, layer: Layer, x: torch.Tensor, res: torch.Tensor | N
         acc = torch.einsum("oc,bc->bo", torch.from_numpy(layer.weight.astype(np.int64)), x.flatten(1))
         acc = acc.view(acc.shape[0], -1, 1, 1)
     else:
-        acc = _conv(x, torch.from_numpy(layer.weight.astype(np.int64)), layer.stride, layer.padding)
+        acc = conv(x, torch.from_numpy(layer.weight.astype(np.int64)), layer.stride, layer.padding,
+                   acc_bound(layer, in_max))
     return _requant(layer, acc, in_max, res)
 
 

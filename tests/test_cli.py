@@ -111,4 +111,4 @@ def test_build_writes_manifest(saved, tmp_path):
     man = json.loads((out / "manifest.json").read_text())
     assert man["predicted_cycles"] > 0 and man["rom_bits"] > 0
     assert 0 < man["kept_groups"] < man["total_groups"]
-    assert {"hwgen_top.v", "hwgen_rom.v", "sched.hex", "pe0.hex", "rq3.hex"} <= {p.name for p in out.iterdir()}
+    assert {"hwgen_top.v", "hwgen_mem.v", "sched.hex", "pe0.hex", "rq3.hex"} <= {p.name for p in out.iterdir()}

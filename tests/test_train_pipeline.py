@@ -134,6 +134,19 @@ def test_cli_rejects_bad_args(tmp_path, capsys, args, message):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--pe", "x"], "argument --pe: invalid int value: 'x'"),
+    (["--pe", "4", "--model", "resnet"], "argument --model: invalid choice: 'resnet'"),
+])
+def test_cli_malformed_args_exit_2_with_one_line(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", "digits", "--out", str(tmp_path / "run")] + args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert os.listdir(tmp_path) == []
+
+
 def test_cli_refuses_foreign_folder(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("keep me")
     assert main(["--model", "digits", "--pe", "4", "--out", str(tmp_path)]) == 2

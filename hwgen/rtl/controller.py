@@ -16,7 +16,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..lower import Program, Widths, descriptors, widths
-from .rom import ImageROM
+from .extmem import ImageROM
 
 SCHED_IMAGE = "sched.hex"
 

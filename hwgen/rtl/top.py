@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..encoding import REQUANT_MUL_BITS
@@ -17,7 +16,7 @@ from ..lower import Program, pe_rom_width, rq_width
 from .array import PEArray
 from .controller import Controller
 from .requant import Requant
-from .rom import ImageROM
+from .extmem import ImageROM, LaneRAM
 
 CYCLE_COUNTER_BITS = 40
 
@@ -63,15 +62,11 @@ class Top(wiring.Component):
             m.submodules[f"requant{p}"] = rqs[p]
 
         desc = ctrl.desc
-        bufs = [Memory(shape=unsigned(L * B), depth=prog.buf_depth, init=[]) for _ in range(prog.n_bufs)]
-        result = Memory(shape=unsigned(N * prog.out_bits), depth=max(1, prog.res_depth), init=[])
+        bufs = [LaneRAM(L, B, prog.buf_depth) for _ in range(prog.n_bufs)]
+        result = LaneRAM(N, prog.out_bits, prog.res_depth)
         for i, b in enumerate(bufs):
             m.submodules[f"buf{i}"] = b
         m.submodules.result = result
-        buf_wr = [b.write_port(granularity=B) for b in bufs]
-        buf_rd = [b.read_port() for b in bufs]
-        res_wr = result.write_port(granularity=prog.out_bits)
-        res_rd = result.read_port()
 
         # ---- compute: stage 0 -> 1
         valid1, inb1, t1 = Signal(), Signal(), Signal.like(ctrl.t)
@@ -79,9 +74,9 @@ class Top(wiring.Component):
         for p in range(N):
             m.d.comb += pe_roms[p].addr.eq(ctrl.step)
         word = Signal(L * B)
-        for i, rd in enumerate(buf_rd):
+        for i, buf in enumerate(bufs):
             with m.If(desc.in_buf == i):
-                m.d.comb += word.eq(rd.data)
+                m.d.comb += word.eq(buf.rdata)
         m.d.comb += [array.valid.eq(valid1), array.t.eq(t1), array.act_signed.eq(desc.in_signed),
                      array.max_mode.eq(desc.max_mode), array.acts.eq(Mux(inb1, word, 0))]
         for p in range(N):
@@ -96,12 +91,12 @@ class Top(wiring.Component):
                      grp1.eq(ctrl.out_grp), grp2.eq(grp1)]
         # The residual operand has the output's shape, so it sits at the output address: read it in drain
         # stage 1 (buffers are idle for compute then), use it in stage 2.
-        for rd in buf_rd:
-            m.d.comb += rd.addr.eq(Mux(dv1, addr1, ctrl.act_addr))
+        for buf in bufs:
+            m.d.comb += buf.raddr.eq(Mux(dv1, addr1, ctrl.act_addr))
         res_word = Signal(L * B)
-        for i, rd in enumerate(buf_rd):
+        for i, buf in enumerate(bufs):
             with m.If(desc.res_buf == i):
-                m.d.comb += res_word.eq(rd.data)
+                m.d.comb += res_word.eq(buf.rdata)
         res_lanes = [res_word.word_select(grp2 * N + p, B) for p in range(N)]
         for p in range(N):
             word_rq = rq_roms[p].data
@@ -114,8 +109,8 @@ class Top(wiring.Component):
                                                                      res_lanes[p]), 0))]
         lane_values = Cat(rqs[l % N].y[:B] for l in range(L))  # lane l of a word comes from PE l mod N
         lane_groups = Cat(grp2 == l // N for l in range(L))
-        m.d.comb += [res_wr.addr.eq(addr2), res_wr.data.eq(Cat(r.y[:prog.out_bits] for r in rqs)),
-                     res_wr.en.eq(Mux(dv2 & desc.to_result, (1 << N) - 1, 0))]
+        m.d.comb += [result.waddr.eq(addr2), result.wdata.eq(Cat(r.y[:prog.out_bits] for r in rqs)),
+                     result.wen.eq(Mux(dv2 & desc.to_result, (1 << N) - 1, 0))]
 
         # ---- top-level sequence: load, run, stream out
         in_count = Signal(range(prog.input_beats + 1))
@@ -125,18 +120,18 @@ class Top(wiring.Component):
         out_lobase = Signal(range(max(2, prog.res_depth + 1)))
         out_sel = Signal.like(out_p)
         n_pix_f = prog.layers[-1].n_pix
-        m.d.comb += [res_rd.addr.eq(out_lobase + out_px), res_rd.en.eq(0)]
-        m.d.comb += self.out.payload.eq(res_rd.data.word_select(out_sel, prog.out_bits))
+        m.d.comb += [result.raddr.eq(out_lobase + out_px), result.ren.eq(0)]
+        m.d.comb += self.out.payload.eq(result.rdata.word_select(out_sel, prog.out_bits))
         with m.If(ctrl.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
-        for i, wr in enumerate(buf_wr):
-            m.d.comb += [wr.addr.eq(addr2), wr.data.eq(lane_values),
-                         wr.en.eq(Mux(dv2 & ~desc.to_result & (desc.out_buf == i), lane_groups, 0))]
+        for i, buf in enumerate(bufs):
+            m.d.comb += [buf.waddr.eq(addr2), buf.wdata.eq(lane_values),
+                         buf.wen.eq(Mux(dv2 & ~desc.to_result & (desc.out_buf == i), lane_groups, 0))]
         with m.FSM():
             with m.State("LOAD"):
-                m.d.comb += [self.inp.ready.eq(1), buf_wr[0].addr.eq(in_count), buf_wr[0].data.eq(self.inp.payload)]
+                m.d.comb += [self.inp.ready.eq(1), bufs[0].waddr.eq(in_count), bufs[0].wdata.eq(self.inp.payload)]
                 with m.If(self.inp.valid):
-                    m.d.comb += buf_wr[0].en.eq((1 << L) - 1)
+                    m.d.comb += bufs[0].wen.eq((1 << L) - 1)
                     m.d.sync += in_count.eq(in_count + 1)
                     with m.If(in_count == prog.input_beats - 1):
                         m.d.comb += ctrl.start.eq(1)
@@ -147,7 +142,7 @@ class Top(wiring.Component):
                     m.d.sync += [out_o.eq(0), out_p.eq(0), out_px.eq(0), out_lobase.eq(0)]
                     m.next = "OUT_READ"
             with m.State("OUT_READ"):
-                m.d.comb += res_rd.en.eq(1)
+                m.d.comb += result.ren.eq(1)
                 m.d.sync += out_sel.eq(out_p)
                 m.next = "OUT_VALID"
             with m.State("OUT_VALID"):

@@ -1,0 +1,110 @@
+"""Memories as two small hand-written Verilog modules, instantiated from Amaranth.
+
+- ``hwgen_rom``: contents in a ``$readmemh`` image file named by a parameter, so conversion time and
+  Verilog size do not grow with the weights (DESIGN.md §7);
+- ``hwgen_ram``: activation buffers with per-lane write enables and no initial contents (Amaranth writes
+  an initial value for every word of a Memory: 9 MB of Verilog for ResNet-18's 224x224 buffers).
+"""
+from __future__ import annotations
+
+from amaranth import ClockSignal, Instance, Module, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+ROM_MODULE = "hwgen_rom"
+RAM_MODULE = "hwgen_ram"
+
+MEM_VERILOG = f"""\
+// Synchronous ROM initialised from a hex image (one word per line); read latency one cycle.
+module {ROM_MODULE} #(
+    parameter WIDTH = 1,
+    parameter DEPTH = 1,
+    parameter ADDR_WIDTH = 1,
+    parameter INIT_FILE = ""
+) (
+    input  wire                  clk,
+    input  wire [ADDR_WIDTH-1:0] addr,
+    output reg  [WIDTH-1:0]      data
+);
+    reg [WIDTH-1:0] mem [0:DEPTH-1];
+    initial $readmemh(INIT_FILE, mem);
+    always @(posedge clk) data <= mem[addr];
+endmodule
+
+// Simple dual-port RAM of LANES lanes per word, a write enable per lane, read-first, no initial contents.
+module {RAM_MODULE} #(
+    parameter LANES = 1,
+    parameter LANE_WIDTH = 1,
+    parameter DEPTH = 1,
+    parameter ADDR_WIDTH = 1
+) (
+    input  wire                        clk,
+    input  wire [ADDR_WIDTH-1:0]       waddr,
+    input  wire [LANES*LANE_WIDTH-1:0] wdata,
+    input  wire [LANES-1:0]            wen,
+    input  wire [ADDR_WIDTH-1:0]       raddr,
+    input  wire                        ren,
+    output reg  [LANES*LANE_WIDTH-1:0] rdata
+);
+    reg [LANES*LANE_WIDTH-1:0] mem [0:DEPTH-1];
+    integer i;
+    always @(posedge clk) begin
+        for (i = 0; i < LANES; i = i + 1)
+            if (wen[i]) mem[waddr][i*LANE_WIDTH +: LANE_WIDTH] <= wdata[i*LANE_WIDTH +: LANE_WIDTH];
+        if (ren) rdata <= mem[raddr];
+    end
+endmodule
+"""
+
+
+def addr_width(depth: int) -> int:
+    return max(1, (depth - 1).bit_length())
+
+
+class ImageROM(wiring.Component):
+    """Ports: ``addr`` (in), ``data`` (out, valid the cycle after ``addr``). Latency 1."""
+
+    def __init__(self, width: int, depth: int, init_file: str):
+        if width < 1 or depth < 1:
+            raise ValueError(f"ROM width and depth must be >= 1, found {width} x {depth}")
+        if "/" in init_file or not init_file.endswith(".hex"):
+            raise ValueError(f"ROM image must be a bare .hex file name, found {init_file!r}")
+        self.width, self.depth, self.init_file = width, depth, init_file
+        super().__init__({"addr": In(addr_width(depth)), "data": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.rom = Instance(
+            ROM_MODULE, p_WIDTH=self.width, p_DEPTH=self.depth, p_ADDR_WIDTH=addr_width(self.depth),
+            p_INIT_FILE=self.init_file, i_clk=ClockSignal(), i_addr=self.addr, o_data=self.data)
+        return m
+
+
+class LaneRAM(wiring.Component):
+    """Ports: ``waddr``, ``wdata``, ``wen`` (one bit per lane); ``raddr``, ``ren``, ``rdata`` (valid the
+    cycle after ``raddr`` with ``ren`` high, held otherwise). A read of the address written in the same
+    cycle returns the old word."""
+
+    def __init__(self, lanes: int, lane_width: int, depth: int):
+        self.lanes, self.lane_width, self.depth = lanes, lane_width, max(1, depth)
+        aw = addr_width(self.depth)
+        super().__init__({"waddr": In(aw), "wdata": In(lanes * lane_width), "wen": In(lanes),
+                          "raddr": In(aw), "ren": In(1, init=1), "rdata": Out(lanes * lane_width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ram = Instance(
+            RAM_MODULE, p_LANES=self.lanes, p_LANE_WIDTH=self.lane_width, p_DEPTH=self.depth,
+            p_ADDR_WIDTH=addr_width(self.depth), i_clk=ClockSignal(), i_waddr=self.waddr, i_wdata=self.wdata,
+            i_wen=self.wen, i_raddr=self.raddr, i_ren=self.ren, o_rdata=self.rdata)
+        return m
+
+
+def hex_image(words: list[int], width: int) -> str:
+    """The text of a ``$readmemh`` image: one zero-padded word per line."""
+    digits = max(1, -(-width // 4))
+    limit = 1 << width
+    for i, w in enumerate(words):
+        if not 0 <= w < limit:
+            raise ValueError(f"ROM word {i} is {w}, outside {width} unsigned bits")
+    return "".join(f"{w:0{digits}x}\n" for w in words) or "0\n"
