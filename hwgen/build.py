@@ -12,7 +12,8 @@ from amaranth.back import verilog
 
 from . import __version__, mapping
 from .ir import Model
-from .lower import Program, lower, pe_rom_width, pe_roms, predicted_cycles, rq_roms, rq_width, schedule_rom, widths
+from .lower import (Program, layer_cycles, lower, pe_rom_width, pe_roms, predicted_cycles, rq_roms, rq_width,
+                    schedule_rom, utilization, widths)
 from .rtl.controller import SCHED_IMAGE
 from .rtl.extmem import MEM_VERILOG, hex_image
 from .rtl.top import Top, pe_image, rq_image
@@ -37,19 +38,21 @@ def manifest(model: Model, prog: Program) -> dict:
     return {
         "generator": f"hwgen {__version__}", "model": model.name, "top": TOP_NAME,
         "pe": prog.pe, "lanes": prog.lanes, "tile": prog.tile,
-        "predicted_cycles": predicted_cycles(prog),
+        "predicted_cycles": predicted_cycles(prog), "utilization": round(utilization(prog), 6),
         "rom_bits": rom_bits, "kept_groups": kept, "total_groups": total,
         "idle_slots": sum(l.schedule.idle_slots * l.kh * l.kw for l in prog.layers),
         "act_bits": prog.act_bits, "acc_bits": prog.acc_bits, "out_bits": prog.out_bits,
         "out_signed": prog.out_signed, "input_beats": prog.input_beats, "output_beats": prog.output_beats,
-        "input_shape": list(prog.input_shape), "output_shape": list(prog.layers[-1].out_shape),
+        "input_shape": list(model.input.shape), "stream_shape": list(prog.input_shape),
+        "im2col": list(prog.im2col) if prog.im2col else None, "output_shape": list(prog.layers[-1].out_shape),
         "buffer_bits": 2 * prog.buf_depth * prog.lanes * prog.act_bits + prog.res_depth * prog.pe * prog.out_bits,
         "files": list(VERILOG_FILES),
         "layers": [{
             "name": l.name, "kind": l.kind, "in_shape": list(l.in_shape), "out_shape": list(l.out_shape),
             "kernel": [l.kh, l.kw], "stride": l.stride, "padding": l.pad,
             "kept_groups": int(l.kept.sum()), "total_groups": int(l.kept.size), "waves": list(l.schedule.waves),
-            "steps": l.n_steps, "acc_bound": l.acc_bound,
+            "steps": l.n_steps, "acc_bound": l.acc_bound, "cycles": layer_cycles(prog, l),
+            "utilization": round(utilization(prog, [l]), 6),
         } for l in prog.layers],
     }
 

@@ -56,8 +56,23 @@ def unpack_lanes(word: int, width: int, count: int, signed: bool) -> list[int]:
     return [v - (1 << width) if signed and v >> (width - 1) else v for v in out]
 
 
-def pack_input(image: np.ndarray, lanes: int, bits: int) -> list[int]:
-    """[C, H, W] integers -> input stream beats (channels padded with zeros to a multiple of lanes)."""
+def im2col(image: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
+    """[C, H, W] -> [C*k*k, Ho, Wo]: channel c*k*k + ky*k + kx holds tap (ky, kx) of channel c, zero padded.
+    The host applies it when the generator runs the first conv as a 1x1 conv (manifest ``im2col``)."""
+    c, h, w = image.shape
+    padded = np.zeros((c, h + 2 * padding, w + 2 * padding), np.int64)
+    padded[:, padding:padding + h, padding:padding + w] = image
+    ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    taps = [padded[:, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
+            for ky in range(kernel) for kx in range(kernel)]
+    return np.stack(taps, axis=1).reshape(c * kernel * kernel, ho, wo)
+
+
+def pack_input(image: np.ndarray, lanes: int, bits: int, im2col_params=None) -> list[int]:
+    """[C, H, W] integers -> input stream beats (channels padded with zeros to a multiple of lanes), after
+    the im2col given as (kernel, stride, padding) when the build asks for it."""
+    if im2col_params is not None:
+        image = im2col(image, *im2col_params)
     c, h, w = image.shape
     blocks = -(-c // lanes)
     padded = np.zeros((blocks * lanes, h, w), np.int64)

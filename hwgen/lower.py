@@ -6,7 +6,7 @@ channel), so the logic is one engine whatever the network (DESIGN.md §5).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -134,7 +134,7 @@ class Program:
     lanes: int
     tile: int
     layers: tuple[HwLayer, ...]
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, int, int]  # of the input stream (after the host-side im2col, if any)
     act_bits: int  # width of one lane in the activation buffers
     out_bits: int  # width of a result value
     out_signed: bool
@@ -144,6 +144,7 @@ class Program:
     buf_depth: int  # words of each activation buffer
     res_depth: int  # words of each result bank
     n_bufs: int
+    im2col: tuple[int, int, int] | None  # (kernel, stride, padding) the host applies to the input
 
     @property
     def clamp_bits(self) -> int:
@@ -164,7 +165,23 @@ class Program:
         return c * h * w
 
 
-def lower(model: Model, pe: int, lanes: int, tile: int = 16) -> Program:
+def _im2col_stem(layer: HwLayer, lanes: int) -> HwLayer | None:
+    """The first conv as a 1x1 conv over the host's im2col of the input (channel c*k*k + ky*k + kx), when
+    that takes fewer steps: a 3-channel 7x7 stem fills 3 of 16 lanes in 49 steps per wave, but 147 packed
+    channels fill 10 words in 10 steps (DESIGN.md §5, worked figures)."""
+    c, _, _ = layer.in_shape
+    k = layer.kh
+    if layer.kind != "conv" or k == 1 or mapping.num_blocks(c * k * k, lanes) >= mapping.num_blocks(c, lanes) * k * k:
+        return None
+    weight = layer.weight.reshape(layer.weight.shape[0], c * k * k, 1, 1)
+    kept = mapping.kept_groups(weight, lanes)
+    sched = mapping.schedule(kept, layer.schedule.pe)
+    _, h, w = layer.out_shape
+    return replace(layer, in_shape=(c * k * k, h, w), kh=1, kw=1, stride=1, pad=0, weight=weight, kept=kept,
+                   schedule=sched)
+
+
+def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool = True) -> Program:
     mapping.check_pe_lanes(pe, lanes)
     for i, l in enumerate(model.layers):
         if l.kind not in SUPPORTED_KINDS:
@@ -172,6 +189,11 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16) -> Program:
                                    f"(supported: {', '.join(SUPPORTED_KINDS)})")
     bufs = allocate_buffers(model)
     layers = tuple(_lower_layer(model, l, pe, lanes, bufs) for l in model.layers)
+    stem = _im2col_stem(layers[0], lanes) if stem_im2col else None
+    im2col = None
+    if stem is not None:
+        im2col = (layers[0].kh, layers[0].stride, layers[0].pad)
+        layers = (stem,) + layers[1:]
     max_pix = max(l.n_pix for l in layers)
     tile = min(tile, 1 << (max_pix - 1).bit_length())
     final = model.layers[-1]
@@ -181,12 +203,12 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16) -> Program:
     acc_bits = max((worst.bit_length() + 1), partial_width(lanes, act_bits))
     bias_bits = max(int(np.abs(l.bias).max()).bit_length() for l in layers) + 1
     shift_bits = max(1, max(int(l.shift.max()) for l in layers).bit_length())
-    tensors = [model.input.shape] + [l.out_shape for l in model.layers[:-1]]
+    tensors = [layers[0].in_shape] + [l.out_shape for l in model.layers[:-1]]
     buf_depth = max(mapping.num_blocks(c, lanes) * h * w for c, h, w in tensors)
     res_depth = layers[-1].locals(pe) * layers[-1].n_pix
     n_bufs = max(bufs.values()) + 1
-    return Program(model.name, pe, lanes, tile, layers, tuple(model.input.shape), act_bits, final.out_bits,
-                   final.out_signed, acc_bits, bias_bits, shift_bits, buf_depth, res_depth, n_bufs)
+    return Program(model.name, pe, lanes, tile, layers, layers[0].in_shape, act_bits, final.out_bits,
+                   final.out_signed, acc_bits, bias_bits, shift_bits, buf_depth, res_depth, n_bufs, im2col)
 
 
 # ---------------------------------------------------------------- cycle model
@@ -200,6 +222,19 @@ def tiles(prog: Program, layer: HwLayer) -> list[int]:
 def layer_cycles(prog: Program, layer: HwLayer) -> int:
     per_pixel = layer.n_steps + layer.locals(prog.pe)  # compute steps, then one drain cycle per local channel
     return LAYER_SETUP_CYCLES + sum(TILE_OVERHEAD_CYCLES + per_pixel * n for n in tiles(prog, layer))
+
+
+def useful_lane_slots(prog: Program, layer: HwLayer) -> int:
+    """Lane-slots that carry a real input channel of a kept group (zeros inside a kept group count as used;
+    padded lanes, idle waves, drain and flush cycles do not): DESIGN.md §5."""
+    real = np.array([e - s for s, e in mapping.block_bounds(layer.in_shape[0], prog.lanes)], np.int64)
+    return int((layer.kept * real[None, :]).sum()) * layer.kh * layer.kw * layer.n_pix
+
+
+def utilization(prog: Program, layers=None) -> float:
+    layers = prog.layers if layers is None else layers
+    slots = prog.pe * prog.lanes * sum(layer_cycles(prog, l) for l in layers)
+    return sum(useful_lane_slots(prog, l) for l in layers) / slots
 
 
 def predicted_cycles(prog: Program) -> int:

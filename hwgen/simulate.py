@@ -65,7 +65,7 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, verbose: bool
     lanes, act_bits = manifest["lanes"], manifest["act_bits"]
     expected = expected_beats(model, images)
     digits = -(-lanes * act_bits // 4)
-    case = {"inputs": [[f"{b:0{digits}x}" for b in encoding.pack_input(img, lanes, act_bits)] for img in images],
+    case = {"inputs": [[f"{b:0{digits}x}" for b in encoding.pack_input(img, lanes, act_bits, manifest["im2col"])] for img in images],
             "expected": expected, "out_bits": manifest["out_bits"], "out_signed": manifest["out_signed"]}
     case_file, result_file = build_dir / "sim_case.json", build_dir / "sim_outputs.json"
     case_file.write_text(json.dumps(case))
