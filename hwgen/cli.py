@@ -56,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
     _common(s)
     s.add_argument("--images", type=_positive, default=20, help="number of images to simulate (default 20)")
     s.add_argument("--inputs", type=Path, help=".npy of integer images [K, C, H, W]; random ones otherwise")
+    s.add_argument("--stall", type=float, default=0.0,
+                   help="probability of an input gap / output stall per cycle (default 0)")
     s.add_argument("--verbose", action="store_true", help="show Verilator and cocotb output")
     return top
 
@@ -101,6 +103,8 @@ def _images(args, model: ir.Model) -> np.ndarray:
 
 def run(args) -> int:
     mapping.check_pe_lanes(args.pe, args.lanes)
+    if args.verb == "sim" and not 0.0 <= args.stall < 1.0:
+        raise UsageError(f"--stall must be a probability in [0, 1), not {args.stall}")
     if args.tile & (args.tile - 1):
         raise UsageError(f"--tile must be a power of two, not {args.tile}")
     model = load_model(args)
@@ -121,13 +125,13 @@ def run(args) -> int:
 
     print(f"simulating {len(images)} images in Verilator ...", flush=True)
     t0 = time.perf_counter()
-    result = simulate(model, out, images, verbose=args.verbose)
+    result = simulate(model, out, images, stall=args.stall, seed=args.seed, verbose=args.verbose)
     result["wall_s"] = round(time.perf_counter() - t0, 2)
     (out / "sim_result.json").write_text(json.dumps(result, indent=1) + "\n")
-    ok = result["mismatches"] == 0 and result["cycles_match"]
+    ok = result["mismatches"] == 0 and result["cycles_match"] and not result["stream_problems"]
     print(f"  {result['images'] - result['mismatches']}/{result['images']} images bit-exact, cycles "
           f"{result['cycles_per_image']} (predicted {result['predicted_cycles']}) -> {out / 'sim_result.json'}")
-    for line in result["mismatch_detail"]:
+    for line in result["mismatch_detail"] + result["stream_problems"][:5]:
         print(f"  mismatch: {line}")
     return 0 if ok else 1
 

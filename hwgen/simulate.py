@@ -55,9 +55,11 @@ def first_mismatch(got: list[int], expected: list[int], shape) -> str | None:
     return None
 
 
-def simulate(model: Model, build_dir: Path, images: np.ndarray, *, verbose: bool = False) -> dict:
-    """Simulate the design in ``build_dir`` (written by hwgen.build) on ``images`` [K, C, H, W].
-    Returns the content of sim_result.json."""
+def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float = 0.0, seed: int = 0,
+             verbose: bool = False) -> dict:
+    """Simulate the design in ``build_dir`` (written by hwgen.build) on ``images`` [K, C, H, W]. With
+    ``stall`` > 0 the streams see random input gaps and output backpressure with that probability per
+    cycle. Returns the content of sim_result.json."""
     from cocotb_tools.runner import VerilatorControlFile, get_runner
 
     build_dir = Path(build_dir).resolve()
@@ -66,7 +68,8 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, verbose: bool
     expected = expected_beats(model, images)
     digits = -(-lanes * act_bits // 4)
     case = {"inputs": [[f"{b:0{digits}x}" for b in encoding.pack_input(img, lanes, act_bits, manifest["im2col"])] for img in images],
-            "expected": expected, "out_bits": manifest["out_bits"], "out_signed": manifest["out_signed"]}
+            "expected": expected, "in_bits": lanes * act_bits, "out_bits": manifest["out_bits"],
+            "out_signed": manifest["out_signed"], "stall": stall, "seed": seed}
     case_file, result_file = build_dir / "sim_case.json", build_dir / "sim_outputs.json"
     case_file.write_text(json.dumps(case))
     if result_file.exists():
@@ -98,10 +101,13 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, verbose: bool
     seen = json.loads(result_file.read_text())
     shape = manifest["output_shape"]
     mismatches = [i for i, (g, e) in enumerate(zip(seen["outputs"], expected)) if g != e]
+    if len(seen["outputs"]) != len(expected):
+        raise RuntimeError(f"the testbench returned {len(seen['outputs'])} images of {len(expected)}")
     detail = [f"image {i}: {first_mismatch(seen['outputs'][i], expected[i], shape)}" for i in mismatches[:5]]
     cycles = seen["cycles"]
     return {
         "images": len(images), "mismatches": len(mismatches), "mismatch_detail": detail,
+        "stream_problems": seen["problems"], "stall": stall,
         "cycles_per_image": cycles[0] if len(set(cycles)) == 1 else cycles,
         "predicted_cycles": manifest["predicted_cycles"],
         "cycles_match": all(c == manifest["predicted_cycles"] for c in cycles),

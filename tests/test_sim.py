@@ -29,3 +29,24 @@ def test_unbalanced_pruning_with_idle_slots_at_16_pes(tmp_path):
                         density=0.4, balanced=False, seed=5)
     man = _check(model, 16, tmp_path, random_images(model, 3, seed=4))
     assert man["idle_slots"] > 0
+
+
+def test_resnet20_with_stalled_streams(tmp_path):
+    """Residual blocks with option-A shortcuts; random input gaps and output backpressure lose nothing."""
+    from hwgen.synthetic import resnet_cifar
+
+    model = resnet_cifar(20, density=0.765, seed=2)
+    out = tmp_path / "r20"
+    man = build(model, BuildConfig(pe=16), out)
+    result = simulate(model, out, random_images(model, 3, seed=6), stall=0.3, seed=1)
+    assert result["mismatches"] == 0 and not result["stream_problems"], result
+    assert result["cycles_per_image"] == man["predicted_cycles"]
+
+
+def test_resnet18_at_32x32(tmp_path):
+    """7x7/2 stem (host im2col), 3x3/2 max pool, 1x1 downsample shortcuts, 1000 classes."""
+    from hwgen.synthetic import resnet18
+
+    model = resnet18(32, density=0.765, seed=3)
+    man = _check(model, 16, tmp_path, random_images(model, 2, seed=7))
+    assert man["im2col"] == [7, 2, 3]

@@ -8,7 +8,7 @@ reads; stage 1 the product is registered; stage 2 the clamped value is written t
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..encoding import REQUANT_MUL_BITS
@@ -30,18 +30,22 @@ def rq_image(p: int) -> str:
 
 
 class Top(wiring.Component):
-    """Ports: ``inp`` (stream of input words: the L activations of one pixel of one block, blocks then
-    pixels), ``out`` (stream of result values, channels fastest then pixels, ``out_bits`` two's
-    complement when signed), ``cycles`` (busy cycles of the engine for the last image).
+    """Ports (AXI4-Stream in valid/ready/payload form, beat format in docs/stream.md):
 
-    Images are processed one at a time: the input is accepted whole, then the engine runs, then the
-    result streams out (``out.valid`` held until ``out.ready``)."""
+    - ``inp``: payload ``data`` = the L activations of one pixel of one input block (blocks, then pixels
+      in raster order), ``last`` (accepted, not required: the top counts beats);
+    - ``out``: payload ``data`` = one result value (channels fastest, then pixels; two's complement when
+      signed), ``last`` on the final beat of an image; ``valid`` is held, payload stable, until ``ready``;
+    - ``cycles``: busy cycles of the engine for the last image.
+
+    Images are processed one at a time: the input is accepted whole, the engine runs, the result streams
+    out."""
 
     def __init__(self, prog: Program):
         self.prog = prog
         super().__init__({
-            "inp": In(stream.Signature(unsigned(prog.lanes * prog.act_bits))),
-            "out": Out(stream.Signature(unsigned(prog.out_bits))),
+            "inp": In(stream.Signature(data.StructLayout({"data": prog.lanes * prog.act_bits, "last": 1}))),
+            "out": Out(stream.Signature(data.StructLayout({"data": prog.out_bits, "last": 1}))),
             "cycles": Out(CYCLE_COUNTER_BITS),
         })
 
@@ -121,7 +125,7 @@ class Top(wiring.Component):
         out_sel = Signal.like(out_p)
         n_pix_f = prog.layers[-1].n_pix
         m.d.comb += [result.raddr.eq(out_lobase + out_px), result.ren.eq(0)]
-        m.d.comb += self.out.payload.eq(result.rdata.word_select(out_sel, prog.out_bits))
+        m.d.comb += self.out.payload.data.eq(result.rdata.word_select(out_sel, prog.out_bits))
         with m.If(ctrl.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         for i, buf in enumerate(bufs):
@@ -129,7 +133,7 @@ class Top(wiring.Component):
                          buf.wen.eq(Mux(dv2 & ~desc.to_result & (desc.out_buf == i), lane_groups, 0))]
         with m.FSM():
             with m.State("LOAD"):
-                m.d.comb += [self.inp.ready.eq(1), bufs[0].waddr.eq(in_count), bufs[0].wdata.eq(self.inp.payload)]
+                m.d.comb += [self.inp.ready.eq(1), bufs[0].waddr.eq(in_count), bufs[0].wdata.eq(self.inp.payload.data)]
                 with m.If(self.inp.valid):
                     m.d.comb += bufs[0].wen.eq((1 << L) - 1)
                     m.d.sync += in_count.eq(in_count + 1)
@@ -146,7 +150,8 @@ class Top(wiring.Component):
                 m.d.sync += out_sel.eq(out_p)
                 m.next = "OUT_VALID"
             with m.State("OUT_VALID"):
-                m.d.comb += self.out.valid.eq(1)
+                m.d.comb += [self.out.valid.eq(1), self.out.payload.last.eq(
+                    (out_o == prog.layers[-1].out_shape[0] - 1) & (out_px == n_pix_f - 1))]
                 with m.If(self.out.ready):
                     m.next = "OUT_READ"
                     with m.If(out_o == prog.layers[-1].out_shape[0] - 1):
