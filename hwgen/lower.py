@@ -19,7 +19,10 @@ from .rtl.pe import partial_width
 SUPPORTED_KINDS = ("conv", "linear", "avgpool", "maxpool")
 RESULT_BUF = -1  # out_buf of the last layer: the result memory, not an activation buffer
 LAYER_SETUP_CYCLES = 2  # descriptor fetch and latch
-TILE_OVERHEAD_CYCLES = 5  # tile set-up, two compute-flush and two drain-flush cycles
+LAYER_END_CYCLES = 1
+TILE_SETUP_CYCLES = 1
+HANDOFF_CYCLES = 1
+DRAIN_EXTRA_CYCLES = 3  # one before a drain (last additions land), two after (last writes land)
 
 
 class UnsupportedError(ValueError):
@@ -187,6 +190,10 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool =
         if l.kind not in SUPPORTED_KINDS:
             raise UnsupportedError(f"layer '{l.name}': kind '{l.kind}' is not supported by the generator yet "
                                    f"(supported: {', '.join(SUPPORTED_KINDS)})")
+    for l in model.layers:
+        if l.residual is not None and l.residual == l.source:
+            raise UnsupportedError(f"layer '{l.name}': a residual equal to the layer's own input is not supported "
+                                   "(the drain reads the residual while the next tile reads the input)")
     bufs = allocate_buffers(model)
     layers = tuple(_lower_layer(model, l, pe, lanes, bufs) for l in model.layers)
     stem = _im2col_stem(layers[0], lanes) if stem_im2col else None
@@ -220,8 +227,14 @@ def tiles(prog: Program, layer: HwLayer) -> list[int]:
 
 
 def layer_cycles(prog: Program, layer: HwLayer) -> int:
-    per_pixel = layer.n_steps + layer.locals(prog.pe)  # compute steps, then one drain cycle per local channel
-    return LAYER_SETUP_CYCLES + sum(TILE_OVERHEAD_CYCLES + per_pixel * n for n in tiles(prog, layer))
+    """The controller's two machines (rtl/controller.py): tile i+1 computes while tile i drains; a hand-off
+    waits for the drain machine to be free, and the layer ends when its last drain is done."""
+    now, drain_free = LAYER_SETUP_CYCLES, 0
+    for n in tiles(prog, layer):
+        now = max(now + TILE_SETUP_CYCLES + layer.n_steps * n, drain_free)  # compute, then wait to hand off
+        drain_free = now + HANDOFF_CYCLES + DRAIN_EXTRA_CYCLES + layer.locals(prog.pe) * n
+        now += HANDOFF_CYCLES
+    return max(now, drain_free) + LAYER_END_CYCLES
 
 
 def useful_lane_slots(prog: Program, layer: HwLayer) -> int:

@@ -1,8 +1,8 @@
-"""The PE array: N ternary PEs, each with its own accumulator bank. Adders only.
+"""The PE array: N ternary PEs, each with two accumulator banks. Adders only.
 
 Accumulator bank of PE p: one entry per (local output channel, tile pixel), address ``lo * tile + t``.
-An entry is read, added to and written back; it is cleared to zero when it is drained, so the next tile
-starts from zero without a separate clearing pass.
+An entry is read, added to and written back; it is cleared to zero when it is drained, so a bank starts
+the next tile from zero without a clearing pass. Compute fills one bank while the drain empties the other.
 """
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from .pe import TernaryPE, partial_width
 class PEArray(wiring.Component):
     """Ports (all in the ``sync`` domain):
 
-    Compute (pipeline stage 1 -> 2): when ``valid`` is high, ``acts`` (one word, L lanes) is broadcast;
+    Compute (pipeline stage 1 -> 2), into bank ``bank``: when ``valid`` is high, ``acts`` (one word, L
+    lanes) is broadcast;
     PE p adds ``codes[p]`` . ``acts`` into entry (``los[p]``, ``t``) (with ``max_mode``, the entry keeps the
     maximum of itself and that sum instead: max pooling on non-negative inputs, identity weights). The addition lands 1 cycle later;
     an entry read in that same cycle sees it (the read port is transparent).
 
-    Drain: when ``drain`` is high, every PE reads entry (``drain_lo``, ``drain_t``); the value appears on
+    Drain, from bank ``drain_bank`` (never the bank being computed into): when ``drain`` is high, every PE
+    reads entry (``drain_lo``, ``drain_t``); the value appears on
     ``accs`` the next cycle (``accs_valid``), and the entry is cleared in that cycle.
     """
 
@@ -43,7 +45,9 @@ class PEArray(wiring.Component):
             "codes": In(unsigned(2 * lanes)).array(pe),
             "los": In(unsigned(self.lo_bits)).array(pe),
             "t": In(unsigned(self.t_bits)),
+            "bank": In(1),
             "drain": In(1),
+            "drain_bank": In(1),
             "drain_lo": In(unsigned(self.lo_bits)),
             "drain_t": In(unsigned(self.t_bits)),
             "accs": Out(signed(acc_bits)).array(pe),
@@ -56,28 +60,35 @@ class PEArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         depth = self.locals * self.tile
-        drained = Signal()  # stage-2 of a drain read: clear what was just read
+        drain_addr = self._addr(self.drain_lo, self.drain_t)
+        compute_addr = [self._addr(self.los[p], self.t) for p in range(self.pe)]
+        drained = Signal()  # stage 2 of a drain read: clear what was just read
+        drained_bank = Signal()
         drained_addr = Signal(range(max(2, depth)))
-        m.d.sync += [drained.eq(self.drain), drained_addr.eq(self._addr(self.drain_lo, self.drain_t)),
+        m.d.sync += [drained.eq(self.drain), drained_bank.eq(self.drain_bank), drained_addr.eq(drain_addr),
                      self.accs_valid.eq(self.drain)]
         for p in range(self.pe):
             pe = m.submodules[f"pe{p}"] = TernaryPE(self.lanes, self.act_bits)
-            bank = m.submodules[f"acc{p}"] = Memory(shape=signed(self.acc_bits), depth=depth, init=[])
-            wr = bank.write_port()
-            rd = bank.read_port(transparent_for=(wr,))
-            add_valid = Signal(name=f"add_valid{p}")
+            m.d.comb += [pe.codes.eq(self.codes[p]), pe.acts.eq(self.acts), pe.act_signed.eq(self.act_signed)]
+            add_valid, add_bank = Signal(name=f"add_valid{p}"), Signal(name=f"add_bank{p}")
             add_addr = Signal.like(drained_addr, name=f"add_addr{p}")
             partial = Signal(signed(partial_width(self.lanes, self.act_bits)), name=f"partial{p}")
-            m.d.comb += [pe.codes.eq(self.codes[p]), pe.acts.eq(self.acts), pe.act_signed.eq(self.act_signed)]
-            with m.If(self.drain):
-                m.d.comb += rd.addr.eq(self._addr(self.drain_lo, self.drain_t))
-            with m.Else():
-                m.d.comb += rd.addr.eq(self._addr(self.los[p], self.t))
-            m.d.sync += [add_valid.eq(self.valid), add_addr.eq(rd.addr), partial.eq(pe.sum)]
-            with m.If(drained):
-                m.d.comb += [wr.addr.eq(drained_addr), wr.data.eq(0), wr.en.eq(1)]
-            with m.Elif(add_valid):
-                new = Mux(self.max_mode, Mux(partial > rd.data, partial, rd.data), rd.data + partial)
-                m.d.comb += [wr.addr.eq(add_addr), wr.data.eq(new), wr.en.eq(1)]
-            m.d.comb += self.accs[p].eq(rd.data)
+            m.d.sync += [add_valid.eq(self.valid), add_bank.eq(self.bank), add_addr.eq(compute_addr[p]),
+                         partial.eq(pe.sum)]
+            reads = []
+            for b in range(2):
+                mem = m.submodules[f"acc{p}_{b}"] = Memory(shape=signed(self.acc_bits), depth=depth, init=[])
+                wr = mem.write_port()
+                rd = mem.read_port(transparent_for=(wr,))
+                reads.append(rd.data)
+                with m.If(self.drain & (self.drain_bank == b)):
+                    m.d.comb += rd.addr.eq(drain_addr)
+                with m.Else():
+                    m.d.comb += rd.addr.eq(compute_addr[p])
+                with m.If(drained & (drained_bank == b)):
+                    m.d.comb += [wr.addr.eq(drained_addr), wr.data.eq(0), wr.en.eq(1)]
+                with m.Elif(add_valid & (add_bank == b)):
+                    new = Mux(self.max_mode, Mux(partial > rd.data, partial, rd.data), rd.data + partial)
+                    m.d.comb += [wr.addr.eq(add_addr), wr.data.eq(new), wr.en.eq(1)]
+            m.d.comb += self.accs[p].eq(Mux(drained_bank, reads[1], reads[0]))
         return m

@@ -1,8 +1,12 @@
 """The layer controller: walks the descriptor program, one issue per cycle, no multipliers.
 
-Per layer: fetch the descriptor (2 cycles); per tile of up to T output pixels: set up (1), compute
-(n_steps x n_t issues), flush (2), drain (locals x n_t issues), flush (2). ``lower.layer_cycles`` is this
-count; simulation checks it.
+Two state machines share the accumulator banks of the PE array. The compute machine fetches a layer's
+descriptor (2 cycles), then per tile of up to T output pixels sets up (1), issues n_steps x n_t compute
+steps into bank ``bank``, and hands the bank over (1) once the drain machine is free, swapping banks.
+The drain machine waits one cycle for the last additions, drains locals x n_t entries of its bank
+through requant, and waits two cycles for the last writes. The drain of tile i thus overlaps the compute
+of tile i+1; a layer ends when its last drain is done. ``lower.layer_cycles`` models this exactly;
+simulation checks it.
 
 Addresses come from counters: the pixel walker keeps iy0 = oy*stride, ix0 = ox*stride and
 base = iy0*w_in + ix0 incrementally, and the schedule ROM supplies per step the offset
@@ -19,6 +23,8 @@ from ..lower import Program, Widths, descriptors, widths
 from .extmem import ImageROM
 
 SCHED_IMAGE = "sched.hex"
+DRAIN_PRE_CYCLES = 1
+DRAIN_POST_CYCLES = 2
 
 
 def descriptor_layout(prog: Program, wd: Widths) -> data.StructLayout:
@@ -68,8 +74,8 @@ class Controller(wiring.Component):
     """Ports: ``start`` (in, pulse) runs the whole program; ``done`` pulses one cycle after the last drain
     flush. Issue outputs are valid in the cycle they are asserted (stage 0):
 
-    - compute: ``issue``, ``step`` (PE-ROM address), ``act_addr``, ``inb`` (inside the map), ``t``
-    - drain: ``drain``, ``drain_lo``, ``drain_t``, ``rq_addr``, ``out_addr``, ``out_grp``
+    - compute: ``issue``, ``step`` (PE-ROM address), ``act_addr``, ``inb`` (inside the map), ``t``, ``bank``
+    - drain: ``drain``, ``drain_lo``, ``drain_t``, ``rq_addr``, ``out_addr``, ``out_grp`` (of bank ~``bank``)
     - per layer (registered): ``desc``, the current layer's descriptor (see ``descriptor_layout``)
     """
 
@@ -78,7 +84,7 @@ class Controller(wiring.Component):
         self.layout = descriptor_layout(prog, self.wd)
         wd, t_bits = self.wd, max(1, (prog.tile - 1).bit_length())
         super().__init__({
-            "start": In(1), "done": Out(1), "busy": Out(1),
+            "start": In(1), "done": Out(1), "busy": Out(1), "bank": Out(1),
             "issue": Out(1), "step": Out(wd.step), "act_addr": Out(wd.addr), "inb": Out(1),
             "t": Out(t_bits),
             "drain": Out(1), "drain_lo": Out(wd.lo), "drain_t": Out(t_bits), "rq_addr": Out(wd.rq),
@@ -106,13 +112,16 @@ class Controller(wiring.Component):
         s_next = Signal.like(s)
         t = Signal.like(self.t)
         cur, tile_start, nxt = Walker("cur", wd), Walker("tile", wd), Walker("nxt", wd)
+        # the drain works on its own copy of the tile it was handed
         d_lo, d_t = Signal.like(self.drain_lo), Signal.like(self.drain_t)
         d_grp, d_obase = Signal.like(self.out_grp), Signal(wd.addr + 1)
-        flush = Signal(2)
+        d_tile_pix, d_n_t = Signal.like(tile_pix), Signal.like(n_t)
+        d_start, d_idle = Signal(), Signal()
+        d_post = Signal(range(DRAIN_POST_CYCLES + 1))
 
         m.d.comb += [desc_rd.addr.eq(layer), sched.addr.eq(s_next), s_next.eq(s), self.step.eq(s),
                      self.t.eq(t), self.drain_lo.eq(d_lo), self.drain_t.eq(d_t),
-                     self.rq_addr.eq(desc.rq_base + d_lo), self.out_addr.eq(d_obase + tile_pix + d_t),
+                     self.rq_addr.eq(desc.rq_base + d_lo), self.out_addr.eq(d_obase + d_tile_pix + d_t),
                      self.out_grp.eq(d_grp)]
         m.d.comb += cur.advance_into(nxt, desc)
         iy, ix = cur.iy0 + entry_dy, cur.ix0 + entry_dx
@@ -121,10 +130,10 @@ class Controller(wiring.Component):
         remaining = desc.n_pix - tile_pix
         last_tile = remaining <= prog.tile
 
-        with m.FSM():
+        with m.FSM(name="compute"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += layer.eq(0)
+                    m.d.sync += [layer.eq(0), self.bank.eq(0)]
                     m.next = "DESC0"
             with m.State("DESC0"):  # the descriptor ROM reads ``layer`` this cycle
                 m.d.comb += self.busy.eq(1)
@@ -135,8 +144,8 @@ class Controller(wiring.Component):
                 m.next = "TILE"
             with m.State("TILE"):
                 m.d.comb += [self.busy.eq(1), s_next.eq(desc.sched_base)]
-                m.d.sync += [s.eq(desc.sched_base), t.eq(0), n_t.eq(Mux(last_tile, remaining, prog.tile)),
-                             d_lo.eq(0), d_t.eq(0), d_grp.eq(0), d_obase.eq(0)] + cur.eq(tile_start)
+                m.d.sync += [s.eq(desc.sched_base), t.eq(0), n_t.eq(Mux(last_tile, remaining, prog.tile))]
+                m.d.sync += cur.eq(tile_start)
                 m.next = "COMPUTE"
             with m.State("COMPUTE"):
                 m.d.comb += [self.busy.eq(1), self.issue.eq(1)]
@@ -145,25 +154,48 @@ class Controller(wiring.Component):
                 with m.If(last_t):
                     m.d.sync += t.eq(0)
                     with m.If(last_s):
-                        m.d.sync += [flush.eq(0)] + tile_start.eq(nxt)
-                        m.next = "CFLUSH"
+                        m.d.sync += tile_start.eq(nxt)
+                        m.next = "HANDOFF"
                     with m.Else():
                         m.d.comb += s_next.eq(s + 1)
                         m.d.sync += [s.eq(s + 1)] + cur.eq(tile_start)
                 with m.Else():
                     m.d.sync += [t.eq(t + 1)] + cur.eq(nxt)
-            with m.State("CFLUSH"):  # the last additions land before the drain reads them
+            with m.State("HANDOFF"):  # give the finished bank to the drain once it is free, swap banks
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += flush.eq(flush + 1)
-                with m.If(flush == 1):
-                    m.next = "DRAIN"
-            with m.State("DRAIN"):
-                m.d.comb += [self.busy.eq(1), self.drain.eq(1)]
-                with m.If(d_t == n_t - 1):
+                with m.If(d_idle):
+                    m.d.comb += d_start.eq(1)
+                    m.d.sync += [self.bank.eq(~self.bank), d_tile_pix.eq(tile_pix), d_n_t.eq(n_t)]
+                    with m.If(last_tile):
+                        m.next = "LAYER_END"
+                    with m.Else():
+                        m.d.sync += tile_pix.eq(tile_pix + n_t)
+                        m.next = "TILE"
+            with m.State("LAYER_END"):  # the last drain's writes land before the next layer reads them
+                m.d.comb += self.busy.eq(1)
+                with m.If(d_idle):
+                    with m.If(layer == len(descs) - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += layer.eq(layer + 1)
+                        m.next = "DESC0"
+
+        with m.FSM(name="drain"):
+            with m.State("IDLE"):
+                m.d.comb += d_idle.eq(1)
+                with m.If(d_start):
+                    m.d.sync += [d_lo.eq(0), d_t.eq(0), d_grp.eq(0), d_obase.eq(0)]
+                    m.next = "PRE"
+            with m.State("PRE"):  # the bank's last additions land (compute stage 2) before it is read
+                m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.drain.eq(1)
+                with m.If(d_t == d_n_t - 1):
                     m.d.sync += d_t.eq(0)
                     with m.If(d_lo == desc.locals - 1):
-                        m.d.sync += flush.eq(0)
-                        m.next = "DFLUSH"
+                        m.d.sync += d_post.eq(0)
+                        m.next = "POST"
                     with m.Else():
                         m.d.sync += d_lo.eq(d_lo + 1)
                         with m.If(d_grp == desc.lo_per_word - 1):
@@ -172,17 +204,8 @@ class Controller(wiring.Component):
                             m.d.sync += d_grp.eq(d_grp + 1)
                 with m.Else():
                     m.d.sync += d_t.eq(d_t + 1)
-            with m.State("DFLUSH"):  # requant and buffer writes complete before the next reads
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += flush.eq(flush + 1)
-                with m.If(flush == 1):
-                    with m.If(~last_tile):
-                        m.d.sync += tile_pix.eq(tile_pix + n_t)
-                        m.next = "TILE"
-                    with m.Elif(layer == len(descs) - 1):
-                        m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += layer.eq(layer + 1)
-                        m.next = "DESC0"
+            with m.State("POST"):  # requant and output-buffer writes of the last entries complete
+                m.d.sync += d_post.eq(d_post + 1)
+                with m.If(d_post == DRAIN_POST_CYCLES - 1):
+                    m.next = "IDLE"
         return m

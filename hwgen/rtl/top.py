@@ -73,30 +73,31 @@ class Top(wiring.Component):
         m.submodules.result = result
 
         # ---- compute: stage 0 -> 1
-        valid1, inb1, t1 = Signal(), Signal(), Signal.like(ctrl.t)
-        m.d.sync += [valid1.eq(ctrl.issue), inb1.eq(ctrl.inb), t1.eq(ctrl.t)]
+        valid1, inb1, t1, bank1 = Signal(), Signal(), Signal.like(ctrl.t), Signal()
+        m.d.sync += [valid1.eq(ctrl.issue), inb1.eq(ctrl.inb), t1.eq(ctrl.t), bank1.eq(ctrl.bank)]
         for p in range(N):
             m.d.comb += pe_roms[p].addr.eq(ctrl.step)
         word = Signal(L * B)
         for i, buf in enumerate(bufs):
             with m.If(desc.in_buf == i):
                 m.d.comb += word.eq(buf.rdata)
-        m.d.comb += [array.valid.eq(valid1), array.t.eq(t1), array.act_signed.eq(desc.in_signed),
+        m.d.comb += [array.valid.eq(valid1), array.t.eq(t1), array.bank.eq(bank1), array.act_signed.eq(desc.in_signed),
                      array.max_mode.eq(desc.max_mode), array.acts.eq(Mux(inb1, word, 0))]
         for p in range(N):
             m.d.comb += [array.codes[p].eq(pe_roms[p].data[:2 * L]), array.los[p].eq(pe_roms[p].data[2 * L:])]
 
         # ---- drain: stage 0 -> 1 -> 2
-        m.d.comb += [array.drain.eq(ctrl.drain), array.drain_lo.eq(ctrl.drain_lo), array.drain_t.eq(ctrl.drain_t)]
+        m.d.comb += [array.drain.eq(ctrl.drain), array.drain_bank.eq(~ctrl.bank), array.drain_lo.eq(ctrl.drain_lo),
+                     array.drain_t.eq(ctrl.drain_t)]
         dv1, dv2 = Signal(), Signal()
         addr1, addr2 = Signal.like(ctrl.out_addr), Signal.like(ctrl.out_addr)
         grp1, grp2 = Signal.like(ctrl.out_grp), Signal.like(ctrl.out_grp)
         m.d.sync += [dv1.eq(ctrl.drain), dv2.eq(dv1), addr1.eq(ctrl.out_addr), addr2.eq(addr1),
                      grp1.eq(ctrl.out_grp), grp2.eq(grp1)]
         # The residual operand has the output's shape, so it sits at the output address: read it in drain
-        # stage 1 (buffers are idle for compute then), use it in stage 2.
-        for buf in bufs:
-            m.d.comb += buf.raddr.eq(Mux(dv1, addr1, ctrl.act_addr))
+        # stage 1, use it in stage 2. Compute reads another buffer meanwhile (lowering guarantees it).
+        for i, buf in enumerate(bufs):
+            m.d.comb += buf.raddr.eq(Mux(dv1 & desc.has_res & (desc.res_buf == i), addr1, ctrl.act_addr))
         res_word = Signal(L * B)
         for i, buf in enumerate(bufs):
             with m.If(desc.res_buf == i):
