@@ -57,8 +57,10 @@ def manifest(model: Model, prog: Program) -> dict:
     }
 
 
-def generate(model: Model, cfg: BuildConfig) -> dict[str, str]:
+def generate(model: Model, cfg: BuildConfig, note: str = "", compare_unbalanced: bool = False) -> dict[str, str]:
     """All output files as name -> text. Pure: the same model and config give the same bytes."""
+    from .report import render, unbalanced_program
+
     prog = lower(model, cfg.pe, cfg.lanes, cfg.tile)
     wd = widths(prog)
     files = {"hwgen_top.v": verilog.convert(Top(prog), name=TOP_NAME, emit_src=False), "hwgen_mem.v": MEM_VERILOG,
@@ -67,7 +69,10 @@ def generate(model: Model, cfg: BuildConfig) -> dict[str, str]:
         files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd))
     for p, words in enumerate(rq_roms(prog)):
         files[rq_image(p)] = hex_image(words, rq_width(prog))
-    files["manifest.json"] = json.dumps(manifest(model, prog), indent=1) + "\n"
+    man = manifest(model, prog)
+    files["manifest.json"] = json.dumps(man, indent=1) + "\n"
+    unbalanced = unbalanced_program(model, cfg.pe, cfg.lanes, cfg.tile, 0) if compare_unbalanced else None
+    files["report.md"] = render(man, prog, note or f"Model '{model.name}' from its IR.", unbalanced)
     return files
 
 
@@ -92,7 +97,7 @@ def write_atomically(files: dict[str, str], out: Path) -> None:
             shutil.rmtree(tmp)
 
 
-def build(model: Model, cfg: BuildConfig, out: Path) -> dict:
-    files = generate(model, cfg)
+def build(model: Model, cfg: BuildConfig, out: Path, note: str = "", compare_unbalanced: bool = False) -> dict:
+    files = generate(model, cfg, note, compare_unbalanced)
     write_atomically(files, out)
     return json.loads(files["manifest.json"])

@@ -112,13 +112,18 @@ def run(args) -> int:
     lower(model, args.pe, args.lanes, args.tile)  # refuse unsupported input before anything is written
     images = _images(args, model) if args.verb == "sim" else None
     t0 = time.perf_counter()
-    man = build(model, BuildConfig(args.pe, args.lanes, args.tile), out)
     synthetic = "" if args.ir else (f" (synthetic seeded weights, group density {PAPER_GROUP_DENSITY}; "
                                     "pass --ir for a trained model)")
+    note = (f"Trained model from `{args.ir}`." if args.ir else
+            f"**These weights are synthetic**: a seeded ternary network (seed {args.seed}) pruned PE-balanced to "
+            f"group density {PAPER_GROUP_DENSITY}, the density of the paper's ResNet-18. The hardware, cycles and "
+            f"memory sizes are those of a trained model of this shape; its outputs are not meaningful. "
+            f"Pass `--ir FILE` for trained weights.")
+    man = build(model, BuildConfig(args.pe, args.lanes, args.tile), out, note, compare_unbalanced=args.ir is None)
     print(f"built {model.name}{synthetic} for {args.pe} PEs x {args.lanes} lanes in "
           f"{time.perf_counter() - t0:.1f} s -> {out}")
-    print(f"  predicted cycles {man['predicted_cycles']}, kept groups {man['kept_groups']}/"
-          f"{man['total_groups']}, ROM bits {man['rom_bits']}")
+    print(f"  predicted cycles {man['predicted_cycles']:,}, utilization {man['utilization']:.4f}, kept groups "
+          f"{man['kept_groups']}/{man['total_groups']}, ROM bits {man['rom_bits']:,}; report: {out / 'report.md'}")
     if args.verb == "build":
         return 0
     from .simulate import simulate

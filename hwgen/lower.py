@@ -226,22 +226,28 @@ def tiles(prog: Program, layer: HwLayer) -> list[int]:
     return [prog.tile] * full + ([rest] if rest else [])
 
 
-def layer_cycles(prog: Program, layer: HwLayer) -> int:
+def layer_cycles(prog: Program, layer: HwLayer, steps: int | None = None) -> int:
     """The controller's two machines (rtl/controller.py): tile i+1 computes while tile i drains; a hand-off
-    waits for the drain machine to be free, and the layer ends when its last drain is done."""
+    waits for the drain machine to be free, and the layer ends when its last drain is done. ``steps``
+    overrides the layer's compute steps (for what-if figures)."""
+    steps = layer.n_steps if steps is None else steps
     now, drain_free = LAYER_SETUP_CYCLES, 0
     for n in tiles(prog, layer):
-        now = max(now + TILE_SETUP_CYCLES + layer.n_steps * n, drain_free)  # compute, then wait to hand off
+        now = max(now + TILE_SETUP_CYCLES + steps * n, drain_free)  # compute, then wait to hand off
         drain_free = now + HANDOFF_CYCLES + DRAIN_EXTRA_CYCLES + layer.locals(prog.pe) * n
         now += HANDOFF_CYCLES
     return max(now, drain_free) + LAYER_END_CYCLES
 
 
+def real_lanes(layer: HwLayer, lanes: int) -> np.ndarray:
+    """Per input block, the lanes that carry a real (not padded) channel."""
+    return np.array([e - s for s, e in mapping.block_bounds(layer.in_shape[0], lanes)], np.int64)
+
+
 def useful_lane_slots(prog: Program, layer: HwLayer) -> int:
     """Lane-slots that carry a real input channel of a kept group (zeros inside a kept group count as used;
     padded lanes, idle waves, drain and flush cycles do not): DESIGN.md §5."""
-    real = np.array([e - s for s, e in mapping.block_bounds(layer.in_shape[0], prog.lanes)], np.int64)
-    return int((layer.kept * real[None, :]).sum()) * layer.kh * layer.kw * layer.n_pix
+    return int((layer.kept * real_lanes(layer, prog.lanes)[None, :]).sum()) * layer.kh * layer.kw * layer.n_pix
 
 
 def utilization(prog: Program, layers=None) -> float:

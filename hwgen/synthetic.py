@@ -164,3 +164,26 @@ def resnet18(input_size: int = 224, classes: int = 1000, **options) -> Model:
     net.avgpool()
     net.linear(classes)
     return net.finish()
+
+
+def with_unbalanced_pruning(model: Model, pe: int, seed: int = 0) -> Model:
+    """The same network with paper-style (unbalanced) pruning: in every prunable layer the same number of
+    groups is kept, chosen by score over the whole layer instead of per PE. Weights of newly kept groups
+    are +1; requantization is unchanged. For cycle comparisons, not for accuracy."""
+    rng = np.random.default_rng(seed)
+    prunable = [i for i, l in enumerate(model.layers) if l.kind in ("conv", "linear") and l.mask is not None]
+    layers = list(model.layers)
+    for i in prunable[1:-1]:
+        l = layers[i]
+        if l.mask.all():
+            continue
+        scores = rng.random(l.mask.shape).ravel()
+        mask = np.zeros(l.mask.size, bool)
+        mask[np.argsort(-scores, kind="stable")[:int(l.mask.sum())]] = True
+        mask = mask.reshape(l.mask.shape)
+        weight = np.ones_like(l.weight)
+        wb = weight.reshape(weight.shape[0], weight.shape[1], -1)
+        for j, (s, e) in enumerate(mapping.block_bounds(weight.shape[1], model.lanes)):
+            wb[~mask[:, j], s:e] = 0
+        layers[i] = Layer(**{**l.__dict__, "weight": weight, "mask": mask})
+    return Model(model.name, model.lanes, model.input, tuple(layers), {**model.meta, "pruning": "unbalanced"})

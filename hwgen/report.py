@@ -1,0 +1,81 @@
+"""``report.md``: the build in numbers a person reads — per layer cycles, utilization, groups, memory bits
+and accumulator widths, totals, compression, and what unbalanced pruning would cost."""
+from __future__ import annotations
+
+from .lower import HwLayer, Program, layer_cycles, lower, predicted_cycles, real_lanes, utilization
+
+PRUNABLE = ("conv", "linear")
+
+
+def _prunable(prog: Program) -> list[HwLayer]:
+    """Layers whose groups training prunes: convs and the classifier, not the stem nor the classifier
+    (the papers leave both dense), nor the pooling and shortcut lowerings."""
+    convs = [l for l in prog.layers if l.kind in PRUNABLE]
+    return convs[1:-1]
+
+
+def compression(prog: Program) -> dict:
+    layers = _prunable(prog)
+    kept = sum(int(l.kept.sum()) for l in layers)
+    total = sum(int(l.kept.size) for l in layers)
+    weights_kept = sum(int((l.kept * real_lanes(l, prog.lanes)).sum()) * l.kh * l.kw for l in layers)
+    weights = sum(l.weight.size for l in layers)
+    fraction = kept / total if total else 1.0
+    return {"prunable_groups": total, "kept_groups": kept, "group_density": round(fraction, 6),
+            "compression": round(16 / fraction, 3) if kept else None,
+            "parameter_compression": round(16 * weights / weights_kept, 3) if weights_kept else None}
+
+
+def balanced_cycles(prog: Program, layer: HwLayer) -> int:
+    """Cycles of the layer if its kept groups were spread evenly over the PEs (waves_j = ceil(kept_j / N))."""
+    waves = [-(-int(layer.kept[:, j].sum()) // prog.pe) for j in range(layer.kept.shape[1])]
+    return layer_cycles(prog, layer, max(1, sum(waves)) * layer.kh * layer.kw)
+
+
+def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None = None) -> str:
+    acc_bits = lambda bound: bound.bit_length() + 1
+    comp = compression(prog)
+    lines = [
+        f"# {manifest['model']}: {prog.pe} PEs x {prog.lanes} lanes", "",
+        note, "",
+        f"- predicted cycles per image: **{manifest['predicted_cycles']:,}**",
+        f"- utilization (useful lane-adds / (N·L·cycles)): **{manifest['utilization']:.4f}**",
+        f"- weight ROM: {manifest['rom_bits']:,} bits; activation buffers: {manifest['buffer_bits']:,} bits "
+        f"({prog.n_bufs} buffers of {prog.buf_depth:,} words)",
+        f"- prunable groups kept: {comp['kept_groups']:,} of {comp['prunable_groups']:,} (density "
+        f"{comp['group_density']:.3f}); compression 16 / kept fraction = **{comp['compression']}x**, "
+        f"parameter-weighted {comp['parameter_compression']}x",
+        f"- accumulator width {prog.acc_bits} bits (the largest per-layer bound below), activations "
+        f"{prog.act_bits} bits, results {prog.out_bits} bits",
+    ]
+    if prog.im2col:
+        k, s, p = prog.im2col
+        lines.append(f"- the first conv runs as a 1x1 conv over the host's im2col ({k}x{k}, stride {s}, padding {p})")
+    idle = manifest["idle_slots"]
+    ideal = sum(balanced_cycles(prog, l) for l in prog.layers)
+    lines.append(f"- idle PE slots from unbalanced pruning: {idle:,}; the same kept groups spread evenly "
+                 f"would take {ideal:,} cycles")
+    if unbalanced is not None:
+        u_cycles = predicted_cycles(unbalanced)
+        lines.append(f"- paper-style (unbalanced) pruning of the same number of groups per layer: "
+                     f"{u_cycles:,} cycles (**{u_cycles / manifest['predicted_cycles'] - 1:+.1%}**), utilization "
+                     f"{utilization(unbalanced):.4f}: PEs with fewer kept groups in a block idle while the "
+                     f"fullest PE finishes its waves")
+    lines += ["", "| layer | kind | in | out | kernel/stride | kept/total groups | waves | cycles | util | "
+              "ROM bits | acc bits |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rom_word = manifest["rom_bits"] // max(1, sum(l.n_steps for l in prog.layers) * prog.pe)
+    for l, entry in zip(prog.layers, manifest["layers"]):
+        waves = entry["waves"]
+        wave_text = f"{min(waves)}-{max(waves)}" if min(waves) != max(waves) else str(waves[0])
+        lines.append(
+            f"| {l.name} | {l.kind}{' +res' if l.res_buf is not None else ''} | {'x'.join(map(str, l.in_shape))} | "
+            f"{'x'.join(map(str, l.out_shape))} | {l.kh}x{l.kw}/{l.stride} | {int(l.kept.sum())}/{l.kept.size} | "
+            f"{wave_text} | {entry['cycles']:,} | {entry['utilization']:.3f} | "
+            f"{l.n_steps * prog.pe * rom_word:,} | {acc_bits(l.acc_bound)} |")
+    return "\n".join(lines) + "\n"
+
+
+def unbalanced_program(model, pe: int, lanes: int, tile: int, seed: int) -> Program:
+    from .synthetic import with_unbalanced_pruning
+
+    return lower(with_unbalanced_pruning(model, pe, seed), pe, lanes, tile)
