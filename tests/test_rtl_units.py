@@ -65,3 +65,16 @@ def test_pe_array_has_no_multiplier_cells():
     assert array["$add"] >= 16 * 16  # the adder trees and accumulators are there
     # the check can fail: the drain-path requant unit does hold its one multiplier
     assert multipliers(cell_counts(Requant(20, 48, 6, 8))) == 1
+
+
+def test_logic_does_not_grow_with_depth():
+    """ResNet-20 and ResNet-32 at the same N and L: the same cells (ROM contents are image files), and
+    the only multipliers are the N requant units of the drain path."""
+    from hwgen.lower import lower
+    from hwgen.rtl.top import Top
+    from hwgen.synthetic import resnet_cifar
+
+    tops = [cell_counts(Top(lower(resnet_cifar(d, 8, pe=4, density=0.5, calib_images=1), 4, 16)))
+            for d in (20, 32)]
+    assert tops[0] == tops[1]
+    assert multipliers(tops[0]) == 4

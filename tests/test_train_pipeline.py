@@ -20,6 +20,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRUNABLE = ("conv2", "conv3", "conv4")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """As the CLI runs: one thread (OpenMP threads spin and crawl when the cores are shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module", params=[16, 4], ids=["pe16", "pe4"])
 def full_run(request):
     """The default schedule, as ``python -m train --model digits --pe N`` runs it."""
@@ -71,24 +80,25 @@ def short():
 
 
 def test_export_matches_float_model_layer_by_layer(short):
-    """Each integer layer output equals the float model's activation / scale, up to rare 1-LSB flips
-    (float32 sums and 18-bit multipliers versus exact integers)."""
+    """Fed the integer reference's input (times its scale), each float layer gives the reference's output
+    times the output scale, up to rare 1-LSB flips (float32 sums, 18-bit multipliers versus exact integers)."""
     model, split = short.model, short.split
     irm = export(model, 16, short.masks, logit_scale(model, data.to_float(split.train_x)))
     x_int = split.test_x[:100]
+    assert x_int.dtype == np.int64 and x_int.min() >= 0 and x_int.max() <= 16
     outs = reference.run(irm, x_int)
-    h = data.to_float(x_int)
+    prev, s_in = torch.from_numpy(x_int), data.INPUT_SCALE
     with torch.no_grad():
         for name, block in zip(model.block_names(), model.blocks):
-            h = block(h)
-            diff = (h / block.act.scale - outs[name].double()).abs()
+            y = block(prev.float() * s_in) / block.act.scale
+            diff = (y.double() - outs[name].double()).abs()
             assert diff.max() <= 1.0 + 1e-3, name
             assert (diff > 0.5).double().mean() < 1e-3, name
-        h = model.pool(h)
-        assert torch.equal(torch.round(h / model.blocks[-1].act.scale).long(), outs["avgpool"])
-        logits = model.fc(h.flatten(1)) / irm.meta["logit_scale"]
-        assert (logits - outs["fc"].flatten(1).double()).abs().max() <= 1.0
-    assert x_int.dtype == np.int64 and x_int.min() >= 0 and x_int.max() <= 16
+            prev, s_in = outs[name], block.act.scale
+        y = model.pool(prev.float() * s_in) / s_in
+        assert torch.equal(torch.round(y).long(), outs["avgpool"])
+        logits = model.fc(outs["avgpool"].flatten(1).float() * s_in) / irm.meta["logit_scale"]
+        assert (logits.double() - outs["fc"].flatten(1).double()).abs().max() <= 1.0
 
 
 def test_same_seed_same_ir_bytes(tmp_path):

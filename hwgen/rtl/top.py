@@ -21,6 +21,17 @@ from .extmem import ImageROM, LaneRAM
 CYCLE_COUNTER_BITS = 40
 
 
+def select(m: Module, index, choices: list, name: str) -> Signal:
+    """``choices[index]`` as a case statement: ``word_select`` with a variable index would multiply the
+    index by the width, and such ``$mul`` cells blur the multiplier count of the design."""
+    out = Signal(len(choices[0]), name=name)
+    with m.Switch(index):
+        for i, choice in enumerate(choices):
+            with m.Case(i):
+                m.d.comb += out.eq(choice)
+    return out
+
+
 def pe_image(p: int) -> str:
     return f"pe{p}.hex"
 
@@ -102,7 +113,9 @@ class Top(wiring.Component):
         for i, buf in enumerate(bufs):
             with m.If(desc.res_buf == i):
                 m.d.comb += res_word.eq(buf.rdata)
-        res_lanes = [res_word.word_select(grp2 * N + p, B) for p in range(N)]
+        lane = lambda word, l, width: word[l * width:(l + 1) * width]
+        res_lanes = [select(m, grp2, [lane(res_word, g * N + p, B) for g in range(L // N)], f"res_lane{p}")
+                     for p in range(N)]
         for p in range(N):
             word_rq = rq_roms[p].data
             m.d.comb += [rq_roms[p].addr.eq(ctrl.rq_addr), rqs[p].acc.eq(array.accs[p]),
@@ -126,7 +139,8 @@ class Top(wiring.Component):
         out_sel = Signal.like(out_p)
         n_pix_f = prog.layers[-1].n_pix
         m.d.comb += [result.raddr.eq(out_lobase + out_px), result.ren.eq(0)]
-        m.d.comb += self.out.payload.data.eq(result.rdata.word_select(out_sel, prog.out_bits))
+        m.d.comb += self.out.payload.data.eq(
+            select(m, out_sel, [lane(result.rdata, p, prog.out_bits) for p in range(N)], "out_value"))
         with m.If(ctrl.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         for i, buf in enumerate(bufs):
