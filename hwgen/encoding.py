@@ -26,7 +26,8 @@ def requant_constants(scale: float, offset: float) -> tuple[int, int, int]:
     if not (math.isfinite(scale) and math.isfinite(offset)):
         raise ValueError(f"requant scale and offset must be finite, found {scale}, {offset}")
     limit = 1 << (REQUANT_MUL_BITS - 1)
-    shift = REQUANT_MAX_SHIFT
+    # the bias (offset * 2^shift) must stay well inside int64 too
+    shift = min(REQUANT_MAX_SHIFT, 60 - max(0, math.ceil(math.log2(abs(offset) + 1))))
     while shift > 0 and abs(round(scale * (1 << shift))) >= limit:
         shift -= 1
     mul = int(round(scale * (1 << shift)))

@@ -53,7 +53,7 @@ def balanced_mask(scores: np.ndarray, pe: int, keep_fraction: float) -> np.ndarr
     if not 0.0 < keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction must be in (0, 1], not {keep_fraction}")
     per_pe = out // pe if out >= pe else 1  # channels of the smallest PE (or 1 when O < N)
-    keep = max(1, int(round(keep_fraction * per_pe)))
+    keep = max(1, int(np.floor(keep_fraction * per_pe + 0.5)))  # half up, not Python's half-to-even
     mask = np.zeros(scores.shape, bool)
     for p in range(min(pe, out)):
         owned = np.arange(p, out, pe)

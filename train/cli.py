@@ -1,0 +1,120 @@
+"""``python -m train``: parse and check the options once, run the stage, write DIR/model.ir and
+DIR/metrics.json. The files are written into a temporary folder beside DIR, renamed into place at the end,
+so a failed run leaves no output folder behind."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from hwgen import ir
+
+from .data import heldout_images
+from .models import MODELS
+from .pipeline import TrainConfig, run
+from .wpc import MODES
+
+DEFAULTS = TrainConfig()
+OUTPUTS = ("model.ir", "metrics.json", "test_images.npy", "test_labels.npy")
+THREADS = 1  # more threads gain little on these small convs and stall badly when cores are busy
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line on stderr and exit status 2 (argparse would print the usage too)."""
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m train", description="Train, PE-wise prune and export a ternary CNN.")
+    p.add_argument("--model", required=True, choices=sorted(MODELS))
+    p.add_argument("--pe", type=int, required=True, help="PEs of the target array (divides --lanes)")
+    p.add_argument("--lanes", type=int, default=DEFAULTS.lanes, help="input channels per group (power of two)")
+    p.add_argument("--out", required=True, help="output folder: new, or a previous output to replace")
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="total epochs (train + fine-tune)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--keep-fraction", type=float, default=DEFAULTS.keep_fraction,
+                   help="share of each PE's groups kept per input block")
+    p.add_argument("--lam", type=float, default=DEFAULTS.lam, help="WPC group-lasso weight λ")
+    p.add_argument("--wpc-ratio", type=float, default=DEFAULTS.ratio, help="r in the clip tau = r * mean norm")
+    p.add_argument("--wpc-mode", choices=MODES, default=DEFAULTS.wpc_mode,
+                   help="mean: the paper's clip; balanced: clip per PE and block at the coming pruning")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _replace(new: str, out: str) -> None:
+    """Rename ``new`` to ``out``; a previous output there is swapped aside first, restored on failure."""
+    if not os.path.exists(out):
+        os.rename(new, out)
+        return
+    old = f"{new}.old"
+    os.rename(out, old)
+    try:
+        os.rename(new, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old)
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)  # exits with 2 on unknown or malformed options
+    cfg = TrainConfig(model=args.model, pe=args.pe, lanes=args.lanes, epochs=args.epochs, seed=args.seed,
+                      keep_fraction=args.keep_fraction, lam=args.lam, ratio=args.wpc_ratio, wpc_mode=args.wpc_mode,
+                      quiet=args.quiet)
+    try:
+        cfg.check()
+    except ValueError as e:
+        return _fail(str(e))
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and not (os.path.isdir(out) and set(os.listdir(out)) <= set(OUTPUTS)):
+        return _fail(f"--out must be a new folder or a previous output (only {', '.join(OUTPUTS)}), found {out}")
+    parent = os.path.dirname(out)
+    if not os.path.isdir(parent):
+        return _fail(f"--out must be inside an existing folder, found no {parent}")
+
+    # Determinism: the same seed gives the same IR bytes (conv reductions depend on the thread count).
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
+    start = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    try:
+        model, metrics = run(cfg)
+        metrics["seconds"] = round(time.perf_counter() - start, 1)
+        ir.save(model, os.path.join(tmp, OUTPUTS[0]))
+        with open(os.path.join(tmp, OUTPUTS[1]), "w") as f:
+            json.dump(metrics, f, indent=1)
+            f.write("\n")
+        # the held-out split, as the hardware sees it: `hwgen sim --inputs test_images.npy`
+        images, labels = heldout_images()
+        np.save(os.path.join(tmp, OUTPUTS[2]), images.astype(np.int64), allow_pickle=False)
+        np.save(os.path.join(tmp, OUTPUTS[3]), labels.astype(np.int64), allow_pickle=False)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
+        _replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+    if not args.quiet:
+        print(f"{out}: int accuracy {metrics['int_accuracy']:.4f}, float {metrics['float_accuracy']:.4f}, "
+              f"group sparsity {metrics['group_sparsity']:.3f}, compression {metrics['compression']:.1f}x, "
+              f"{metrics['seconds']} s")
+    return 0
