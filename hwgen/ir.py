@@ -66,6 +66,7 @@ class Layer:
     bias: np.ndarray | None = None  # int64 [O]
     shift: np.ndarray | None = None  # int64 [O]
     residual: str | None = None  # conv only: name of the layer (or "input") added before the clamp
+    tex: int = 1  # residual expansion: weights take 2*tex+1 levels in [-tex, tex], run as tex ternary passes
 
     @property
     def out_range(self) -> tuple[int, int]:
@@ -176,9 +177,12 @@ def validate(model: Model) -> Model:
             if arr.shape != shape:
                 raise _fail(where, f"{name} shape", list(shape), list(arr.shape))
         if l.weight is not None:
-            bad = ~np.isin(l.weight, (-1, 0, 1))
+            if not 1 <= l.tex <= 8:
+                raise _fail(where, "tex", "in 1..8", l.tex)
+            bad = np.abs(l.weight.astype(np.int64)) > l.tex
             if bad.any():
-                raise _fail(where, "weight values", "ternary (-1, 0, 1)", int(l.weight[bad][0]))
+                expected = "ternary (-1, 0, 1)" if l.tex == 1 else f"in [-{l.tex}, {l.tex}] (tex = {l.tex})"
+                raise _fail(where, "weight values", expected, int(l.weight[bad][0]))
             w = l.weight.reshape(l.weight.shape[0], l.weight.shape[1], -1)
             for j in range(l.mask.shape[1]):
                 blk = w[:, j * model.lanes:(j + 1) * model.lanes]
@@ -319,6 +323,7 @@ def _from_manifest(m: dict, z: zipfile.ZipFile) -> Model:
             out_bits=_get(e, "out_bits", int, where), out_signed=_get(e, "out_signed", bool, where),
             relu=_get(e, "relu", bool, where), kernel=_get(e, "kernel", int, where),
             stride=_get(e, "stride", int, where), padding=_get(e, "padding", int, where),
-            residual=_get(e, "residual", (str, type(None)), where) if "residual" in e else None, **arrays))
+            residual=_get(e, "residual", (str, type(None)), where) if "residual" in e else None,
+            tex=_get(e, "tex", int, where) if "tex" in e else 1, **arrays))
     return Model(_get(m, "name", str, "manifest"), _get(m, "lanes", int, "manifest"), spec, tuple(layers),
                  _get(m, "meta", dict, "manifest"))

@@ -52,8 +52,9 @@ class HwLayer:
     res_signed: bool
     max_mode: bool  # max pooling: the accumulator keeps the maximum instead of the sum
     acc_bound: int
-    kept: np.ndarray  # bool [O, J] at the hardware's lanes
+    kept: np.ndarray  # bool [O, J] at the hardware's lanes (kept in any plane)
     schedule: mapping.Schedule
+    plane_kept: tuple[np.ndarray, ...] = ()  # per ternary plane, its kept groups (one plane unless tex > 1)
 
     @property
     def n_pix(self) -> int:
@@ -91,9 +92,10 @@ def _lower_layer(model: Model, layer, pe: int, lanes: int, bufs: dict[str, int])
         raise UnsupportedError(f"layer '{layer.name}': max pooling needs a non-negative (unsigned) input, "
                                f"found the signed output of '{layer.source}'")
     kept = mapping.kept_groups(weight, lanes)
-    sched = mapping.schedule(kept, pe)
+    sched, plane_kept = mapping.plane_schedule(mapping.ternary_planes(weight), lanes, pe)
     if sched.rows == 0:  # an all-pruned layer still runs one idle wave, so the engine needs no special case
-        sched = mapping.Schedule(pe, (1,) + sched.waves[1:], np.zeros(1, np.int64), np.full((1, pe), -1))
+        sched = mapping.Schedule(pe, (1,) + sched.waves[1:], np.zeros(1, np.int64), np.full((1, pe), -1),
+                                 np.zeros(1, np.int64))
     lo, hi = layer.out_range
     res_signed = layer.residual is not None and input_range(model, layer.residual)[0] < 0
     return HwLayer(
@@ -102,7 +104,7 @@ def _lower_layer(model: Model, layer, pe: int, lanes: int, bufs: dict[str, int])
         lo=lo, hi=hi, in_signed=lo_in < 0, in_buf=bufs[layer.source], out_buf=bufs[layer.name],
         res_buf=None if layer.residual is None else bufs[layer.residual], res_signed=res_signed,
         max_mode=layer.kind == "maxpool", acc_bound=acc_bound(layer, max(abs(lo_in), abs(hi_in))),
-        kept=kept, schedule=sched)
+        kept=kept, schedule=sched, plane_kept=tuple(plane_kept))
 
 
 def allocate_buffers(model: Model) -> dict[str, int]:
@@ -177,11 +179,10 @@ def _im2col_stem(layer: HwLayer, lanes: int) -> HwLayer | None:
     if layer.kind != "conv" or k == 1 or mapping.num_blocks(c * k * k, lanes) >= mapping.num_blocks(c, lanes) * k * k:
         return None
     weight = layer.weight.reshape(layer.weight.shape[0], c * k * k, 1, 1)
-    kept = mapping.kept_groups(weight, lanes)
-    sched = mapping.schedule(kept, layer.schedule.pe)
+    sched, plane_kept = mapping.plane_schedule(mapping.ternary_planes(weight), lanes, layer.schedule.pe)
     _, h, w = layer.out_shape
-    return replace(layer, in_shape=(c * k * k, h, w), kh=1, kw=1, stride=1, pad=0, weight=weight, kept=kept,
-                   schedule=sched)
+    return replace(layer, in_shape=(c * k * k, h, w), kh=1, kw=1, stride=1, pad=0, weight=weight,
+                   kept=mapping.kept_groups(weight, lanes), schedule=sched, plane_kept=tuple(plane_kept))
 
 
 def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool = True) -> Program:
@@ -247,7 +248,8 @@ def real_lanes(layer: HwLayer, lanes: int) -> np.ndarray:
 def useful_lane_slots(prog: Program, layer: HwLayer) -> int:
     """Lane-slots that carry a real input channel of a kept group (zeros inside a kept group count as used;
     padded lanes, idle waves, drain and flush cycles do not): DESIGN.md §5."""
-    return int((layer.kept * real_lanes(layer, prog.lanes)[None, :]).sum()) * layer.kh * layer.kw * layer.n_pix
+    real = real_lanes(layer, prog.lanes)[None, :]
+    return sum(int((k * real).sum()) for k in layer.plane_kept) * layer.kh * layer.kw * layer.n_pix
 
 
 def utilization(prog: Program, layers=None) -> float:
@@ -311,9 +313,13 @@ def pe_roms(prog: Program, wd: Widths) -> list[list[int]]:
     L, roms = prog.lanes, [[] for _ in range(prog.pe)]
     for l in prog.layers:
         c = l.in_shape[0]
-        codes = np.zeros((l.out_shape[0], mapping.num_blocks(c, L) * L, l.kh, l.kw), np.uint8)
-        codes[:, :c] = ternary_codes(l.weight)
+        planes = []
+        for plane in mapping.ternary_planes(l.weight):
+            codes = np.zeros((l.out_shape[0], mapping.num_blocks(c, L) * L, l.kh, l.kw), np.uint8)
+            codes[:, :c] = ternary_codes(plane)
+            planes.append(codes)
         for r, j in enumerate(l.schedule.block):
+            codes = planes[int(l.schedule.plane[r])]
             for p in range(prog.pe):
                 o = int(l.schedule.slots[r, p])
                 for ky in range(l.kh):

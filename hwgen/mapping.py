@@ -73,6 +73,7 @@ class Schedule:
     waves: tuple[int, ...]
     block: np.ndarray
     slots: np.ndarray
+    plane: np.ndarray | None = None  # ternary plane of each row (residual expansion); None: all plane 0
 
     @property
     def rows(self) -> int:
@@ -94,4 +95,23 @@ def schedule(mask: np.ndarray, pe: int) -> Schedule:
             block.append(j)
             rows.append([k[w] if w < len(k) else -1 for k in per_pe])
     slots = np.array(rows, np.int64).reshape(-1, pe)
-    return Schedule(pe, tuple(waves), np.array(block, np.int64), slots)
+    return Schedule(pe, tuple(waves), np.array(block, np.int64), slots, np.zeros(len(block), np.int64))
+
+
+def ternary_planes(weight: np.ndarray) -> list[np.ndarray]:
+    """A weight with levels in [-t, t] as t ternary planes that sum to it: plane p (1-based) is
+    sign(w) where |w| >= p. Residual expansion runs one pass per plane into the same accumulator."""
+    w = np.asarray(weight, np.int64)
+    t = max(1, int(np.abs(w).max(initial=0)))
+    return [(np.sign(w) * (np.abs(w) >= p)).astype(np.int8) for p in range(1, t + 1)]
+
+
+def plane_schedule(planes: list[np.ndarray], lanes: int, pe: int) -> tuple[Schedule, list[np.ndarray]]:
+    """The schedules of each plane's kept groups, one after the other; returns the schedule and the kept
+    groups of each plane."""
+    kept = [kept_groups(p, lanes) for p in planes]
+    parts = [schedule(k, pe) for k in kept]
+    waves = tuple(sum(ws) for ws in zip(*(p.waves for p in parts)))
+    plane = np.concatenate([np.full(p.rows, i, np.int64) for i, p in enumerate(parts)])
+    return Schedule(pe, waves, np.concatenate([p.block for p in parts]),
+                    np.concatenate([p.slots for p in parts]).reshape(-1, pe), plane), kept

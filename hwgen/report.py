@@ -28,7 +28,7 @@ def compression(prog: Program) -> dict:
 
 def balanced_cycles(prog: Program, layer: HwLayer) -> int:
     """Cycles of the layer if its kept groups were spread evenly over the PEs (waves_j = ceil(kept_j / N))."""
-    waves = [-(-int(layer.kept[:, j].sum()) // prog.pe) for j in range(layer.kept.shape[1])]
+    waves = [-(-int(k[:, j].sum()) // prog.pe) for k in layer.plane_kept for j in range(k.shape[1])]
     return layer_cycles(prog, layer, max(1, sum(waves)) * layer.kh * layer.kw)
 
 

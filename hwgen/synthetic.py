@@ -67,16 +67,19 @@ class NetBuilder:
         return Layer(**{**layer.__dict__, "mul": mul, "bias": bias, "shift": shift})
 
     def conv(self, out, k, stride=1, pad=None, *, source=None, residual=None, relu=True, dense=False,
-             name=None) -> str:
+             name=None, tex=1) -> str:
         source = source or self.last
         c, h, w = self.shape(source)
         pad = k // 2 if pad is None else pad
         weight, mask = self._ternary(out, c, k, 1.0 if dense else self.density)
+        for _ in range(tex - 1):  # residual expansion: a sum of tex ternary draws, 2*tex+1 levels
+            weight = weight + self._ternary(out, c, k, 1.0)[0] * (weight != 0)
         size = lambda n: (n + 2 * pad - k) // stride + 1
         zeros = np.zeros(out, np.int64)
         return self._add(Layer(name or f"conv{len(self.model.layers)}", "conv", source, (c, h, w),
-                               (out, size(h), size(w)), self.act_bits, False, relu, k, stride, pad, weight, mask,
-                               zeros + 1, zeros, zeros, residual), calibrate=True)
+                               (out, size(h), size(w)), self.act_bits, False, relu, k, stride, pad,
+                               weight.astype(np.int8), mask, zeros + 1, zeros, zeros, residual, tex),
+                         calibrate=True)
 
     def shortcut_a(self, out, stride, *, source=None, name=None) -> str:
         """Option-A shortcut: subsample by ``stride`` and append zero channels, as an exact identity 1x1 conv."""

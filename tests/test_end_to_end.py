@@ -17,7 +17,7 @@ def _run(*args, cwd):
 
 
 def test_trained_digits_model_through_the_whole_chain(tmp_path):
-    run = tmp_path / "digits"
+    run = tmp_path / "runs" / "digits"  # a parent folder that does not exist yet, as in the README
     _run("train", "--model", "digits", "--pe", 16, "--out", run, "--quiet", cwd=tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
     model = ir.load(run / "model.ir")

@@ -22,13 +22,25 @@ def test_balanced_network_at_4_pes(small_model, tmp_path):
     assert man["idle_slots"] == 0
 
 
-def test_unbalanced_pruning_with_idle_slots_at_16_pes(tmp_path):
-    """Paper-style (unbalanced) pruning leaves PEs idle in some waves; results stay exact, and the cycle
-    model counts the idle waves."""
-    model = chain_model("unbal", (3, 6, 6), [(24, 3, 1, 1), (40, 3, 2, 1), (20, 1, 1, 0)], 7, pe=16,
-                        density=0.4, balanced=False, seed=5)
+def test_unbalanced_pruning_and_residual_expansion_at_16_pes(tmp_path):
+    """Paper-style (unbalanced) pruning leaves PEs idle in some waves, and a residual-expansion layer
+    (tex = 2: five weight levels) runs as two ternary passes into one accumulator; results stay exact and
+    the cycle model counts both."""
+    from hwgen.synthetic import NetBuilder
+
+    net = NetBuilder("unbal", (3, 6, 6), pe=16, density=0.4, balanced=False, seed=5)
+    net.conv(24, 3, dense=True)
+    net.conv(40, 3, 2, tex=2)
+    net.conv(20, 1, 1, 0)
+    net.avgpool()
+    net.linear(7)
+    model = net.finish()
+    assert model.layers[1].tex == 2 and abs(model.layers[1].weight).max() == 2
     man = _check(model, 16, tmp_path, random_images(model, 3, seed=4))
     assert man["idle_slots"] > 0
+    from hwgen import mapping
+    one_pass = mapping.schedule(mapping.kept_groups(model.layers[1].weight, 16), 16).rows * 9
+    assert one_pass < man["layers"][1]["steps"] < 2 * one_pass + 9  # the second plane has fewer groups
 
 
 def test_resnet20_with_stalled_streams(tmp_path):

@@ -115,7 +115,7 @@ def test_cli_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "train", "--model", "digits", "--pe", "4", "--out", str(out),
                            "--epochs", "2", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(os.listdir(out)) == ["metrics.json", "model.ir"]
+    assert sorted(os.listdir(out)) == ["metrics.json", "model.ir", "test_images.npy", "test_labels.npy"]
     assert os.listdir(tmp_path) == ["run"]  # no temporary folder left beside it
     m = json.loads((out / "metrics.json").read_text())
     for key in ("int_accuracy", "float_accuracy", "group_sparsity"):

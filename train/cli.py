@@ -89,14 +89,21 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.exists(out) and not (os.path.isdir(out) and set(os.listdir(out)) <= set(OUTPUTS)):
         return _fail(f"--out must be a new folder or a previous output (only {', '.join(OUTPUTS)}), found {out}")
     parent = os.path.dirname(out)
-    if not os.path.isdir(parent):
-        return _fail(f"--out must be inside an existing folder, found no {parent}")
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        return _fail(f"--out must be inside a folder, found the file {parent}")
+    made = []  # the folders this run creates, deepest first, removed again if it fails
+    d = parent
+    while not os.path.exists(d):
+        made.append(d)
+        d = os.path.dirname(d)
 
     # Determinism: the same seed gives the same IR bytes (conv reductions depend on the thread count).
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     start = time.perf_counter()
+    os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    done = False
     try:
         model, metrics = run(cfg)
         metrics["seconds"] = round(time.perf_counter() - start, 1)
@@ -110,9 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         np.save(os.path.join(tmp, OUTPUTS[3]), labels.astype(np.int64), allow_pickle=False)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
         _replace(tmp, out)
+        done = True
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
+        for d in made if not done else ():
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
     if not args.quiet:
         print(f"{out}: int accuracy {metrics['int_accuracy']:.4f}, float {metrics['float_accuracy']:.4f}, "
               f"group sparsity {metrics['group_sparsity']:.3f}, compression {metrics['compression']:.1f}x, "
