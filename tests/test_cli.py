@@ -8,6 +8,7 @@ import pytest
 
 from hwgen import ir
 from hwgen.build import BuildConfig, generate
+from irfiles import edit_manifest
 
 
 def _hwgen(*args, cwd):
@@ -59,22 +60,9 @@ def test_nonpositive_pe_is_a_usage_error(saved, tmp_path):
     assert res.returncode == 2 and "expected a positive integer, found 0" in res.stderr
 
 
-def _edit_manifest(src_path, dst_path, edit):
-    import json
-    import zipfile
-    with zipfile.ZipFile(src_path) as src, zipfile.ZipFile(dst_path, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename == "manifest.json":
-                m = json.loads(data)
-                edit(m)
-                data = json.dumps(m).encode()
-            dst.writestr(item, data)
-
-
 def test_unknown_layer_kind(saved, tmp_path):
     path, out = tmp_path / "edited.ir", tmp_path / "out"
-    _edit_manifest(saved, path, lambda m: m["layers"][1].update(kind="upsample"))
+    edit_manifest(saved, path, lambda m: m["layers"][1].update(kind="upsample"))
     _assert_refused(_hwgen("build", "--ir", path, "--pe", 4, "--out", out, cwd=tmp_path), out,
                     "layer 'conv2': kind must be one of conv, linear, avgpool, maxpool, found 'upsample'")
 

@@ -1,11 +1,11 @@
 import dataclasses
-import json
-import zipfile
+import io
 
 import numpy as np
 import pytest
 
 from hwgen import ir
+from irfiles import edit_manifest, rewrite_member
 
 
 def _replace_layer(model, index, **changes):
@@ -41,12 +41,7 @@ def test_truncated_file_is_one_line_error(small_model, tmp_path):
 def test_edited_array_fails_its_checksum(small_model, tmp_path):
     path, edited = tmp_path / "m.ir", tmp_path / "e.ir"
     ir.save(small_model, path)
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename == "conv2.weight.npy":
-                data = data[:-1] + bytes([data[-1] ^ 2])
-            dst.writestr(item, data)
+    rewrite_member(path, edited, "conv2.weight.npy", lambda data: data[:-1] + bytes([data[-1] ^ 2]))
     with pytest.raises(ir.IRError, match=r"layer 'conv2': weight checksum must be the one in the manifest"):
         ir.load(edited)
 
@@ -54,14 +49,7 @@ def test_edited_array_fails_its_checksum(small_model, tmp_path):
 def test_edited_manifest_field_names_layer_and_field(small_model, tmp_path):
     path, edited = tmp_path / "m.ir", tmp_path / "e.ir"
     ir.save(small_model, path)
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename == "manifest.json":
-                m = json.loads(data)
-                m["layers"][1]["stride"] = "two"
-                data = json.dumps(m).encode()
-            dst.writestr(item, data)
+    edit_manifest(path, edited, lambda m: m["layers"][1].update(stride="two"))
     with pytest.raises(ir.IRError, match=r"layer 'conv2': stride must be int, found 'two'"):
         ir.load(edited)
 
@@ -93,14 +81,8 @@ def test_validate_rejects_non_ternary_and_stray_weights(small_model):
 def test_never_unpickles(small_model, tmp_path):
     path, edited = tmp_path / "m.ir", tmp_path / "e.ir"
     ir.save(small_model, path)
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename == "conv1.mul.npy":
-                import io
-                buf = io.BytesIO()
-                np.save(buf, np.array([object()] * 16, dtype=object), allow_pickle=True)
-                data = buf.getvalue()
-            dst.writestr(item, data)
+    buf = io.BytesIO()
+    np.save(buf, np.array([object()] * 16, dtype=object), allow_pickle=True)
+    rewrite_member(path, edited, "conv1.mul.npy", lambda data: buf.getvalue())
     with pytest.raises(ir.IRError):
         ir.load(edited)
