@@ -39,3 +39,20 @@ def test_trained_digits_model_through_the_whole_chain(tmp_path):
     result = json.loads((out / "sim_result.json").read_text())
     assert result["images"] == 20 and result["mismatches"] == 0
     assert result["cycles_per_image"] == result["predicted_cycles"]
+
+
+def test_trained_digits_resnet_through_the_whole_chain(tmp_path):
+    """Residual blocks (identity and option-A shortcuts) trained on digits: the float model's accuracy is
+    the hardware's, and Verilator agrees bit for bit."""
+    run = tmp_path / "dres"
+    _run("train", "--model", "digits_resnet", "--pe", 16, "--out", run, "--quiet", cwd=tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["int_accuracy"] >= 0.95
+    assert abs(metrics["int_accuracy"] - metrics["float_accuracy"]) <= 0.005
+    model = ir.load(run / "model.ir")
+    assert any(layer.residual for layer in model.layers)
+    out = tmp_path / "rtl"
+    _run("hwgen", "sim", "--ir", run / "model.ir", "--pe", 16, "--inputs", run / "test_images.npy",
+         "--images", 10, "--out", out, cwd=tmp_path)
+    result = json.loads((out / "sim_result.json").read_text())
+    assert result["mismatches"] == 0 and result["cycles_per_image"] == result["predicted_cycles"]

@@ -14,8 +14,8 @@ from hwgen import ir, reference
 from hwgen.mapping import check_pe_lanes
 
 from . import data
-from .export import export, logit_scale
-from .models import MODELS, TernaryCNN
+from .export import export, logit_scale, snap_requant
+from .models import MODELS, TernaryCNN, TernaryResNet
 from .prune import DEFAULT_KEEP_FRACTION, Pruner, balanced_masks, group_scores, per_pe_kept
 from .wpc import WPCConfig, wpc_penalty
 
@@ -59,8 +59,8 @@ class TrainConfig:
         return first, self.epochs - first
 
 
-def _fit(model: TernaryCNN, x: torch.Tensor, y: torch.Tensor, epochs: int, cfg: TrainConfig, wpc: WPCConfig,
-         gen: torch.Generator, desc: str, after_step=None) -> None:
+def _fit(model: TernaryCNN | TernaryResNet, x: torch.Tensor, y: torch.Tensor, epochs: int, cfg: TrainConfig,
+         wpc: WPCConfig, gen: torch.Generator, desc: str, after_step=None) -> None:
     """Adam with a cosine learning rate over ``epochs``; the WPC penalty on the prunable layers."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps = epochs * math.ceil(len(x) / cfg.batch_size)
@@ -106,8 +106,7 @@ def _prune_report(masks: dict[str, np.ndarray], pe: int, model: TernaryCNN) -> d
     kept = sum(v["kept"] for v in layers.values())
     # Parameter-weighted: 16x for ternary (2 bits vs 32) times all weights over the weights in kept groups.
     weights, kept_weights = 0, 0
-    convs = dict(zip(model.block_names(), (b.conv for b in model.blocks)))
-    for name, conv in list(convs.items()) + [("fc", model.fc)]:
+    for name, conv in model.weight_layers().items():
         n = conv.weight.numel()
         weights += n
         kept_weights += n * float(masks[name].mean()) if name in masks else n
@@ -133,8 +132,8 @@ class Trained:
 
 
 def train_model(cfg: TrainConfig) -> Trained:
-    """Train with WPC, prune PE-balanced, fine-tune with the masks held. Deterministic for a seed (at a
-    fixed thread count)."""
+    """Train with WPC, prune PE-balanced, fine-tune with the masks held, snap the BatchNorm scales onto the
+    integer multipliers. Deterministic for a seed (at a fixed thread count)."""
     cfg.check()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -150,6 +149,7 @@ def train_model(cfg: TrainConfig) -> Trained:
     pruner = Pruner(layers, masks, cfg.lanes)
     _fit(model, x, y, e2, cfg, WPCConfig(0.0, cfg.ratio, cfg.lanes), gen, "fine-tune", pruner.enforce)
     model.eval()
+    snap_requant(model)  # the float model measured from here on is the one the IR holds, up to float32
     return Trained(model, masks, split, share)
 
 

@@ -100,15 +100,20 @@ class ActQuant(nn.Module):
             raise RuntimeError("ActQuant has seen no training batch, so it has no scale yet")
         return float(self.running_max.clamp(min=1e-8)) / self.hi
 
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor) -> None:
+        """In training mode, fold the batch's largest |x| into the running maximum (nothing in eval)."""
+        if not self.training:
+            return
+        m = x.detach().abs().max()
+        if bool(self.calibrated):
+            self.running_max.mul_(1 - self.momentum).add_(self.momentum * m)
+        else:
+            self.running_max.copy_(m)
+            self.calibrated.fill_(True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            with torch.no_grad():
-                m = x.detach().abs().max()
-                if bool(self.calibrated):
-                    self.running_max.mul_(1 - self.momentum).add_(self.momentum * m)
-                else:
-                    self.running_max.copy_(m)
-                    self.calibrated.fill_(True)
+        self.observe(x)
         return _FakeQuantSTE.apply(x, self.scale, self.lo, self.hi)
 
     def extra_repr(self) -> str:
@@ -139,3 +144,29 @@ class TernaryLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, ternarize_ste(self.weight, self.delta), self.bias)
+
+
+def fake_quant(x: torch.Tensor, scale: float, lo: int, hi: int) -> torch.Tensor:
+    """clamp(round_half_up(x / scale), lo, hi) * scale with the straight-through gradient of ActQuant, for a
+    tensor quantized onto another quantizer's grid (a shortcut on its block's output scale)."""
+    return _FakeQuantSTE.apply(x, scale, lo, hi)
+
+
+class GridAvgPool(nn.Module):
+    """Global average pool whose output stays on the input's activation grid (scale s of ``act``):
+    y = round_half_up(sum(q) / (H*W)) * s, as the integer avgpool layer computes it. Summing the integers
+    ``q`` (recovered exactly from x = q*s) keeps float rounding from moving a value across a half step.
+    Gradient: that of the plain mean (straight through the rounding)."""
+
+    def __init__(self, act: ActQuant):
+        super().__init__()
+        self.act = [act]  # a list, so the quantizer is not registered twice in the module tree
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        with torch.no_grad():
+            act = self.act[0]
+            s = act.scale
+            q_sum = round_half_up(x / s).sum(dim=(2, 3), keepdim=True)
+            exact = round_half_up(q_sum / (x.shape[2] * x.shape[3])).clamp(act.lo, act.hi) * s
+        return mean + (exact - mean).detach()
