@@ -128,9 +128,9 @@ def run(args) -> int:
         return 0
     from .simulate import simulate
 
-    print(f"simulating {len(images)} images in Verilator ...", flush=True)
     t0 = time.perf_counter()
-    result = simulate(model, out, images, stall=args.stall, seed=args.seed, verbose=args.verbose)
+    result = simulate(model, out, images, stall=args.stall, seed=args.seed, verbose=args.verbose,
+                      progress=lambda message: print(f"  {message}", flush=True))
     result["wall_s"] = round(time.perf_counter() - t0, 2)
     (out / "sim_result.json").write_text(json.dumps(result, indent=1) + "\n")
     ok = result["mismatches"] == 0 and result["cycles_match"] and not result["stream_problems"]

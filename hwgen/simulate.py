@@ -57,7 +57,7 @@ def first_mismatch(got: list[int], expected: list[int], shape) -> str | None:
 
 
 def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float = 0.0, seed: int = 0,
-             verbose: bool = False) -> dict:
+             verbose: bool = False, progress=lambda message: None) -> dict:
     """Simulate the design in ``build_dir`` (written by hwgen.build) on ``images`` [K, C, H, W]. With
     ``stall`` > 0 the streams see random input gaps and output backpressure with that probability per
     cycle. Returns the content of sim_result.json."""
@@ -84,6 +84,7 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
     runner = get_runner("verilator")
     os.environ["MAKEFLAGS"] = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""), MAKE_OVERRIDES]))
     log = None if verbose else build_dir / "verilator_build.log"
+    progress(f"building the Verilator model (about a minute; log: {log or 'stdout'})")
     control = build_dir / "sim_public.vlt"
     control.write_text("`verilator_config\n" + "".join(
         f'public_flat_rw -module "{manifest["top"]}" -var "{port}"\n' for port in PUBLIC_PORTS))
@@ -94,6 +95,7 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
     env = {"HWGEN_CASE": str(case_file), "HWGEN_RESULT": str(result_file),
            "COCOTB_REWRITE_ASSERTION_FILES": "tb_top.py"}
     t1 = time.perf_counter()
+    progress(f"running {len(images)} images (log: {'stdout' if verbose else build_dir / 'sim.log'})")
     try:
         runner.test(hdl_toplevel=manifest["top"], test_module=TESTBENCH, build_dir=build_dir / SIM_BUILD,
                     test_dir=build_dir, extra_env=env, log_file=None if verbose else build_dir / "sim.log")
