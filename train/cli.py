@@ -19,6 +19,8 @@ from hwgen import ir
 from .data import heldout_images
 from .models import MODELS
 from .pipeline import TrainConfig, run
+from .prune import SELECTIONS
+from .quant import THRESHOLD_RULES, TEX_VALUES
 from .wpc import MODES
 
 DEFAULTS = TrainConfig()
@@ -49,9 +51,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-fraction", type=float, default=DEFAULTS.keep_fraction,
                    help="share of each PE's groups kept per input block")
     p.add_argument("--lam", type=float, default=DEFAULTS.lam, help="WPC group-lasso weight λ")
-    p.add_argument("--wpc-ratio", type=float, default=DEFAULTS.ratio, help="r in the clip tau = r * mean norm")
-    p.add_argument("--wpc-mode", choices=MODES, default=DEFAULTS.wpc_mode,
-                   help="mean: the paper's clip; balanced: clip per PE and block at the coming pruning")
+    p.add_argument("--wpc-ratio", type=float, default=DEFAULTS.ratio,
+                   help="r: clip tau = r * mean norm (mean) or the floor(16r)*floor(G/16)-th smallest norm (rank)")
+    p.add_argument("--wpc", "--wpc-mode", dest="wpc_mode", choices=MODES, default=DEFAULTS.wpc_mode,
+                   help="mean, rank: the paper's clips; balanced: clip per PE and block at the coming pruning")
+    p.add_argument("--selection", choices=SELECTIONS, default=DEFAULTS.selection,
+                   help="balanced: equal kept groups per PE in every input block; paper: strongest groups "
+                        "per layer, PEs may idle")
+    p.add_argument("--threshold", choices=THRESHOLD_RULES, default=DEFAULTS.threshold,
+                   help="ternary threshold: max (delta * max|W|) or mean (0.7 * mean|W|)")
+    p.add_argument("--delta", type=float, default=DEFAULTS.delta, help="delta of the max threshold rule")
+    p.add_argument("--tex", type=int, choices=TEX_VALUES, default=DEFAULTS.tex,
+                   help="residual expansion: weights in [-tex, tex], run as tex ternary passes")
+    p.add_argument("--act-bits", type=int, default=DEFAULTS.act_bits, help="activation bits (2..16)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -80,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits with 2 on unknown or malformed options
     cfg = TrainConfig(model=args.model, pe=args.pe, lanes=args.lanes, epochs=args.epochs, seed=args.seed,
                       keep_fraction=args.keep_fraction, lam=args.lam, ratio=args.wpc_ratio, wpc_mode=args.wpc_mode,
-                      quiet=args.quiet)
+                      selection=args.selection, threshold=args.threshold, delta=args.delta, tex=args.tex,
+                      act_bits=args.act_bits, quiet=args.quiet)
     try:
         cfg.check()
     except ValueError as e:

@@ -7,6 +7,8 @@ scale s_out, the float model computes relu(γ (α s_in acc - μ) / σ + β) and 
     q_out = round_half_up(acc * α s_in γ / (σ s_out) + (β - γ μ / σ) / s_out)   clamped to [0, 2^bits - 1].
 Residual networks: the add conv (``<block>_conv2``) carries ``residual`` = its shortcut layer, whose integers
 are already on s_out (see ``resnet.py`` for why the scales are shared).
+Residual expansion: a layer's weight is its summed integer levels in [-tex, tex] and its ``tex`` is the
+layer's; α is the one scale shared by the branches (``quant.threshold_and_scale``), so the folding is unchanged.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from hwgen.encoding import requant_constants
 from hwgen.mapping import kept_groups, num_blocks
 
 from .models import TernaryCNN, TernaryResNet
-from .quant import TernaryConv2d, TernaryLinear, ternarize
+from .quant import TernaryConv2d, TernaryLinear
 
 LOGIT_BITS = 16
 LOGIT_TARGET = 16000  # largest calibrated |logit| maps here, leaving 2x headroom below 2^15
@@ -51,7 +53,7 @@ def _ternary(name: str, module: torch.nn.Module) -> tuple[torch.Tensor, float]:
     if not isinstance(module, (TernaryConv2d, TernaryLinear)):
         raise ValueError(f"layer '{name}' is full precision ({type(module).__name__}); hwgen builds ternary "
                          "layers only (train with float_first_last=False)")
-    return ternarize(module.weight, module.delta)
+    return module.ternary()
 
 
 def _conv(name: str, source: str, shape: tuple, cb, s_in: float, s_out: float, lanes: int, masks: dict, *,
@@ -59,7 +61,7 @@ def _conv(name: str, source: str, shape: tuple, cb, s_in: float, s_out: float, l
     """One conv + BatchNorm (``cb.conv``, ``cb.bn``) as an IR conv whose requantization lands on s_out."""
     conv, bn = cb.conv, cb.bn
     t, alpha = _ternary(name, conv)
-    o = t.shape[0]
+    o, tex = t.shape[0], conv.tex
     mask = masks.get(name, np.ones((o, num_blocks(t.shape[1], lanes)), bool))
     sigma = torch.sqrt(bn.running_var.double() + bn.eps)
     gamma, beta, mu = bn.weight.double(), bn.bias.double(), bn.running_mean.double()
@@ -69,7 +71,7 @@ def _conv(name: str, source: str, shape: tuple, cb, s_in: float, s_out: float, l
     out_shape = (o, _conv_out(shape[1], k, st, p), _conv_out(shape[2], k, st, p))
     return ir.Layer(name=name, kind="conv", source=source, in_shape=tuple(shape), out_shape=out_shape,
                     out_bits=bits, out_signed=signed, relu=relu, kernel=k, stride=st, padding=p,
-                    weight=t.numpy().astype(np.int8), mask=np.asarray(mask, bool), residual=residual,
+                    weight=t.numpy().astype(np.int8), mask=np.asarray(mask, bool), residual=residual, tex=tex,
                     **_requant(scale.numpy(), offset.numpy()))
 
 
@@ -99,7 +101,7 @@ def snap_requant(model: TernaryCNN | TernaryResNet) -> None:
     for cb, s_in, s_out in _bn_convs(model):
         if not isinstance(cb.conv, TernaryConv2d):
             continue  # full precision: export refuses it anyway
-        _, alpha = ternarize(cb.conv.weight, cb.conv.delta)
+        _, alpha = cb.conv.ternary()
         bn = cb.bn
         sigma = torch.sqrt(bn.running_var.double() + bn.eps)
         gamma, beta, mu = bn.weight.double(), bn.bias.double(), bn.running_mean.double()
@@ -188,7 +190,7 @@ def export(model: TernaryCNN | TernaryResNet, lanes: int, masks: dict[str, np.nd
         name="fc", kind="linear", source="avgpool", in_shape=(c, 1, 1), out_shape=(o, 1, 1),
         out_bits=LOGIT_BITS, out_signed=True, relu=False,
         weight=t.numpy().astype(np.int8), mask=masks.get("fc", np.ones((o, num_blocks(c, lanes)), bool)),
-        **_requant(np.full(o, alpha * s_in / out_scale), bias / out_scale)))
+        tex=fc.tex,        **_requant(np.full(o, alpha * s_in / out_scale), bias / out_scale)))
 
     spec = ir.InputSpec(tuple(model.in_shape), model.input_bits, False, model.input_scale)
     meta = {"logit_scale": out_scale, **(meta or {})}

@@ -1,5 +1,6 @@
-"""The training stage as one function: train with WPC -> PE-balanced prune -> masked fine-tune (λ = 0) ->
-export to the IR -> measure (float model and integer reference on the held-out split)."""
+"""The training stage as one function: train with WPC -> prune (PE-balanced, or the paper's unbalanced
+selection) -> masked fine-tune (λ = 0) -> export to the IR -> measure (float model and integer reference on
+the held-out split)."""
 from __future__ import annotations
 
 import math
@@ -11,12 +12,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hwgen import ir, reference
-from hwgen.mapping import check_pe_lanes
+from hwgen.mapping import block_bounds, check_pe_lanes
 
 from . import data
 from .export import export, logit_scale, snap_requant
 from .models import MODELS, TernaryCNN, TernaryResNet
-from .prune import DEFAULT_KEEP_FRACTION, Pruner, balanced_masks, group_scores, per_pe_kept
+from .prune import DEFAULT_KEEP_FRACTION, SELECTIONS, Pruner, group_scores, per_pe_kept, select_masks
+from .quant import DEFAULT_DELTA, check_ternary_options, configure_ternary
 from .wpc import WPCConfig, wpc_penalty
 
 WPC_SHARE = 0.6  # share of the epochs spent in the WPC stage; the rest fine-tune the pruned network
@@ -33,6 +35,11 @@ class TrainConfig:
     lam: float = 5e-4
     ratio: float = 0.7
     wpc_mode: str = "mean"
+    selection: str = "balanced"  # or "paper": strongest groups per layer, no per-PE balance
+    threshold: str = "max"  # ternary Δ rule: "max" (δ·max|W|) or "mean" (0.7·mean|W|)
+    delta: float = DEFAULT_DELTA
+    tex: int = 1  # residual expansion: weights in [-tex, tex]
+    act_bits: int = 8
     lr: float = 3e-3
     batch_size: int = 64
     quiet: bool = False
@@ -49,6 +56,11 @@ class TrainConfig:
         if not (math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, not {self.lam}")
         WPCConfig(self.lam, self.ratio, self.lanes, mode=self.wpc_mode)  # its own checks
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, not {self.selection!r}")
+        check_ternary_options(self.delta, self.threshold, self.tex)
+        if not isinstance(self.act_bits, int) or not 2 <= self.act_bits <= 16:
+            raise ValueError(f"act-bits must be an integer in 2..16, not {self.act_bits!r}")
         if not (self.lr > 0 and self.batch_size >= 1):
             raise ValueError(f"lr and batch size must be positive, not {self.lr}, {self.batch_size}")
         return self
@@ -98,26 +110,42 @@ def int_accuracy(irm: ir.Model, x_int: np.ndarray, y: np.ndarray) -> float:
     return float((reference.predict(irm, x_int).numpy() == y).mean())
 
 
-def _prune_report(masks: dict[str, np.ndarray], pe: int, model: TernaryCNN) -> dict:
-    layers = {}
-    for name, m in masks.items():
-        layers[name] = {"groups": int(m.size), "kept": int(m.sum()), "per_pe_kept": per_pe_kept(m, pe)}
-    groups = sum(v["groups"] for v in layers.values())
-    kept = sum(v["kept"] for v in layers.values())
-    # Parameter-weighted: 16x for ternary (2 bits vs 32) times all weights over the weights in kept groups.
-    weights, kept_weights = 0, 0
-    for name, conv in model.weight_layers().items():
-        n = conv.weight.numel()
+def _kept_weights(mask: np.ndarray, shape: torch.Size, lanes: int) -> int:
+    """Weights in the kept groups (the last input block may be narrower than ``lanes``)."""
+    per_in = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return sum(int(mask[:, j].sum()) * (e - s) * per_in for j, (s, e) in enumerate(block_bounds(shape[1], lanes)))
+
+
+def _prune_report(masks: dict[str, np.ndarray], pe: int, model: TernaryCNN, lanes: int = 16,
+                  tex: int = 1) -> dict:
+    """Per weight layer: groups, kept, density, compression = (16 / tex) / density (32-bit float versus
+    2·tex-bit weights, pruned groups not stored) and its parameter-weighted twin (kept weights, not groups).
+    Totals: the group figures over the pruned layers, the weighted compression over every weight layer."""
+    ratio = 16 / tex
+    layers, weights, kept_weights = {}, 0, 0
+    for name, mod in model.weight_layers().items():
+        shape = mod.weight.shape
+        pruned = name in masks
+        m = masks[name] if pruned else np.ones((shape[0], len(block_bounds(shape[1], lanes))), bool)
+        n, kw = mod.weight.numel(), _kept_weights(m, shape, lanes)
+        density = float(m.mean())
+        layers[name] = {"pruned": pruned, "groups": int(m.size), "kept": int(m.sum()), "density": density,
+                        "compression": ratio / density if density else None, "weights": n,
+                        "kept_weights": kw, "compression_weighted": ratio * n / kw if kw else None}
+        if pruned:
+            layers[name]["per_pe_kept"] = per_pe_kept(m, pe)
         weights += n
-        kept_weights += n * float(masks[name].mean()) if name in masks else n
-    return {"group_sparsity": 1 - kept / groups, "compression": 16 / (kept / groups),
-            "compression_weighted": 16 * weights / kept_weights, "groups": groups, "kept_groups": kept,
+        kept_weights += kw
+    groups = sum(int(m.size) for m in masks.values())
+    kept = sum(int(m.sum()) for m in masks.values())
+    return {"group_sparsity": 1 - kept / groups, "compression": ratio / (kept / groups),
+            "compression_weighted": ratio * weights / kept_weights, "groups": groups, "kept_groups": kept,
             "layers": layers}
 
 
 def _pruned_norm_share(layers: dict, masks: dict[str, np.ndarray], lanes: int) -> float:
     """How much of the latent weights' squared group norm the masks remove: near 0 when WPC has already
-    shrunk exactly the groups that balanced pruning drops."""
+    shrunk exactly the groups that pruning drops."""
     sq = {n: group_scores(m.weight, lanes) ** 2 for n, m in layers.items()}
     total = sum(float(v.sum()) for v in sq.values())
     return sum(float(v[~masks[n]].sum()) for n, v in sq.items()) / max(total, 1e-30)
@@ -132,19 +160,20 @@ class Trained:
 
 
 def train_model(cfg: TrainConfig) -> Trained:
-    """Train with WPC, prune PE-balanced, fine-tune with the masks held, snap the BatchNorm scales onto the
-    integer multipliers. Deterministic for a seed (at a fixed thread count)."""
+    """Train with WPC, prune (``cfg.selection``), fine-tune with the masks held, snap the BatchNorm scales onto
+    the integer multipliers. Deterministic for a seed (at a fixed thread count)."""
     cfg.check()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     split = data.load_split()
     x, y = data.to_float(split.train_x), torch.from_numpy(split.train_y)
-    model = MODELS[cfg.model](data.INPUT_SCALE)
+    model = MODELS[cfg.model](data.INPUT_SCALE, act_bits=cfg.act_bits)
+    configure_ternary(model, cfg.delta, cfg.threshold, cfg.tex)
     e1, e2 = cfg.stage_epochs
     wpc = WPCConfig(cfg.lam, cfg.ratio, cfg.lanes, mode=cfg.wpc_mode, pe=cfg.pe, keep_fraction=cfg.keep_fraction)
     _fit(model, x, y, e1, cfg, wpc, gen, "train+WPC")
     layers = model.prunable()
-    masks = balanced_masks(layers, cfg.pe, cfg.lanes, cfg.keep_fraction)
+    masks = select_masks(layers, cfg.pe, cfg.lanes, cfg.keep_fraction, cfg.selection)
     share = _pruned_norm_share(layers, masks, cfg.lanes)
     pruner = Pruner(layers, masks, cfg.lanes)
     _fit(model, x, y, e2, cfg, WPCConfig(0.0, cfg.ratio, cfg.lanes), gen, "fine-tune", pruner.enforce)
@@ -161,11 +190,13 @@ def run(cfg: TrainConfig) -> tuple[ir.Model, dict]:
     f_acc = float_accuracy(t.model, data.to_float(s.test_x), torch.from_numpy(s.test_y))
     meta = {"seed": cfg.seed, "pe": cfg.pe, "lanes": cfg.lanes, "epochs": cfg.epochs,
             "keep_fraction": cfg.keep_fraction, "lam": cfg.lam, "wpc_mode": cfg.wpc_mode, "wpc_ratio": cfg.ratio,
-            "float_accuracy": f_acc}
+            "selection": cfg.selection, "threshold": cfg.threshold, "delta": cfg.delta, "tex": cfg.tex,
+            "act_bits": cfg.act_bits, "float_accuracy": f_acc}
     irm = export(t.model, cfg.lanes, t.masks, logit_scale(t.model, xtr), meta)
     i_acc = int_accuracy(irm, s.test_x, s.test_y)
     irm.meta["int_accuracy"] = i_acc
-    metrics = {"int_accuracy": i_acc, "float_accuracy": f_acc, **_prune_report(t.masks, cfg.pe, t.model),
+    metrics = {"int_accuracy": i_acc, "float_accuracy": f_acc,
+               **_prune_report(t.masks, cfg.pe, t.model, cfg.lanes, cfg.tex),
                "pruned_norm_share": t.pruned_norm_share, "test_images": int(len(s.test_y)),
                "config": asdict(cfg)}
     return irm, metrics

@@ -1,5 +1,8 @@
-"""PE-balanced group pruning: choose the groups with ``hwgen.mapping.balanced_mask`` (every PE keeps the
-same number of its own groups in every input block) and hold the rest at zero.
+"""Group pruning: choose the groups to keep and hold the rest at zero.
+
+Selection "balanced" (ours, the default): ``hwgen.mapping.balanced_mask``, every PE keeps the same number of
+its own groups in every input block. Selection "paper" (Yang et al.): a layer keeps its strongest groups
+wherever they are, as many as balanced selection keeps in that layer, so PEs may get unequal work.
 
 Masks are bool [O, J] numpy arrays, exactly the IR's ``mask`` field.
 """
@@ -33,9 +36,32 @@ def expand_mask(mask: np.ndarray, weight_shape: torch.Size, lanes: int) -> torch
     return full.view(o, c, *([1] * (len(weight_shape) - 2))).expand(weight_shape).contiguous()
 
 
+SELECTIONS = ("balanced", "paper")
+
+
 def balanced_masks(layers: dict[str, nn.Module], pe: int, lanes: int, keep_fraction: float) -> dict[str, np.ndarray]:
     """One balanced mask per layer, scored by the latent group norms."""
     return {name: balanced_mask(group_scores(m.weight, lanes), pe, keep_fraction) for name, m in layers.items()}
+
+
+def paper_mask(scores: np.ndarray, pe: int, keep_fraction: float) -> np.ndarray:
+    """bool [O, J]: the highest-scoring groups of the whole layer, no per-PE balance. The count is what
+    ``balanced_mask`` keeps, so both selections give the layer the same density (ties: lower index first)."""
+    scores = np.asarray(scores, np.float64)
+    count = int(balanced_mask(scores, pe, keep_fraction).sum())
+    mask = np.zeros(scores.size, bool)
+    mask[np.argsort(-scores.ravel(), kind="stable")[:count]] = True
+    return mask.reshape(scores.shape)
+
+
+def select_masks(layers: dict[str, nn.Module], pe: int, lanes: int, keep_fraction: float,
+                 selection: str = "balanced") -> dict[str, np.ndarray]:
+    """One mask per layer by ``selection`` ("balanced" or "paper"), scored by the latent group norms."""
+    if selection == "balanced":
+        return balanced_masks(layers, pe, lanes, keep_fraction)
+    if selection == "paper":
+        return {name: paper_mask(group_scores(m.weight, lanes), pe, keep_fraction) for name, m in layers.items()}
+    raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, not {selection!r}")
 
 
 class Pruner:
