@@ -17,12 +17,7 @@ from train.quant import TernaryConv2d, configure_ternary, ternarize, ternarize_s
 from train.wpc import WPCConfig, clip, group_norms, layer_penalty, rank_k
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------ thresholds

@@ -20,13 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRUNABLE = ("conv2", "conv3", "conv4")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """As the CLI runs: one thread (OpenMP threads spin and crawl when the cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=[16, 4], ids=["pe16", "pe4"])

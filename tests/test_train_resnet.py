@@ -13,12 +13,7 @@ from train.pipeline import TrainConfig, train_model
 from train.resnet import RESNETS, TernaryResNet, digits_resnet
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
