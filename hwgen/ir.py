@@ -40,8 +40,8 @@ class InputSpec:
 class Layer:
     """One layer. Shapes are (C, H, W). Arrays are per output channel unless noted.
 
-    conv:    weight int8 [O, C, k, k] in {-1, 0, 1}; acc = conv(x, weight)
-    linear:  weight int8 [O, C]; input must be C x 1 x 1
+    conv:    weight int8 [O, C, k, k] in [-tex, tex] ({-1, 0, 1} unless residual expansion); acc = conv(x, weight)
+    linear:  weight int8 [O, C], same values; input must be C x 1 x 1
     avgpool: global average pool; acc = sum over H x W
     maxpool: k x k window max, no requantization (mul/bias/shift are None)
     Then y = clamp((acc * mul + bias) >> shift, lo, hi) with lo, hi from out_bits/out_signed/relu.
