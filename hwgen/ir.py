@@ -14,6 +14,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -271,8 +272,8 @@ def load(path: str | os.PathLike) -> Model:
             return validate(_from_manifest(manifest, z))
     except IRError as e:
         raise IRError(f"{path}: {e}") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, ValueError, TypeError,
-            AttributeError, IndexError, OverflowError, RuntimeError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, KeyError, ValueError,
+            TypeError, AttributeError, IndexError, OverflowError, RuntimeError) as e:
         # A truncated or edited archive surfaces as any of these; one line names the file and the cause.
         raise IRError(f"{path}: not a readable IR file ({type(e).__name__}: {e})") from None
 
