@@ -15,6 +15,7 @@ from .ir import Model
 from .lower import (Program, layer_cycles, lower, pe_rom_width, pe_roms, predicted_cycles, rq_roms, rq_width,
                     schedule_rom, utilization, widths)
 from .rtl.controller import SCHED_IMAGE
+from .report import render, unbalanced_program
 from .rtl.extmem import MEM_VERILOG, hex_image
 from .rtl.top import Top, pe_image, rq_image
 
@@ -59,8 +60,6 @@ def manifest(model: Model, prog: Program) -> dict:
 
 def generate(model: Model, cfg: BuildConfig, note: str = "", compare_unbalanced: bool = False) -> dict[str, str]:
     """All output files as name -> text. Pure: the same model and config give the same bytes."""
-    from .report import render, unbalanced_program
-
     prog = lower(model, cfg.pe, cfg.lanes, cfg.tile)
     wd = widths(prog)
     files = {"hwgen_top.v": verilog.convert(Top(prog), name=TOP_NAME, emit_src=False), "hwgen_mem.v": MEM_VERILOG,

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import ir, mapping
 from .build import BuildConfig, build
-from .lower import UnsupportedError, lower
+from .lower import UnsupportedError
 
 DIGITS_CONVS = [(16, 3, 1, 1), (32, 3, 2, 1), (32, 3, 1, 1), (64, 1, 1, 0)]  # the shape of train's digits CNN
 SYNTHETIC_MODELS = ("digits", "resnet18", "resnet20", "resnet32", "resnet44", "resnet56")
@@ -109,7 +109,6 @@ def run(args) -> int:
         raise UsageError(f"--tile must be a power of two, not {args.tile}")
     model = load_model(args)
     out = args.out or Path("rtl_out") / f"{model.name}_pe{args.pe}"
-    lower(model, args.pe, args.lanes, args.tile)  # refuse unsupported input before anything is written
     images = _images(args, model) if args.verb == "sim" else None
     t0 = time.perf_counter()
     synthetic = "" if args.ir else (f" (synthetic seeded weights, group density {PAPER_GROUP_DENSITY}; "
