@@ -183,3 +183,32 @@ def test_float_init_errors(tmp_path):
         load_float_init(model, str(tmp_path / "bad.pt"))
     with pytest.raises(ValueError, match="expected a state dict file"):
         load_float_init(model, str(tmp_path / "none.pt"))
+
+
+def test_train_resnet20_on_cifar_files(tmp_path):
+    """`python -m train --model resnet20 --dataset cifar10 --data-dir D`: reads the batches, augments,
+    trains, prunes, exports an IR the generator accepts, and writes the test split as uint8 images."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from hwgen import ir
+
+    _write_cifar(tmp_path / "cifar")
+    out = tmp_path / "runs" / "r20"
+    res = subprocess.run([sys.executable, "-m", "train", "--model", "resnet20", "--dataset", "cifar10",
+                          "--data-dir", str(tmp_path / "cifar"), "--pe", "16", "--epochs", "2", "--quiet",
+                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    model = ir.load(out / "model.ir")
+    assert model.input.shape == (3, 32, 32) and model.meta["dataset"] == "cifar10"
+    assert sum(layer.residual is not None for layer in model.layers) == 9  # three stages of three blocks
+    images = np.load(out / "test_images.npy")
+    assert images.dtype == np.uint8 and images.shape == (N, 3, 32, 32)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["int_accuracy"] <= 1.0 and metrics["test_images"] == N
+    wrong = subprocess.run([sys.executable, "-m", "train", "--model", "resnet20", "--dataset", "digits",
+                            "--pe", "16", "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "model resnet20 trains on cifar10, not digits" in wrong.stderr

@@ -16,9 +16,9 @@ import torch
 
 from hwgen import ir
 
-from .data import heldout_images
+from .datasets import make_dataset
 from .models import MODELS
-from .pipeline import TrainConfig, run
+from .pipeline import MODEL_DATASET, TRAINABLE, TrainConfig, run
 from .prune import SELECTIONS
 from .quant import THRESHOLD_RULES, TEX_VALUES
 from .wpc import MODES
@@ -43,6 +43,10 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m train", description="Train, PE-wise prune and export a ternary CNN.")
     p.add_argument("--model", required=True, choices=sorted(MODELS))
+    p.add_argument("--dataset", choices=TRAINABLE, default=None,
+                   help="digits (built in, the default for the digits models) or cifar10 (the python batches in "
+                        "--data-dir; the default for resnet20/32/44/56). Nothing is downloaded")
+    p.add_argument("--data-dir", default=None, help="folder holding the data set's files")
     p.add_argument("--pe", type=int, required=True, help="PEs of the target array (divides --lanes)")
     p.add_argument("--lanes", type=int, default=DEFAULTS.lanes, help="input channels per group (power of two)")
     p.add_argument("--out", required=True, help="output folder: new, or a previous output to replace")
@@ -90,7 +94,8 @@ def _fail(msg: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits with 2 on unknown or malformed options
-    cfg = TrainConfig(model=args.model, pe=args.pe, lanes=args.lanes, epochs=args.epochs, seed=args.seed,
+    dataset = args.dataset or MODEL_DATASET.get(args.model, "digits")
+    cfg = TrainConfig(model=args.model, dataset=dataset, data_dir=args.data_dir, pe=args.pe, lanes=args.lanes, epochs=args.epochs, seed=args.seed,
                       keep_fraction=args.keep_fraction, lam=args.lam, ratio=args.wpc_ratio, wpc_mode=args.wpc_mode,
                       selection=args.selection, threshold=args.threshold, delta=args.delta, tex=args.tex,
                       act_bits=args.act_bits, quiet=args.quiet)
@@ -125,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(metrics, f, indent=1)
             f.write("\n")
         # the held-out split, as the hardware sees it: `hwgen sim --inputs test_images.npy`
-        images, labels = heldout_images()
-        np.save(os.path.join(tmp, OUTPUTS[2]), images.astype(np.int64), allow_pickle=False)
+        images, labels = (t.numpy() for t in make_dataset(cfg.dataset, cfg.data_dir, "test").data)
+        small = images.min() >= 0 and images.max() <= 255  # CIFAR's 10,000 test images: 30 MB, not 245 MB
+        np.save(os.path.join(tmp, OUTPUTS[2]), images.astype(np.uint8 if small else np.int64), allow_pickle=False)
         np.save(os.path.join(tmp, OUTPUTS[3]), labels.astype(np.int64), allow_pickle=False)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
         _replace(tmp, out)

@@ -83,6 +83,7 @@ def digits_cnn(input_scale: float = 1 / 16, **options) -> TernaryCNN:
 
 
 # Residual models live in resnet.py; the ones trainable on the digits data are registered here.
-from .resnet import TernaryResNet, digits_resnet  # noqa: E402  (resnet.py does not import this module)
+from .resnet import RESNETS, TernaryResNet, digits_resnet  # noqa: E402  (resnet.py does not import this module)
 
-MODELS = {"digits": digits_cnn, "digits_resnet": digits_resnet}
+MODELS = {"digits": digits_cnn, "digits_resnet": digits_resnet,
+          **{name: build for name, build in RESNETS.items() if name != "resnet18"}}

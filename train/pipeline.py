@@ -15,18 +15,24 @@ from hwgen import ir, reference
 from hwgen.mapping import block_bounds, check_pe_lanes
 
 from . import data
+from .datasets import DATASETS, make_dataset
 from .export import export, logit_scale, snap_requant
 from .models import MODELS, TernaryCNN, TernaryResNet
 from .prune import DEFAULT_KEEP_FRACTION, SELECTIONS, Pruner, group_scores, per_pe_kept, select_masks
 from .quant import DEFAULT_DELTA, check_ternary_options, configure_ternary
 from .wpc import WPCConfig, wpc_penalty
 
+TRAINABLE = ("digits", "cifar10")  # in-memory data sets; ImageFolder training comes with the data loader work
+MODEL_DATASET = {name: ("digits" if name.startswith("digits") else "cifar10") for name in MODELS}
+LOGIT_CALIBRATION_IMAGES = 2048  # enough to find the largest logit; all of CIFAR would be slow on a CPU
 WPC_SHARE = 0.6  # share of the epochs spent in the WPC stage; the rest fine-tune the pruned network
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "digits"
+    dataset: str = "digits"
+    data_dir: str | None = None
     pe: int = 16
     lanes: int = 16
     epochs: int = 40
@@ -48,6 +54,11 @@ class TrainConfig:
         """Raise ValueError naming the field, what was expected and what was found."""
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(sorted(MODELS))}, not {self.model!r}")
+        if self.dataset not in TRAINABLE:
+            raise ValueError(f"dataset must be one of {', '.join(TRAINABLE)} (imagenet training is not wired "
+                             f"yet), not {self.dataset!r}")
+        if MODEL_DATASET[self.model] != self.dataset:
+            raise ValueError(f"model {self.model} trains on {MODEL_DATASET[self.model]}, not {self.dataset}")
         check_pe_lanes(self.pe, self.lanes)
         if not isinstance(self.epochs, int) or self.epochs < 2:
             raise ValueError(f"epochs must be an integer >= 2 (train, then fine-tune), not {self.epochs!r}")
@@ -72,8 +83,10 @@ class TrainConfig:
 
 
 def _fit(model: TernaryCNN | TernaryResNet, x: torch.Tensor, y: torch.Tensor, epochs: int, cfg: TrainConfig,
-         wpc: WPCConfig, gen: torch.Generator, desc: str, after_step=None) -> None:
-    """Adam with a cosine learning rate over ``epochs``; the WPC penalty on the prunable layers."""
+         wpc: WPCConfig, gen: torch.Generator, desc: str, after_step=None, scale: float = data.INPUT_SCALE,
+         augment=None) -> None:
+    """Adam with a cosine learning rate over ``epochs``; the WPC penalty on the prunable layers. ``x`` holds
+    integer pixels; each batch is augmented (if ``augment``) and scaled to the float input."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps = epochs * math.ceil(len(x) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
@@ -85,7 +98,8 @@ def _fit(model: TernaryCNN | TernaryResNet, x: torch.Tensor, y: torch.Tensor, ep
         total, correct = 0.0, 0
         for i in range(0, len(x), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            out = model(x[idx])
+            xb = x[idx] if augment is None else augment(x[idx], gen)
+            out = model(xb.to(torch.float32) * scale)
             loss = F.cross_entropy(out, y[idx])
             penalty = wpc_penalty(prunable, wpc)
             opt.zero_grad()
@@ -155,7 +169,8 @@ def _pruned_norm_share(layers: dict, masks: dict[str, np.ndarray], lanes: int) -
 class Trained:
     model: TernaryCNN
     masks: dict[str, np.ndarray]
-    split: data.Split
+    split: data.Split  # integer images of the data set's train and test splits
+    input_scale: float
     pruned_norm_share: float  # share of the latent squared group norms that pruning removed
 
 
@@ -165,30 +180,34 @@ def train_model(cfg: TrainConfig) -> Trained:
     cfg.check()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    split = data.load_split()
-    x, y = data.to_float(split.train_x), torch.from_numpy(split.train_y)
-    model = MODELS[cfg.model](data.INPUT_SCALE, act_bits=cfg.act_bits)
+    train = make_dataset(cfg.dataset, cfg.data_dir, "train", seed=cfg.seed)
+    test = make_dataset(cfg.dataset, cfg.data_dir, "test")
+    (x, y), (tx, ty) = train.data, test.data
+    split = data.Split(x.numpy(), y.numpy(), tx.numpy(), ty.numpy())
+    model = MODELS[cfg.model](input_scale=train.input_scale, act_bits=cfg.act_bits)
+    fit = dict(scale=train.input_scale, augment=train.augment)
     configure_ternary(model, cfg.delta, cfg.threshold, cfg.tex)
     e1, e2 = cfg.stage_epochs
     wpc = WPCConfig(cfg.lam, cfg.ratio, cfg.lanes, mode=cfg.wpc_mode, pe=cfg.pe, keep_fraction=cfg.keep_fraction)
-    _fit(model, x, y, e1, cfg, wpc, gen, "train+WPC")
+    _fit(model, x, y, e1, cfg, wpc, gen, "train+WPC", **fit)
     layers = model.prunable()
     masks = select_masks(layers, cfg.pe, cfg.lanes, cfg.keep_fraction, cfg.selection)
     share = _pruned_norm_share(layers, masks, cfg.lanes)
     pruner = Pruner(layers, masks, cfg.lanes)
-    _fit(model, x, y, e2, cfg, WPCConfig(0.0, cfg.ratio, cfg.lanes), gen, "fine-tune", pruner.enforce)
+    _fit(model, x, y, e2, cfg, WPCConfig(0.0, cfg.ratio, cfg.lanes), gen, "fine-tune", pruner.enforce, **fit)
     model.eval()
     snap_requant(model)  # the float model measured from here on is the one the IR holds, up to float32
-    return Trained(model, masks, split, share)
+    return Trained(model, masks, split, train.input_scale, share)
 
 
 def run(cfg: TrainConfig) -> tuple[ir.Model, dict]:
     """Train, prune, fine-tune and export; returns the IR and the metrics."""
     t = train_model(cfg)
     s = t.split
-    xtr = data.to_float(s.train_x)
-    f_acc = float_accuracy(t.model, data.to_float(s.test_x), torch.from_numpy(s.test_y))
-    meta = {"seed": cfg.seed, "pe": cfg.pe, "lanes": cfg.lanes, "epochs": cfg.epochs,
+    as_float = lambda a: torch.as_tensor(a).to(torch.float32) * t.input_scale
+    xtr = as_float(s.train_x[:LOGIT_CALIBRATION_IMAGES])
+    f_acc = float_accuracy(t.model, as_float(s.test_x), torch.from_numpy(s.test_y))
+    meta = {"dataset": cfg.dataset, "seed": cfg.seed, "pe": cfg.pe, "lanes": cfg.lanes, "epochs": cfg.epochs,
             "keep_fraction": cfg.keep_fraction, "lam": cfg.lam, "wpc_mode": cfg.wpc_mode, "wpc_ratio": cfg.ratio,
             "selection": cfg.selection, "threshold": cfg.threshold, "delta": cfg.delta, "tex": cfg.tex,
             "act_bits": cfg.act_bits, "float_accuracy": f_acc}
