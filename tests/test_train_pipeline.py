@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module", params=[16, 4], ids=["pe16", "pe4"])
 def full_run(request):
     """The default schedule, as ``python -m train --model digits --pe N`` runs it."""
-    return run(TrainConfig(pe=request.param, quiet=True))
+    return run(TrainConfig(pe=request.param, quiet=True))[:2]
 
 
 def test_full_run_meets_targets(full_run):
@@ -98,7 +98,7 @@ def test_export_matches_float_model_layer_by_layer(short):
 def test_same_seed_same_ir_bytes(tmp_path):
     paths = []
     for i in range(2):
-        irm, _ = run(TrainConfig(pe=16, epochs=2, seed=3, quiet=True))
+        irm, _, _ = run(TrainConfig(pe=16, epochs=2, seed=3, quiet=True))
         paths.append(tmp_path / f"{i}.ir")
         ir.save(irm, paths[-1])
     assert paths[0].read_bytes() == paths[1].read_bytes()
@@ -109,7 +109,14 @@ def test_cli_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "train", "--model", "digits", "--pe", "4", "--out", str(out),
                            "--epochs", "2", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(os.listdir(out)) == ["metrics.json", "model.ir", "test_images.npy", "test_labels.npy"]
+    assert sorted(os.listdir(out)) == ["metrics.json", "model.ir", "test_images.npy", "test_labels.npy",
+                                       "train_log.jsonl"]
+    log = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
+    assert [r["epoch"] for r in log] == list(range(len(log))) and len(log) >= 2
+    assert {r["stage"] for r in log} == {"train+WPC", "fine-tune"}
+    for r in log:
+        assert 0 <= r["float_accuracy"] <= 1 and 0 <= r["int_accuracy"] <= 1 and 0 < r["group_density"] <= 1
+    assert log[-1]["group_density"] < 1  # pruned by the fine-tune stage
     assert os.listdir(tmp_path) == ["run"]  # no temporary folder left beside it
     m = json.loads((out / "metrics.json").read_text())
     for key in ("int_accuracy", "float_accuracy", "group_sparsity"):

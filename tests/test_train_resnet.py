@@ -119,6 +119,6 @@ def test_cli_trains_digits_resnet(tmp_path):
     out = tmp_path / "run"
     assert main(["--model", "digits_resnet", "--pe", "16", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.ir", "test_images.npy",
-                                                     "test_labels.npy"]
+                                                     "test_labels.npy", "train_log.jsonl"]
     irm = ir.load(out / "model.ir")
     assert irm.name == "digits_resnet" and irm.layer("s2b1_conv2").residual == "s2b1_short"

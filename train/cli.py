@@ -24,7 +24,7 @@ from .quant import THRESHOLD_RULES, TEX_VALUES
 from .wpc import MODES
 
 DEFAULTS = TrainConfig()
-OUTPUTS = ("model.ir", "metrics.json", "test_images.npy", "test_labels.npy")
+OUTPUTS = ("model.ir", "metrics.json", "test_images.npy", "test_labels.npy", "train_log.jsonl")
 THREADS = 1  # more threads gain little on these small convs and stall badly when cores are busy
 
 
@@ -123,12 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
     done = False
     try:
-        model, metrics = run(cfg)
+        model, metrics, log = run(cfg)
         metrics["seconds"] = round(time.perf_counter() - start, 1)
         ir.save(model, os.path.join(tmp, OUTPUTS[0]))
         with open(os.path.join(tmp, OUTPUTS[1]), "w") as f:
             json.dump(metrics, f, indent=1)
             f.write("\n")
+        with open(os.path.join(tmp, OUTPUTS[4]), "w") as f:
+            f.writelines(json.dumps(record) + "\n" for record in log)
         # the held-out split, as the hardware sees it: `hwgen sim --inputs test_images.npy`
         images, labels = (t.numpy() for t in make_dataset(cfg.dataset, cfg.data_dir, "test").data)
         small = images.min() >= 0 and images.max() <= 255  # CIFAR's 10,000 test images: 30 MB, not 245 MB

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hwgen import ir, reference
-from hwgen.mapping import block_bounds, check_pe_lanes
+from hwgen.mapping import block_bounds, check_pe_lanes, kept_groups
 
 from . import data
 from .datasets import DATASETS, make_dataset
@@ -25,6 +25,7 @@ from .wpc import WPCConfig, wpc_penalty
 TRAINABLE = ("digits", "cifar10")  # in-memory data sets; ImageFolder training comes with the data loader work
 MODEL_DATASET = {name: ("digits" if name.startswith("digits") else "cifar10") for name in MODELS}
 LOGIT_CALIBRATION_IMAGES = 2048  # enough to find the largest logit; all of CIFAR would be slow on a CPU
+LOG_EVAL_IMAGES = 1000  # held-out images evaluated per epoch for the log (all of them for digits)
 WPC_SHARE = 0.6  # share of the epochs spent in the WPC stage; the rest fine-tune the pruned network
 
 
@@ -84,7 +85,7 @@ class TrainConfig:
 
 def _fit(model: TernaryCNN | TernaryResNet, x: torch.Tensor, y: torch.Tensor, epochs: int, cfg: TrainConfig,
          wpc: WPCConfig, gen: torch.Generator, desc: str, after_step=None, scale: float = data.INPUT_SCALE,
-         augment=None) -> None:
+         augment=None, on_epoch=None) -> None:
     """Adam with a cosine learning rate over ``epochs``; the WPC penalty on the prunable layers. ``x`` holds
     integer pixels; each batch is augmented (if ``augment``) and scaled to the float input."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -112,6 +113,9 @@ def _fit(model: TernaryCNN | TernaryResNet, x: torch.Tensor, y: torch.Tensor, ep
             correct += int((out.argmax(1) == y[idx]).sum())
         bar.set_postfix(loss=f"{total / len(x):.3f}", acc=f"{correct / len(x):.3f}",
                         wpc=f"{float(penalty.detach()):.4f}")
+        if on_epoch is not None:
+            on_epoch({"stage": desc, "loss": round(total / len(x), 6), "train_accuracy": round(correct / len(x), 6),
+                      "wpc_penalty": float(penalty.detach())})
 
 
 @torch.no_grad()
@@ -172,6 +176,7 @@ class Trained:
     split: data.Split  # integer images of the data set's train and test splits
     input_scale: float
     pruned_norm_share: float  # share of the latent squared group norms that pruning removed
+    log: list  # one record per epoch (train_log.jsonl)
 
 
 def train_model(cfg: TrainConfig) -> Trained:
@@ -189,19 +194,41 @@ def train_model(cfg: TrainConfig) -> Trained:
     configure_ternary(model, cfg.delta, cfg.threshold, cfg.tex)
     e1, e2 = cfg.stage_epochs
     wpc = WPCConfig(cfg.lam, cfg.ratio, cfg.lanes, mode=cfg.wpc_mode, pe=cfg.pe, keep_fraction=cfg.keep_fraction)
+    log, current = [], {"masks": {}}
+    fit["on_epoch"] = lambda record: log.append(_epoch_record(model, cfg, split, train.input_scale,
+                                                              current["masks"], len(log), record))
     _fit(model, x, y, e1, cfg, wpc, gen, "train+WPC", **fit)
     layers = model.prunable()
     masks = select_masks(layers, cfg.pe, cfg.lanes, cfg.keep_fraction, cfg.selection)
+    current["masks"] = masks
     share = _pruned_norm_share(layers, masks, cfg.lanes)
     pruner = Pruner(layers, masks, cfg.lanes)
     _fit(model, x, y, e2, cfg, WPCConfig(0.0, cfg.ratio, cfg.lanes), gen, "fine-tune", pruner.enforce, **fit)
     model.eval()
     snap_requant(model)  # the float model measured from here on is the one the IR holds, up to float32
-    return Trained(model, masks, split, train.input_scale, share)
+    return Trained(model, masks, split, train.input_scale, share, log)
 
 
-def run(cfg: TrainConfig) -> tuple[ir.Model, dict]:
-    """Train, prune, fine-tune and export; returns the IR and the metrics."""
+@torch.no_grad()
+def _epoch_record(model, cfg: TrainConfig, split: data.Split, scale: float, masks: dict, epoch: int,
+                  record: dict) -> dict:
+    """The log line of an epoch: the training figures, plus on (up to LOG_EVAL_IMAGES) held-out images the
+    float accuracy and the integer accuracy of the network exported as it is now, and the density of the
+    prunable groups whose ternary weights are not all zero. Uses no random numbers, so logging does not
+    change the run."""
+    tx, ty = split.test_x[:LOG_EVAL_IMAGES], split.test_y[:LOG_EVAL_IMAGES]
+    xf = torch.as_tensor(tx).to(torch.float32) * scale
+    f_acc = float_accuracy(model, xf, torch.from_numpy(ty))
+    irm = export(model, cfg.lanes, masks, logit_scale(model, xf), {})
+    density = [kept_groups(l.weight, cfg.lanes) for l in irm.layers if l.name in model.prunable()]
+    kept = sum(int(d.sum()) for d in density)
+    return {"epoch": epoch, **record, "float_accuracy": round(f_acc, 6),
+            "int_accuracy": round(int_accuracy(irm, tx, ty), 6),
+            "group_density": round(kept / max(1, sum(d.size for d in density)), 6)}
+
+
+def run(cfg: TrainConfig) -> tuple[ir.Model, dict, list]:
+    """Train, prune, fine-tune and export; returns the IR, the metrics and the per-epoch log."""
     t = train_model(cfg)
     s = t.split
     as_float = lambda a: torch.as_tensor(a).to(torch.float32) * t.input_scale
@@ -218,4 +245,4 @@ def run(cfg: TrainConfig) -> tuple[ir.Model, dict]:
                **_prune_report(t.masks, cfg.pe, t.model, cfg.lanes, cfg.tex),
                "pruned_norm_share": t.pruned_norm_share, "test_images": int(len(s.test_y)),
                "config": asdict(cfg)}
-    return irm, metrics
+    return irm, metrics, t.log
