@@ -16,7 +16,6 @@ from .ir import Model, value_range
 from .reference import acc_bound, input_range
 from .rtl.pe import partial_width
 
-SUPPORTED_KINDS = ("conv", "linear", "avgpool", "maxpool")
 RESULT_BUF = -1  # out_buf of the last layer: the result memory, not an activation buffer
 LAYER_SETUP_CYCLES = 2  # descriptor fetch and latch
 LAYER_END_CYCLES = 1
@@ -187,10 +186,6 @@ def _im2col_stem(layer: HwLayer, lanes: int) -> HwLayer | None:
 
 def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool = True) -> Program:
     mapping.check_pe_lanes(pe, lanes)
-    for i, l in enumerate(model.layers):
-        if l.kind not in SUPPORTED_KINDS:
-            raise UnsupportedError(f"layer '{l.name}': kind '{l.kind}' is not supported by the generator yet "
-                                   f"(supported: {', '.join(SUPPORTED_KINDS)})")
     for l in model.layers:
         if l.residual is not None and l.residual == l.source:
             raise UnsupportedError(f"layer '{l.name}': a residual equal to the layer's own input is not supported "

@@ -83,6 +83,11 @@ class TrainConfig:
         return first, self.epochs - first
 
 
+def to_input(x_int, scale: float) -> torch.Tensor:
+    """Integer pixels -> the float model's input (exact in float32 for 8-bit pixels)."""
+    return torch.as_tensor(x_int).to(torch.float32) * scale
+
+
 def _fit(model: TernaryCNN | TernaryResNet, x: torch.Tensor, y: torch.Tensor, epochs: int, cfg: TrainConfig,
          wpc: WPCConfig, gen: torch.Generator, desc: str, after_step=None, scale: float = data.INPUT_SCALE,
          augment=None, on_epoch=None) -> None:
@@ -99,8 +104,7 @@ def _fit(model: TernaryCNN | TernaryResNet, x: torch.Tensor, y: torch.Tensor, ep
         total, correct = 0.0, 0
         for i in range(0, len(x), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            xb = x[idx] if augment is None else augment(x[idx], gen)
-            out = model(xb.to(torch.float32) * scale)
+            out = model(to_input(x[idx] if augment is None else augment(x[idx], gen), scale))
             loss = F.cross_entropy(out, y[idx])
             penalty = wpc_penalty(prunable, wpc)
             opt.zero_grad()
@@ -217,7 +221,7 @@ def _epoch_record(model, cfg: TrainConfig, split: data.Split, scale: float, mask
     prunable groups whose ternary weights are not all zero. Uses no random numbers, so logging does not
     change the run."""
     tx, ty = split.test_x[:LOG_EVAL_IMAGES], split.test_y[:LOG_EVAL_IMAGES]
-    xf = torch.as_tensor(tx).to(torch.float32) * scale
+    xf = to_input(tx, scale)
     f_acc = float_accuracy(model, xf, torch.from_numpy(ty))
     irm = export(model, cfg.lanes, masks, logit_scale(model, xf), {})
     density = [kept_groups(l.weight, cfg.lanes) for l in irm.layers if l.name in model.prunable()]
@@ -231,9 +235,8 @@ def run(cfg: TrainConfig) -> tuple[ir.Model, dict, list]:
     """Train, prune, fine-tune and export; returns the IR, the metrics and the per-epoch log."""
     t = train_model(cfg)
     s = t.split
-    as_float = lambda a: torch.as_tensor(a).to(torch.float32) * t.input_scale
-    xtr = as_float(s.train_x[:LOGIT_CALIBRATION_IMAGES])
-    f_acc = float_accuracy(t.model, as_float(s.test_x), torch.from_numpy(s.test_y))
+    xtr = to_input(s.train_x[:LOGIT_CALIBRATION_IMAGES], t.input_scale)
+    f_acc = float_accuracy(t.model, to_input(s.test_x, t.input_scale), torch.from_numpy(s.test_y))
     meta = {"dataset": cfg.dataset, "seed": cfg.seed, "pe": cfg.pe, "lanes": cfg.lanes, "epochs": cfg.epochs,
             "keep_fraction": cfg.keep_fraction, "lam": cfg.lam, "wpc_mode": cfg.wpc_mode, "wpc_ratio": cfg.ratio,
             "selection": cfg.selection, "threshold": cfg.threshold, "delta": cfg.delta, "tex": cfg.tex,
