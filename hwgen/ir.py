@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 FORMAT = "ternary-cnn-ir"
-VERSION = 1
+VERSION = 2  # 2: full-precision layers (``precision``, ``offset``); version 1 files load unchanged
+READABLE_VERSIONS = (1, 2)
 KINDS = ("conv", "linear", "avgpool", "maxpool")
+PRECISIONS = ("ternary", "float")
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed, so the same model gives the same bytes
 
 
@@ -48,6 +50,10 @@ class Layer:
     Then y = clamp((acc * mul + bias) >> shift, lo, hi) with lo, hi from out_bits/out_signed/relu.
     A conv with ``residual`` adds that layer's output (same shape, same scale) before the clamp:
     y = clamp(((acc * mul + bias) >> shift) + residual, lo, hi).
+
+    ``precision`` "float" (conv or linear, from training with float first/last layers): ``weight`` is float32
+    with the scales folded in and ``offset`` float32 [O]; y = clamp(floor(conv(x, weight) + offset + 1/2)) in
+    float64. Kept so that such a model can be evaluated; the generator refuses it (it builds ternary layers).
     """
 
     name: str
@@ -68,6 +74,8 @@ class Layer:
     shift: np.ndarray | None = None  # int64 [O]
     residual: str | None = None  # conv only: name of the layer (or "input") added before the clamp
     tex: int = 1  # residual expansion: weights take 2*tex+1 levels in [-tex, tex], run as tex ternary passes
+    precision: str = "ternary"  # or "float": see above
+    offset: np.ndarray | None = None  # float32 [O], float layers only
 
     @property
     def out_range(self) -> tuple[int, int]:
@@ -100,12 +108,14 @@ _ARRAYS = {  # field -> (dtype, shape as a function of the layer)
     "mul": (np.int64, lambda l: (l.out_shape[0],)),
     "bias": (np.int64, lambda l: (l.out_shape[0],)),
     "shift": (np.int64, lambda l: (l.out_shape[0],)),
+    "offset": (np.float32, lambda l: (l.out_shape[0],)),
 }
 _REQUIRED = {
     "conv": ("weight", "mask", "mul", "bias", "shift"),
     "linear": ("weight", "mask", "mul", "bias", "shift"),
     "avgpool": ("mul", "bias", "shift"),
     "maxpool": (),
+    "float": ("weight", "mask", "offset"),  # a float conv or linear layer
 }
 MAX_SHIFT = 62
 
@@ -163,21 +173,28 @@ def validate(model: Model) -> Model:
             raise _fail(where, "out_shape", list(_expected_out_shape(l)), list(l.out_shape))
         if not 2 <= l.out_bits <= 32:
             raise _fail(where, "out_bits", "in 2..32", l.out_bits)
+        full = l.precision == "float"
+        if l.precision not in PRECISIONS or (full and (l.kind not in ("conv", "linear") or l.residual)):
+            raise _fail(where, "precision", f"one of {', '.join(PRECISIONS)} (float: a conv or linear layer "
+                        "without residual)", repr(l.precision))
         for name in _ARRAYS:
             arr = getattr(l, name)
-            if name not in _REQUIRED[l.kind]:
+            if name not in _REQUIRED["float" if full else l.kind]:
                 if arr is not None:
                     raise _fail(where, name, f"absent for kind {l.kind}", "an array")
                 continue
             if not isinstance(arr, np.ndarray):
                 raise _fail(where, name, "an array", type(arr).__name__)
             dtype, shape_of = _ARRAYS[name]
+            dtype = np.float32 if full and name == "weight" else dtype
             shape = ((l.out_shape[0], -(-l.in_shape[0] // model.lanes)) if name == "mask" else shape_of(l))
             if arr.dtype != dtype:
                 raise _fail(where, f"{name} dtype", np.dtype(dtype).name, arr.dtype.name)
             if arr.shape != shape:
                 raise _fail(where, f"{name} shape", list(shape), list(arr.shape))
-        if l.weight is not None:
+        if full and not (np.isfinite(l.weight).all() and np.isfinite(l.offset).all()):
+            raise _fail(where, "weight/offset", "finite numbers", "inf or nan")
+        if l.weight is not None and not full:
             if not 1 <= l.tex <= 8:
                 raise _fail(where, "tex", "in 1..8", l.tex)
             bad = np.abs(l.weight.astype(np.int64)) > l.tex
@@ -298,8 +315,8 @@ def _shape(d: dict, key: str, where: str) -> tuple[int, int, int]:
 def _from_manifest(m: dict, z: zipfile.ZipFile) -> Model:
     if _get(m, "format", str, "manifest") != FORMAT:
         raise _fail("manifest", "format", repr(FORMAT), repr(m["format"]))
-    if _get(m, "version", int, "manifest") != VERSION:
-        raise _fail("manifest", "version", VERSION, m["version"])
+    if _get(m, "version", int, "manifest") not in READABLE_VERSIONS:
+        raise _fail("manifest", "version", f"one of {READABLE_VERSIONS}", m["version"])
     inp = _get(m, "input", dict, "manifest")
     spec = InputSpec(_shape(inp, "shape", "input"), _get(inp, "bits", int, "input"),
                      _get(inp, "signed", bool, "input"), float(_get(inp, "scale", (int, float), "input")))
@@ -325,6 +342,7 @@ def _from_manifest(m: dict, z: zipfile.ZipFile) -> Model:
             relu=_get(e, "relu", bool, where), kernel=_get(e, "kernel", int, where),
             stride=_get(e, "stride", int, where), padding=_get(e, "padding", int, where),
             residual=_get(e, "residual", (str, type(None)), where) if "residual" in e else None,
-            tex=_get(e, "tex", int, where) if "tex" in e else 1, **arrays))
+            tex=_get(e, "tex", int, where) if "tex" in e else 1,
+            precision=_get(e, "precision", str, where) if "precision" in e else "ternary", **arrays))
     return Model(_get(m, "name", str, "manifest"), _get(m, "lanes", int, "manifest"), spec, tuple(layers),
                  _get(m, "meta", dict, "manifest"))

@@ -187,6 +187,9 @@ def _im2col_stem(layer: HwLayer, lanes: int) -> HwLayer | None:
 def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool = True) -> Program:
     mapping.check_pe_lanes(pe, lanes)
     for l in model.layers:
+        if l.precision != "ternary":
+            raise UnsupportedError(f"layer '{l.name}': precision must be ternary, found {l.precision} (a model "
+                                   "trained with --float-first-last); retrain without it to build hardware")
         if l.residual is not None and l.residual == l.source:
             raise UnsupportedError(f"layer '{l.name}': a residual equal to the layer's own input is not supported "
                                    "(the drain reads the residual while the next tile reads the input)")

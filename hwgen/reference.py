@@ -5,6 +5,8 @@ This module *defines* the integer semantics the hardware must match (DESIGN.md Â
     y   = clamp((acc * mul + bias) >> shift, lo, hi)      per output channel, >> is floor (arithmetic)
     maxpool: y = max over the window (padding never wins)
 lo/hi come from the layer's out_bits and signedness; ReLU raises lo to 0.
+A full-precision layer (``precision`` "float") is evaluated in float64, y = clamp(floor(acc + offset + 1/2)):
+deterministic, but not integer semantics; the generator does not build such layers.
 """
 from __future__ import annotations
 
@@ -66,7 +68,20 @@ def _requant(layer: Layer, acc: torch.Tensor, in_max: int, res: torch.Tensor | N
     return torch.clamp(y if res is None else y + res, lo, hi)
 
 
+def _float_layer(layer: Layer, x: torch.Tensor) -> torch.Tensor:
+    w = torch.from_numpy(layer.weight).double()
+    if layer.kind == "linear":
+        acc = (x.flatten(1).double() @ w.T).view(x.shape[0], -1, 1, 1)
+    else:
+        acc = torch.nn.functional.conv2d(x.double(), w, stride=layer.stride, padding=layer.padding)
+    y = torch.floor(acc + torch.from_numpy(layer.offset).double().view(1, -1, 1, 1) + 0.5)
+    lo, hi = layer.out_range
+    return torch.clamp(y, lo, hi).to(torch.int64)
+
+
 def run_layer(model: Model, layer: Layer, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
+    if layer.precision == "float":
+        return _float_layer(layer, x)
     lo, hi = input_range(model, layer.source)
     in_max = max(abs(lo), abs(hi))
     if layer.kind == "maxpool":

@@ -158,7 +158,8 @@ def test_options_end_to_end_and_report():
     """mean threshold, rank WPC, paper selection and 6-bit activations in one short run."""
     cfg = TrainConfig(pe=4, epochs=3, threshold="mean", wpc_mode="rank", selection="paper", act_bits=6,
                       quiet=True)
-    irm, m, _ = run(cfg)
+    r = run(cfg)
+    irm, m = r.ir, r.metrics
     for l in irm.layers:
         if l.kind in ("conv", "avgpool"):
             assert l.out_bits == 6, l.name

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module", params=[16, 4], ids=["pe16", "pe4"])
 def full_run(request):
     """The default schedule, as ``python -m train --model digits --pe N`` runs it."""
-    return run(TrainConfig(pe=request.param, quiet=True))[:2]
+    r = run(TrainConfig(pe=request.param, quiet=True))
+    return r.ir, r.metrics
 
 
 def test_full_run_meets_targets(full_run):
@@ -98,7 +99,7 @@ def test_export_matches_float_model_layer_by_layer(short):
 def test_same_seed_same_ir_bytes(tmp_path):
     paths = []
     for i in range(2):
-        irm, _, _ = run(TrainConfig(pe=16, epochs=2, seed=3, quiet=True))
+        irm = run(TrainConfig(pe=16, epochs=2, seed=3, quiet=True)).ir
         paths.append(tmp_path / f"{i}.ir")
         ir.save(irm, paths[-1])
     assert paths[0].read_bytes() == paths[1].read_bytes()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hwgen import ir, reference
+from hwgen.lower import UnsupportedError, lower
 from train import data
 from train.export import export, logit_scale
 from train.models import digits_cnn
@@ -104,14 +105,34 @@ def test_resnets_construct_run_and_export(name):
     (lambda: digits_resnet(float_first_last=True), "stem"),
     (lambda: digits_cnn(float_first_last=True), "conv1"),
 ])
-def test_float_first_last_export_is_refused(make, first):
+def test_float_first_last_exports_float_layers_that_hwgen_refuses(make, first, tmp_path):
+    torch.manual_seed(0)
     model = make()
+    x = torch.randint(0, 17, (64, 1, 8, 8))
     with torch.no_grad():
         model.train()
-        model(torch.rand(4, 1, 8, 8))
+        model(x * model.input_scale)
         model.eval()
-    with pytest.raises(ValueError, match=f"layer '{first}' is full precision.*hwgen builds ternary layers only"):
-        export(model, 16, {}, 0.01)
+    irm = export(model, 16, {}, logit_scale(model, x * model.input_scale))
+    floats = [l.name for l in irm.layers if l.precision == "float"]
+    assert floats == [first, "fc"]
+    ir.save(irm, tmp_path / "f.ir")
+    back = ir.load(tmp_path / "f.ir")
+    assert back.layer(first).weight.dtype == np.float32 and back.layer("fc").offset.dtype == np.float32
+    # the float64 evaluation of the first layer lands on the float model's activation grid
+    rec = {}
+    if isinstance(model, TernaryResNet):
+        with torch.no_grad():
+            model(x * model.input_scale, record=rec)
+        want, scale = rec["stem"]
+    else:
+        with torch.no_grad():
+            want, scale = model.blocks[0](x * model.input_scale), model.blocks[0].act.scale
+    got = reference.run(back, x.numpy())[first]
+    same = (got == torch.round(want / scale).to(torch.int64)).double().mean()
+    assert same > 0.999, same
+    with pytest.raises(UnsupportedError, match=f"layer '{first}': precision must be ternary, found float"):
+        lower(back, 16, 16)
 
 
 def test_cli_trains_digits_resnet(tmp_path):

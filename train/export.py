@@ -48,27 +48,37 @@ def logit_scale(model: TernaryCNN, x_float: torch.Tensor) -> float:
     return max(peak, 1e-6) / LOGIT_TARGET
 
 
-def _ternary(name: str, module: torch.nn.Module) -> tuple[torch.Tensor, float]:
-    """The integer ternary weight and α of a layer; a full-precision layer cannot be exported."""
-    if not isinstance(module, (TernaryConv2d, TernaryLinear)):
-        raise ValueError(f"layer '{name}' is full precision ({type(module).__name__}); hwgen builds ternary "
-                         "layers only (train with float_first_last=False)")
-    return module.ternary()
+def _float_layer(name: str, kind: str, source: str, shape: tuple, out_shape: tuple, weight: torch.Tensor,
+                 scale: torch.Tensor, offset: torch.Tensor, lanes: int, **fields) -> ir.Layer:
+    """A full-precision layer (``--float-first-last``): y = round(conv(x_int, weight * scale) + offset), the
+    per-channel ``scale`` folding BatchNorm and the activation scales into the float32 weight."""
+    per_out = (-1,) + (1,) * (weight.dim() - 1)
+    w = (weight.double() * scale.view(per_out)).float().numpy()
+    return ir.Layer(name=name, kind=kind, source=source, in_shape=tuple(shape), out_shape=out_shape,
+                    precision="float", weight=w, offset=offset.float().numpy(),
+                    mask=np.ones((w.shape[0], num_blocks(w.shape[1], lanes)), bool), **fields)
 
 
 def _conv(name: str, source: str, shape: tuple, cb, s_in: float, s_out: float, lanes: int, masks: dict, *,
           bits: int, signed: bool = False, relu: bool = True, residual: str | None = None) -> ir.Layer:
     """One conv + BatchNorm (``cb.conv``, ``cb.bn``) as an IR conv whose requantization lands on s_out."""
     conv, bn = cb.conv, cb.bn
-    t, alpha = _ternary(name, conv)
-    o, tex = t.shape[0], conv.tex
-    mask = masks.get(name, np.ones((o, num_blocks(t.shape[1], lanes)), bool))
     sigma = torch.sqrt(bn.running_var.double() + bn.eps)
     gamma, beta, mu = bn.weight.double(), bn.bias.double(), bn.running_mean.double()
-    scale = alpha * s_in * gamma / sigma / s_out
     offset = (beta - gamma * mu / sigma) / s_out
     k, st, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    o = conv.weight.shape[0]
     out_shape = (o, _conv_out(shape[1], k, st, p), _conv_out(shape[2], k, st, p))
+    if not isinstance(conv, TernaryConv2d):
+        if residual is not None:
+            raise ValueError(f"layer '{name}': a full-precision layer cannot take a residual")
+        return _float_layer(name, "conv", source, shape, out_shape, conv.weight, s_in * gamma / sigma / s_out,
+                            offset, lanes, out_bits=bits, out_signed=signed, relu=relu, kernel=k, stride=st,
+                            padding=p)
+    t, alpha = conv.ternary()
+    tex = conv.tex
+    mask = masks.get(name, np.ones((o, num_blocks(t.shape[1], lanes)), bool))
+    scale = alpha * s_in * gamma / sigma / s_out
     return ir.Layer(name=name, kind="conv", source=source, in_shape=tuple(shape), out_shape=out_shape,
                     out_bits=bits, out_signed=signed, relu=relu, kernel=k, stride=st, padding=p,
                     weight=t.numpy().astype(np.int8), mask=np.asarray(mask, bool), residual=residual, tex=tex,
@@ -183,15 +193,24 @@ def export(model: TernaryCNN | TernaryResNet, lanes: int, masks: dict[str, np.nd
         **_requant(np.full(c, 1.0 / (h * w)), np.zeros(c))))
 
     fc = model.fc
-    t, alpha = _ternary("fc", fc)
-    o = t.shape[0]
-    bias = fc.bias.double().numpy() if fc.bias is not None else np.zeros(o)
+    o = fc.weight.shape[0]
+    bias = fc.bias.double() if fc.bias is not None else torch.zeros(o, dtype=torch.float64)
+    logits = dict(out_bits=LOGIT_BITS, out_signed=True, relu=False)
+    if not isinstance(fc, TernaryLinear):
+        layers.append(_float_layer("fc", "linear", "avgpool", (c, 1, 1), (o, 1, 1), fc.weight,
+                                   torch.full((o,), s_in / out_scale, dtype=torch.float64), bias / out_scale,
+                                   lanes, **logits))
+        return _finish(model, lanes, layers, out_scale, meta)
+    t, alpha = fc.ternary()
+    bias = bias.numpy()
     layers.append(ir.Layer(
-        name="fc", kind="linear", source="avgpool", in_shape=(c, 1, 1), out_shape=(o, 1, 1),
-        out_bits=LOGIT_BITS, out_signed=True, relu=False,
+        name="fc", kind="linear", source="avgpool", in_shape=(c, 1, 1), out_shape=(o, 1, 1), **logits,
         weight=t.numpy().astype(np.int8), mask=masks.get("fc", np.ones((o, num_blocks(c, lanes)), bool)),
-        tex=fc.tex,        **_requant(np.full(o, alpha * s_in / out_scale), bias / out_scale)))
+        tex=fc.tex, **_requant(np.full(o, alpha * s_in / out_scale), bias / out_scale)))
+    return _finish(model, lanes, layers, out_scale, meta)
 
+
+def _finish(model, lanes: int, layers: list[ir.Layer], out_scale: float, meta: dict | None) -> ir.Model:
     spec = ir.InputSpec(tuple(model.in_shape), model.input_bits, False, model.input_scale)
     meta = {"logit_scale": out_scale, **(meta or {})}
     return ir.validate(ir.Model(model.name, lanes, spec, tuple(layers), meta))

@@ -89,7 +89,8 @@ def load_float_init(model: nn.Module, path: str, exclude: tuple[str, ...] = ()) 
                if k not in mapped and k not in excluded and not k.endswith(_OPTIONAL)]
     problems = []
     if mismatch:
-        problems.append(f"{len(mismatch)} shape mismatches: {_first(mismatch)}")
+        problems.append(f"{len(mismatch)} shape mismatches: {_first(mismatch)} (to leave a layer out, e.g. a "
+                        "classifier for other classes, exclude its prefix: --init-exclude fc.)")
     if unknown:
         problems.append(f"{len(unknown)} unknown keys: {_first(unknown)}")
     if missing:

@@ -86,4 +86,4 @@ def digits_cnn(input_scale: float = 1 / 16, **options) -> TernaryCNN:
 from .resnet import RESNETS, TernaryResNet, digits_resnet  # noqa: E402  (resnet.py does not import this module)
 
 MODELS = {"digits": digits_cnn, "digits_resnet": digits_resnet,
-          **{name: build for name, build in RESNETS.items() if name != "resnet18"}}
+          **RESNETS}

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .distributed import global_max
+
 DEFAULT_DELTA = 0.05
 MEAN_FACTOR = 0.7  # the mean rule's Δ = 0.7 · mean|W|
 THRESHOLD_RULES = ("max", "mean")
@@ -147,7 +149,7 @@ class ActQuant(nn.Module):
         """In training mode, fold the batch's largest |x| into the running maximum (nothing in eval)."""
         if not self.training:
             return
-        m = x.detach().abs().max()
+        m = global_max(x.detach().abs().max())  # over every rank's rows when data-parallel
         if bool(self.calibrated):
             self.running_max.mul_(1 - self.momentum).add_(self.momentum * m)
         else:
