@@ -43,9 +43,10 @@ def world_from_env(env=os.environ) -> World:
 
 
 def init(world: World) -> None:
-    """Join the process group (nccl with CUDA, gloo otherwise); nothing for a single process."""
+    """Join the process group; nothing for a single process. gloo: training runs on the CPU (placing it on
+    CUDA devices, where nccl belongs, waits for a machine with a GPU to check it on)."""
     if world.size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")
 
 
 def active() -> bool:
