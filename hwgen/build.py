@@ -1,6 +1,7 @@
 """IR -> Verilog, ROM images and manifest.json, written atomically into one output folder."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -12,12 +13,12 @@ from amaranth.back import verilog
 
 from . import __version__, mapping
 from .ir import Model
-from .lower import (Program, layer_cycles, lower, pe_rom_width, pe_roms, predicted_cycles, rq_roms, rq_width,
+from .lower import (Capacity, Program, layer_cycles, lower, pe_rom_width, pe_roms, predicted_cycles, rq_roms, rq_width,
                     schedule_rom, utilization, widths)
-from .rtl.controller import SCHED_IMAGE
+from .rtl.controller import DESC_IMAGE, SCHED_IMAGE, descriptor_layout, descriptor_words
 from .report import render, unbalanced_program
 from .rtl.extmem import MEM_VERILOG, hex_image
-from .rtl.top import Top, pe_image, rq_image
+from .rtl.top import NET_IMAGE, Top, net_layout, net_word, pe_image, rq_image
 
 TOP_NAME = "hwgen_top"
 VERILOG_FILES = ("hwgen_top.v", "hwgen_mem.v")
@@ -28,6 +29,8 @@ class BuildConfig:
     pe: int
     lanes: int = 16
     tile: int = 16
+    capacity: Capacity | None = None  # hardware sizes to fit the network into (default: its own)
+    pe_kind: str = "ternary"  # encoding.PE_KINDS; "mac" is the int8 multiply-accumulate baseline
 
 
 def manifest(model: Model, prog: Program) -> dict:
@@ -38,7 +41,7 @@ def manifest(model: Model, prog: Program) -> dict:
     total = sum(l.kept.size for l in prog.layers)
     return {
         "generator": f"hwgen {__version__}", "model": model.name, "top": TOP_NAME,
-        "pe": prog.pe, "lanes": prog.lanes, "tile": prog.tile,
+        "pe": prog.pe, "lanes": prog.lanes, "tile": prog.tile, "pe_kind": prog.pe_kind,
         "predicted_cycles": predicted_cycles(prog), "utilization": round(utilization(prog), 6),
         "rom_bits": rom_bits, "kept_groups": kept, "total_groups": total,
         "idle_slots": sum(l.schedule.idle_slots * l.kh * l.kw for l in prog.layers),
@@ -47,10 +50,10 @@ def manifest(model: Model, prog: Program) -> dict:
         "input_shape": list(model.input.shape), "stream_shape": list(prog.input_shape),
         "im2col": list(prog.im2col) if prog.im2col else None, "output_shape": list(prog.layers[-1].out_shape),
         "buffer_bits": 2 * prog.buf_depth * prog.lanes * prog.act_bits + prog.res_depth * prog.pe * prog.out_bits,
-        "files": list(VERILOG_FILES),
+        "files": list(VERILOG_FILES), "capacity": dataclasses.asdict(prog.cap),
         "layers": [{
             "name": l.name, "kind": l.kind, "in_shape": list(l.in_shape), "out_shape": list(l.out_shape),
-            "kernel": [l.kh, l.kw], "stride": l.stride, "padding": l.pad,
+            "kernel": [l.kh, l.kw], "stride": l.stride, "padding": l.pad, "in_buf": l.in_buf, "out_buf": l.out_buf,
             "kept_groups": int(l.kept.sum()), "total_groups": int(l.kept.size), "waves": list(l.schedule.waves),
             "steps": l.n_steps, "acc_bound": l.acc_bound, "cycles": layer_cycles(prog, l),
             "utilization": round(utilization(prog, [l]), 6),
@@ -60,18 +63,26 @@ def manifest(model: Model, prog: Program) -> dict:
 
 def generate(model: Model, cfg: BuildConfig, note: str = "", compare_unbalanced: bool = False) -> dict[str, str]:
     """All output files as name -> text. Pure: the same model and config give the same bytes."""
-    prog = lower(model, cfg.pe, cfg.lanes, cfg.tile)
-    wd = widths(prog)
-    files = {"hwgen_top.v": verilog.convert(Top(prog), name=TOP_NAME, emit_src=False), "hwgen_mem.v": MEM_VERILOG,
-             SCHED_IMAGE: hex_image(schedule_rom(prog, wd), wd.off + 2 * wd.dim)}
-    for p, words in enumerate(pe_roms(prog, wd)):
-        files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd))
-    for p, words in enumerate(rq_roms(prog)):
-        files[rq_image(p)] = hex_image(words, rq_width(prog))
+    prog = lower(model, cfg.pe, cfg.lanes, cfg.tile, capacity=cfg.capacity, pe_kind=cfg.pe_kind)
+    files = {"hwgen_top.v": verilog.convert(Top(prog), name=TOP_NAME, emit_src=False), "hwgen_mem.v": MEM_VERILOG}
+    files.update(images(prog))
     man = manifest(model, prog)
     files["manifest.json"] = json.dumps(man, indent=1) + "\n"
     unbalanced = unbalanced_program(model, cfg.pe, cfg.lanes, cfg.tile, 0) if compare_unbalanced else None
     files["report.md"] = render(man, prog, note or f"Model '{model.name}' from its IR.", unbalanced)
+    return files
+
+
+def images(prog: Program) -> dict[str, str]:
+    """The ROM images: all that differs between networks built into the same capacity."""
+    wd = widths(prog)
+    files = {SCHED_IMAGE: hex_image(schedule_rom(prog, wd), wd.off + 2 * wd.dim),
+             DESC_IMAGE: hex_image(descriptor_words(prog), descriptor_layout(prog, wd).size),
+             NET_IMAGE: hex_image([net_word(prog)], net_layout(prog).size)}
+    for p, words in enumerate(pe_roms(prog, wd)):
+        files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd))
+    for p, words in enumerate(rq_roms(prog)):
+        files[rq_image(p)] = hex_image(words, rq_width(prog))
     return files
 
 
@@ -94,6 +105,15 @@ def write_atomically(files: dict[str, str], out: Path) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def build_images(model: Model, cfg: BuildConfig, out: Path) -> dict:
+    """The ROM images and manifest.json alone, no Verilog: enough to run the network on a model compiled
+    from any build with the same pe, lanes, tile and capacity (hwgen.simulate.compile_model)."""
+    prog = lower(model, cfg.pe, cfg.lanes, cfg.tile, capacity=cfg.capacity, pe_kind=cfg.pe_kind)
+    man = manifest(model, prog)
+    write_atomically({**images(prog), "manifest.json": json.dumps(man, indent=1) + "\n"}, out)
+    return man
 
 
 def build(model: Model, cfg: BuildConfig, out: Path, note: str = "", compare_unbalanced: bool = False) -> dict:

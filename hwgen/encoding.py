@@ -1,7 +1,9 @@
 """Every bit layout shared by the generator, the host side and the testbenches.
 
 - Ternary code, 2 bits per lane: 0 -> 0b00, +1 -> 0b01, -1 -> 0b11 (the 2-bit two's complement).
-- Weight ROM word of a PE: lane l's code at bits [2l, 2l+2), then the local output channel above them.
+- Weight ROM word of a PE: lane l's weight at bits [w*l, w*(l+1)), then the local output channel above
+  them; w = ``WEIGHT_BITS[pe_kind]``: the 2-bit code (``ternary``) or an 8-bit two's complement weight
+  (``mac``, the int8 multiply-accumulate baseline).
 - Requant constants: ``mul`` fits ``REQUANT_MUL_BITS`` signed bits so the drain multiplier is one
   18x18 DSP-sized operand on the constant side.
 - Stream beats: docs/stream.md. Input: the L activations of one pixel of one input block (lane l at bits
@@ -15,6 +17,8 @@ import math
 import numpy as np
 
 CODE = {0: 0b00, 1: 0b01, -1: 0b11}
+WEIGHT_BITS = {"ternary": 2, "mac": 8}  # bits of one lane's weight in a PE ROM word, per PE kind
+PE_KINDS = tuple(WEIGHT_BITS)
 REQUANT_MUL_BITS = 18
 REQUANT_MAX_SHIFT = 40
 
@@ -41,6 +45,24 @@ def ternary_codes(weights: np.ndarray) -> np.ndarray:
     """int8 {-1, 0, 1} -> uint8 2-bit codes, same shape."""
     w = np.asarray(weights)
     return np.where(w == 1, CODE[1], np.where(w == -1, CODE[-1], CODE[0])).astype(np.uint8)
+
+
+def check_pe_kind(pe_kind: str) -> None:
+    if pe_kind not in WEIGHT_BITS:
+        raise ValueError(f"pe_kind must be one of {', '.join(PE_KINDS)}, not {pe_kind!r}")
+
+
+def lane_weights(weights: np.ndarray, pe_kind: str) -> np.ndarray:
+    """int8 weights -> the unsigned lane fields of ``pe_kind``'s ROM word, same shape: 2-bit ternary codes,
+    or the 8-bit two's complement of each weight (values outside int8 are refused, never wrapped)."""
+    check_pe_kind(pe_kind)
+    if pe_kind == "ternary":
+        return ternary_codes(weights)
+    w = np.asarray(weights, np.int64)
+    bits = WEIGHT_BITS["mac"]
+    if w.size and (w.min() < -(1 << (bits - 1)) or w.max() >= 1 << (bits - 1)):
+        raise ValueError(f"mac weights must fit {bits} signed bits, found values in [{w.min()}, {w.max()}]")
+    return (w & ((1 << bits) - 1)).astype(np.uint8)
 
 
 def pack_lanes(values, width: int) -> int:

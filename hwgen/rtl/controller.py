@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..lower import Program, Widths, descriptors, widths
 from .extmem import ImageROM
 
 SCHED_IMAGE = "sched.hex"
+DESC_IMAGE = "desc.hex"
 DRAIN_PRE_CYCLES = 1
 DRAIN_POST_CYCLES = 2
 
@@ -39,6 +39,13 @@ def descriptor_layout(prog: Program, wd: Widths) -> data.StructLayout:
         "locals": unsigned(wd.lo + 1), "lo_per_word": count(prog.lanes), "rq_base": unsigned(wd.rq + 1),
         "lo": signed(prog.clamp_bits + 1), "hi": signed(prog.clamp_bits + 1),
     })
+
+
+def descriptor_words(prog: Program) -> list[int]:
+    """The descriptor ROM image: one packed ``descriptor_layout`` word per layer. Descriptors are an image,
+    not Verilog, so the Verilog depends only on the hardware sizes (``prog.cap``)."""
+    layout = descriptor_layout(prog, widths(prog))
+    return [layout.const(d).as_value().value for d in descriptors(prog)]
 
 
 class Walker:
@@ -72,7 +79,8 @@ class Walker:
 
 class Controller(wiring.Component):
     """Ports: ``start`` (in, pulse) runs the whole program; ``done`` pulses one cycle after the last drain
-    flush. Issue outputs are valid in the cycle they are asserted (stage 0):
+    flush; ``layer_done`` pulses when a layer's last output write has landed (the testbench reads the
+    buffers then, to find the first layer that differs from the reference). Issue outputs are valid in the cycle they are asserted (stage 0):
 
     - compute: ``issue``, ``step`` (PE-ROM address), ``act_addr``, ``inb`` (inside the map), ``t``, ``bank``
     - drain: ``drain``, ``drain_lo``, ``drain_t``, ``rq_addr``, ``out_addr``, ``out_grp`` (of bank ~``bank``)
@@ -84,7 +92,7 @@ class Controller(wiring.Component):
         self.layout = descriptor_layout(prog, self.wd)
         wd, t_bits = self.wd, max(1, (prog.tile - 1).bit_length())
         super().__init__({
-            "start": In(1), "done": Out(1), "busy": Out(1), "bank": Out(1),
+            "start": In(1), "done": Out(1), "layer_done": Out(1), "busy": Out(1), "bank": Out(1),
             "issue": Out(1), "step": Out(wd.step), "act_addr": Out(wd.addr), "inb": Out(1),
             "t": Out(t_bits),
             "drain": Out(1), "drain_lo": Out(wd.lo), "drain_t": Out(t_bits), "rq_addr": Out(wd.rq),
@@ -95,17 +103,14 @@ class Controller(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         prog, wd = self.prog, self.wd
-        descs = descriptors(prog)
-        desc_mem = m.submodules.desc_rom = Memory(shape=self.layout, depth=len(descs), init=descs)
-        desc_rd = desc_mem.read_port()
-        sched = m.submodules.sched_rom = ImageROM(
-            wd.off + 2 * wd.dim, max(1, sum(l.n_steps for l in prog.layers)), SCHED_IMAGE)
+        desc_rd = m.submodules.desc_rom = ImageROM(self.layout.size, prog.cap.layers, DESC_IMAGE)
+        sched = m.submodules.sched_rom = ImageROM(wd.off + 2 * wd.dim, prog.cap.steps, SCHED_IMAGE)
         entry_off = sched.data[:wd.off].as_signed()
         entry_dy = sched.data[wd.off:wd.off + wd.dim].as_signed()
         entry_dx = sched.data[wd.off + wd.dim:].as_signed()
 
         desc = self.desc
-        layer = Signal(range(len(descs) + 1))
+        layer = Signal(range(prog.cap.layers + 1))
         tile_pix = Signal(wd.addr + 1)
         n_t = Signal(range(prog.tile + 1))
         s = Signal(wd.step + 1)
@@ -174,7 +179,8 @@ class Controller(wiring.Component):
             with m.State("LAYER_END"):  # the last drain's writes land before the next layer reads them
                 m.d.comb += self.busy.eq(1)
                 with m.If(d_idle):
-                    with m.If(layer == len(descs) - 1):
+                    m.d.comb += self.layer_done.eq(1)
+                    with m.If(desc.to_result):  # the last layer is the one that writes the result
                         m.d.comb += self.done.eq(1)
                         m.next = "IDLE"
                     with m.Else():

@@ -11,7 +11,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..encoding import REQUANT_MUL_BITS
+from ..encoding import REQUANT_MUL_BITS, WEIGHT_BITS
 from ..lower import Program, pe_rom_width, rq_width
 from .array import PEArray
 from .controller import Controller
@@ -40,6 +40,21 @@ def rq_image(p: int) -> str:
     return f"rq{p}.hex"
 
 
+NET_IMAGE = "net.hex"
+
+
+def net_layout(prog: Program) -> data.StructLayout:
+    """The one word of ``net.hex``: the stream sizes of the network, so that they are not Verilog constants."""
+    cap = prog.cap
+    return data.StructLayout({"in_beats": range(cap.buf_depth + 1), "out_c": range(cap.locals * prog.pe + 1),
+                              "out_pix": range(cap.res_depth + 1)})
+
+
+def net_word(prog: Program) -> int:
+    return net_layout(prog).const({"in_beats": prog.input_beats, "out_c": prog.layers[-1].out_shape[0],
+                                   "out_pix": prog.layers[-1].n_pix}).as_value().value
+
+
 class Top(wiring.Component):
     """Ports (AXI4-Stream in valid/ready/payload form, beat format in docs/stream.md):
 
@@ -47,7 +62,8 @@ class Top(wiring.Component):
       in raster order), ``last`` (accepted, not required: the top counts beats);
     - ``out``: payload ``data`` = one result value (channels fastest, then pixels; two's complement when
       signed), ``last`` on the final beat of an image; ``valid`` is held, payload stable, until ``ready``;
-    - ``cycles``: busy cycles of the engine for the last image.
+    - ``cycles``: busy cycles of the engine for the last image;
+    - ``layer_done``: pulses when a layer's output is complete in its buffer (for debugging testbenches).
 
     Images are processed one at a time: the input is accepted whole, the engine runs, the result streams
     out."""
@@ -58,6 +74,7 @@ class Top(wiring.Component):
             "inp": In(stream.Signature(data.StructLayout({"data": prog.lanes * prog.act_bits, "last": 1}))),
             "out": Out(stream.Signature(data.StructLayout({"data": prog.out_bits, "last": 1}))),
             "cycles": Out(CYCLE_COUNTER_BITS),
+            "layer_done": Out(1),
         })
 
     def elaborate(self, platform):
@@ -66,11 +83,12 @@ class Top(wiring.Component):
         N, L, B = prog.pe, prog.lanes, prog.act_bits
         ctrl = m.submodules.ctrl = Controller(prog)
         wd = ctrl.wd
-        array = m.submodules.array = PEArray(N, L, B, prog.acc_bits, prog.max_locals, prog.tile)
-        steps = max(1, sum(l.n_steps for l in prog.layers))
-        rq_depth = max(1, sum(l.locals(N) for l in prog.layers))
-        pe_roms = [ImageROM(pe_rom_width(prog, wd), steps, pe_image(p)) for p in range(N)]
-        rq_roms = [ImageROM(rq_width(prog), rq_depth, rq_image(p)) for p in range(N)]
+        cap = prog.cap  # every size below comes from the capacity, never from the network's layers
+        array = m.submodules.array = PEArray(N, L, B, prog.acc_bits, cap.locals, prog.tile, prog.pe_kind)
+        pe_roms = [ImageROM(pe_rom_width(prog, wd), cap.steps, pe_image(p)) for p in range(N)]
+        rq_roms = [ImageROM(rq_width(prog), cap.rq_words, rq_image(p)) for p in range(N)]
+        net_rom = m.submodules.net_rom = ImageROM(net_layout(prog).size, 1, NET_IMAGE)
+        net = data.View(net_layout(prog), net_rom.data)  # constant after the first clock edge
         rqs = [Requant(prog.acc_bits, prog.bias_bits, prog.shift_bits, prog.clamp_bits, B + 1) for _ in range(N)]
         for p in range(N):
             m.submodules[f"pe_rom{p}"], m.submodules[f"rq_rom{p}"] = pe_roms[p], rq_roms[p]
@@ -94,8 +112,9 @@ class Top(wiring.Component):
                 m.d.comb += word.eq(buf.rdata)
         m.d.comb += [array.valid.eq(valid1), array.t.eq(t1), array.bank.eq(bank1), array.act_signed.eq(desc.in_signed),
                      array.max_mode.eq(desc.max_mode), array.acts.eq(Mux(inb1, word, 0))]
+        wbits = WEIGHT_BITS[prog.pe_kind] * L  # the PE ROM word: lane weights, then the local channel
         for p in range(N):
-            m.d.comb += [array.codes[p].eq(pe_roms[p].data[:2 * L]), array.los[p].eq(pe_roms[p].data[2 * L:])]
+            m.d.comb += [array.codes[p].eq(pe_roms[p].data[:wbits]), array.los[p].eq(pe_roms[p].data[wbits:])]
 
         # ---- drain: stage 0 -> 1 -> 2
         m.d.comb += [array.drain.eq(ctrl.drain), array.drain_bank.eq(~ctrl.bank), array.drain_lo.eq(ctrl.drain_lo),
@@ -131,16 +150,18 @@ class Top(wiring.Component):
                      result.wen.eq(Mux(dv2 & desc.to_result, (1 << N) - 1, 0))]
 
         # ---- top-level sequence: load, run, stream out
-        in_count = Signal(range(prog.input_beats + 1))
-        out_o = Signal(range(prog.layers[-1].out_shape[0] + 1))
+        in_count = Signal(range(cap.buf_depth + 1))
+        out_o = Signal(range(cap.locals * N + 1))
         out_p = Signal(range(N + 1))
-        out_px = Signal(range(prog.layers[-1].n_pix + 1))
+        out_px = Signal(range(cap.res_depth + 1))
         out_lobase = Signal(range(max(2, prog.res_depth + 1)))
         out_sel = Signal.like(out_p)
-        n_pix_f = prog.layers[-1].n_pix
+        n_pix_f = net.out_pix
+        m.d.comb += net_rom.addr.eq(0)
         m.d.comb += [result.raddr.eq(out_lobase + out_px), result.ren.eq(0)]
         m.d.comb += self.out.payload.data.eq(
             select(m, out_sel, [lane(result.rdata, p, prog.out_bits) for p in range(N)], "out_value"))
+        m.d.comb += self.layer_done.eq(ctrl.layer_done)
         with m.If(ctrl.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         for i, buf in enumerate(bufs):
@@ -152,7 +173,7 @@ class Top(wiring.Component):
                 with m.If(self.inp.valid):
                     m.d.comb += bufs[0].wen.eq((1 << L) - 1)
                     m.d.sync += in_count.eq(in_count + 1)
-                    with m.If(in_count == prog.input_beats - 1):
+                    with m.If(in_count == net.in_beats - 1):
                         m.d.comb += ctrl.start.eq(1)
                         m.d.sync += [in_count.eq(0), self.cycles.eq(0)]
                         m.next = "RUN"
@@ -166,10 +187,10 @@ class Top(wiring.Component):
                 m.next = "OUT_VALID"
             with m.State("OUT_VALID"):
                 m.d.comb += [self.out.valid.eq(1), self.out.payload.last.eq(
-                    (out_o == prog.layers[-1].out_shape[0] - 1) & (out_px == n_pix_f - 1))]
+                    (out_o == net.out_c - 1) & (out_px == n_pix_f - 1))]
                 with m.If(self.out.ready):
                     m.next = "OUT_READ"
-                    with m.If(out_o == prog.layers[-1].out_shape[0] - 1):
+                    with m.If(out_o == net.out_c - 1):
                         m.d.sync += [out_o.eq(0), out_p.eq(0), out_lobase.eq(0), out_px.eq(out_px + 1)]
                         with m.If(out_px == n_pix_f - 1):
                             m.next = "LOAD"
