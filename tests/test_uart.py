@@ -1,0 +1,120 @@
+"""The UART host link: baud checks, the host's framing, and the link's Verilog in Verilator against the
+integer reference (the same bytes a board would see)."""
+import dataclasses
+
+import pytest
+
+from hwgen.build import BuildConfig
+from hwgen.encoding import pack_input
+from hwgen.host import HostError, Link, check, simulate_uart
+from hwgen.lower import lower, predicted_cycles
+from hwgen.rtl.uart import CYCLE_BYTES, FRAME_IN, FRAME_OUT, baud_divisor
+from hwgen.simulate import random_images
+
+
+def test_baud_divisor():
+    assert baud_divisor(100_000_000, 115200) == 868
+    assert baud_divisor(25_000_000, 1_000_000) == 25
+    with pytest.raises(ValueError, match=r"baud 115200 is 3\.5% off what a 1000000 Hz clock can make"):
+        baud_divisor(1_000_000, 115200)
+    with pytest.raises(ValueError, match="baud must be at most clock/4 = 250000, found 400000"):
+        baud_divisor(1_000_000, 400_000)
+
+
+def test_frame_and_parse(small_model):
+    link = Link.of(lower(small_model, 4, 16, 16))
+    image = random_images(small_model, 1)[0]
+    frame = link.frame(image)
+    beats = pack_input(image, 16, 8, link.im2col)
+    assert frame[0] == FRAME_IN and len(frame) == 1 + len(beats) * link.in_bytes
+    k = 5  # any beat: little-endian, so lane 0 (channel 0 of the block) is its first byte
+    assert frame[1 + k * 16:1 + (k + 1) * 16] == beats[k].to_bytes(16, "little")
+    assert frame[1 + k * 16] == beats[k] & 0xFF
+    values = [-3, 5] + [0] * (link.output_beats - 2)
+    answer = bytes([FRAME_OUT]) + b"".join((v & 0xFFFF).to_bytes(link.out_bytes, "little") for v in values)
+    answer += (1234).to_bytes(CYCLE_BYTES, "little")
+    assert link.parse(answer) == (values, 1234)
+    with pytest.raises(HostError, match=f"an answer must be {link.answer_bytes} bytes, found 3"):
+        link.parse(answer[:3])
+
+
+@pytest.fixture(scope="module")
+def uart_run(small_model, tmp_path_factory):
+    """Two images through rx, answers from tx, parsed by the host code."""
+    images = random_images(small_model, 2, seed=3)
+    out = tmp_path_factory.mktemp("uart")
+    return images, simulate_uart(small_model, BuildConfig(pe=4), images, out, clk_hz=8_000_000, baud=1_000_000)
+
+
+@pytest.mark.slow
+def test_uart_link_matches_reference(small_model, uart_run):
+    """Equal to the reference, and the cycle count the link reports is the analytical model's."""
+    _, result = uart_run
+    assert result["answers"] == 2
+    assert result["mismatches"] == [], result["mismatches"]
+    assert result["cycles"] == [predicted_cycles(lower(small_model, 4, 16, 16))] * 2
+    assert all(len(o) == 10 for o in result["outputs"])
+
+
+@pytest.mark.slow
+def test_uart_check_catches_a_changed_network(small_model, uart_run):
+    """Mutation: the same answers checked against a network with one changed bias must fail."""
+    images, result = uart_run
+    layers = list(small_model.layers)
+    layers[-1] = dataclasses.replace(layers[-1], bias=layers[-1].bias + 64)
+    problems = check(dataclasses.replace(small_model, layers=tuple(layers)), images, result["outputs"])
+    assert len(problems) == 2 and problems[0].startswith("image 0: channel ")
+
+
+def test_run_against_an_emulated_board(small_model, tmp_path):
+    """`hwgen run` end to end over pyserial (a socket:// URL): a thread plays the board, answering each
+    frame with the reference's values; one answer of the second run is corrupted and must be caught."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    import numpy as np
+
+    from hwgen import ir
+    from hwgen.simulate import expected_beats
+
+    images = random_images(small_model, 3, seed=5)
+    link = Link.of(lower(small_model, 4, 16, 16))
+    answers = {}
+    for img, values in zip(images, expected_beats(small_model, images)):
+        answers[link.frame(img)] = bytearray([FRAME_OUT]) + b"".join(
+            (v & 0xFFFF).to_bytes(link.out_bytes, "little") for v in values) + (99).to_bytes(CYCLE_BYTES, "little")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def board(corrupt):
+        conn, _ = server.accept()
+        with conn:
+            buf = b""
+            size = len(next(iter(answers)))
+            while (chunk := conn.recv(65536)):
+                buf += chunk
+                while len(buf) >= size:
+                    answer = bytearray(answers[buf[:size]])
+                    buf = buf[size:]
+                    if corrupt:
+                        answer[1] ^= 1
+                    conn.sendall(answer)
+
+    np.save(tmp_path / "images.npy", images)
+    ir.save(small_model, tmp_path / "m.ir")
+    cmd = [sys.executable, "-m", "hwgen", "run", "--ir", tmp_path / "m.ir", "--pe", 4, "--images",
+           tmp_path / "images.npy", "--port", f"socket://127.0.0.1:{server.getsockname()[1]}", "--timeout", 20]
+    for corrupt, code in ((False, 0), (True, 1)):
+        thread = threading.Thread(target=board, args=(corrupt,), daemon=True)
+        thread.start()
+        res = subprocess.run([*map(str, cmd), "--out", str(tmp_path / f"run{int(corrupt)}")], capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == code, res.stdout + res.stderr
+        result = json.loads((tmp_path / f"run{int(corrupt)}" / "run_result.json").read_text())
+        assert result["images"] == 3 and result["cycles"] == [99] * 3
+        assert result["mismatches"] == (3 if corrupt else 0)
+    server.close()
