@@ -124,8 +124,6 @@ def run(args) -> int:
         raise UsageError(f"--stall must be a probability in [0, 1), not {args.stall}")
     if args.tile & (args.tile - 1):
         raise UsageError(f"--tile must be a power of two, not {args.tile}")
-    if args.verb in ("synth", "run") and args.pe_kind != "ternary":  # synth.py and host.py lower ternary PEs only
-        raise UsageError(f"--pe-kind {args.pe_kind} applies to build and sim; {args.verb} builds ternary PEs only")
     model = load_model(args)
     out = args.out or Path("rtl_out") / f"{model.name}_pe{args.pe}"
     if args.verb in ("synth", "run"):

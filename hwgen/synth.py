@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .build import BuildConfig, generate
 from .ir import Model
-from .lower import lower
+from .lower import Program, lower
 from .rtl.uart import UARTLink, baud_divisor
 from .synth_fit import (CELLS, FitError, check_estimate, check_synthesized, dsp_by_unit, estimate, memories,
                         nextpnr_figures, yosys_counts)
@@ -141,6 +141,11 @@ def _drop_locations(tmp: Path, family: str) -> None:
     cons.write_text("\n".join(keep) + "\n")
 
 
+def synthesized_program(model: Model, build_cfg: BuildConfig) -> Program:
+    """The program the bitstream runs: lowered with the build's PE kind, as ``generate`` writes its images."""
+    return lower(model, build_cfg.pe, build_cfg.lanes, build_cfg.tile, pe_kind=build_cfg.pe_kind)
+
+
 def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path, progress=print) -> dict:
     """Build ``model`` for the target of ``cfg`` into ``out``. Returns synth_report.json's content."""
     t_start = time.monotonic()
@@ -149,7 +154,7 @@ def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path
         baud_divisor(clk, cfg.baud)  # refuse a baud rate the clock cannot make before anything else
     except ValueError as e:
         raise SynthError(str(e)) from None
-    prog = lower(model, build_cfg.pe, build_cfg.lanes, build_cfg.tile)
+    prog = synthesized_program(model, build_cfg)
     open_tools = family in OPEN_FAMILIES
     est = None
     if open_tools:

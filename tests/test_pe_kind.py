@@ -163,8 +163,15 @@ def test_mac_in_verilator_is_bit_exact(small_model, tmp_path):
     assert mans[1]["predicted_cycles"] < ternary[1]
 
 
-def test_synth_and_run_refuse_mac_for_now(capsys):
-    """synth.py and host.py lower the network without the PE kind: a mac bitstream would pair ternary
-    logic with int8 ROM images, so the CLI refuses it in one line rather than build that."""
-    assert cli.main(["synth", "--model", "digits", "--pe", "4", "--pe-kind", "mac", "--device", "LFE5U-25F"]) == 2
-    assert capsys.readouterr().err == "error: --pe-kind mac applies to build and sim; synth builds ternary PEs only\n"
+def test_synthesized_design_follows_the_pe_kind(small_model):
+    """What `hwgen synth` elaborates (the UART link around the top, lowered with the build's PE kind) has
+    the mac PEs' multipliers only when asked: N x L more than the ternary design's requant multipliers."""
+    from hwgen.rtl.uart import UARTLink
+    from hwgen.synth import synthesized_program
+
+    counts = {}
+    for kind in ("ternary", "mac"):
+        prog = synthesized_program(small_model, BuildConfig(4, 16, pe_kind=kind))
+        assert prog.pe_kind == kind
+        counts[kind] = multipliers(cell_counts(UARTLink(prog, 10_000_000, 1_000_000)))
+    assert counts["mac"] - counts["ternary"] == 4 * 16
