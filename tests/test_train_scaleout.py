@@ -47,18 +47,18 @@ def test_two_processes_train_like_one(tmp_path):
 
 
 def test_torchrun_cli_trains_and_exports(tmp_path):
-    res = _torchrun("-m", "train", "--model", "digits", "--pe", 16, "--epochs", 4, "--out", tmp_path / "run",
+    res = _torchrun("-m", "train", "--model", "digits", "--pe", 16, "--epochs", 2, "--out", tmp_path / "run",
                     "--quiet", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(os.listdir(tmp_path)) == ["run"]  # rank 1 wrote nothing, the checkpoints are gone
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data_parallel_ranks"] == 2
-    assert metrics["int_accuracy"] == ir.load(tmp_path / "run" / "model.ir").meta["int_accuracy"] > 0.5
+    assert metrics["int_accuracy"] == ir.load(tmp_path / "run" / "model.ir").meta["int_accuracy"] > 0.2
 
 
 def _train(out, *extra, **popen):
     return subprocess.Popen([sys.executable, "-m", "train", "--model", "digits_resnet", "--pe", "16", "--epochs",
-                             "6", "--out", str(out), "--quiet", *extra], env=ENV, stderr=subprocess.PIPE,
+                             "4", "--out", str(out), "--quiet", *extra], env=ENV, stderr=subprocess.PIPE,
                             text=True, **popen)
 
 
@@ -68,15 +68,15 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path, capsys):
     ckpt = tmp_path / "cut.ckpt" / "last.pt"
     cut = _train(tmp_path / "cut")
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and cut.poll() is None:  # kill it inside the fine-tune stage
-        if ckpt.exists() and torch.load(ckpt, weights_only=True)["epochs_done"] >= 5:
+    while time.monotonic() < deadline and cut.poll() is None:  # kill it inside the fine-tune stage (epoch 3 of 4)
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["epochs_done"] >= 3:
             cut.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
     assert cut.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (tmp_path / "cut").exists()
 
-    args = ["--model", "digits_resnet", "--pe", "16", "--epochs", "6", "--out", str(tmp_path / "cut"), "--quiet"]
+    args = ["--model", "digits_resnet", "--pe", "16", "--epochs", "4", "--out", str(tmp_path / "cut"), "--quiet"]
     assert main(args) == 2  # a checkpoint is there: no silent restart
     assert main([*args, "--resume", "--seed", "1"]) == 2
     err = capsys.readouterr().err.splitlines()
@@ -85,7 +85,7 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path, capsys):
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     assert (tmp_path / "cut" / "model.ir").read_bytes() == (tmp_path / "whole" / "model.ir").read_bytes()
     logs = [(tmp_path / d / "train_log.jsonl").read_text().splitlines() for d in ("whole", "cut")]
-    assert logs[0] == logs[1] and len(logs[0]) == 6
+    assert logs[0] == logs[1] and len(logs[0]) == 4
     assert not ckpt.parent.exists()
 
 
