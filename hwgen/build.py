@@ -11,7 +11,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from . import __version__, mapping
+from . import __version__
 from .ir import Model
 from .lower import (Capacity, Program, layer_cycles, lower, pe_rom_width, pe_roms, predicted_cycles, rq_roms, rq_width,
                     schedule_rom, utilization, widths)
@@ -86,6 +86,18 @@ def images(prog: Program) -> dict[str, str]:
     return files
 
 
+def swap_in(tmp: Path, out: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``out``; a previous ``out`` is moved aside first and removed
+    after, so ``out`` is never half-written."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+
+
 def write_atomically(files: dict[str, str], out: Path) -> None:
     """Write into a temporary sibling folder and rename it into place: a failure leaves nothing behind,
     and an existing output folder is replaced only by a complete one."""
@@ -95,13 +107,7 @@ def write_atomically(files: dict[str, str], out: Path) -> None:
     try:
         for name, text in files.items():
             (tmp / name).write_text(text)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        swap_in(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

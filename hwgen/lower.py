@@ -12,7 +12,7 @@ import numpy as np
 
 from . import mapping
 from .encoding import REQUANT_MUL_BITS, WEIGHT_BITS, check_pe_kind, lane_weights, pack_lanes
-from .ir import Model, value_range
+from .ir import Model
 from .reference import acc_bound, input_range
 from .rtl.pe import partial_width
 

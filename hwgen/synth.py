@@ -11,7 +11,6 @@ failed run leaves no output folder (its logs move to ``<out>.failed``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import BuildConfig, generate
+from .build import BuildConfig, generate, swap_in
 from .ir import Model
 from .lower import Program, lower
 from .rtl.uart import UARTLink, baud_divisor
@@ -223,13 +222,7 @@ def _run_open(tmp: Path, family: str, part, base: dict, progress) -> dict:
 
 
 def _replace(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
+    swap_in(tmp, out)
     shutil.rmtree(out.with_name(out.name + ".failed"), ignore_errors=True)
 
 

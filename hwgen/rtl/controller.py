@@ -14,7 +14,7 @@ j*H*W + dy*w_in + dx and (dy, dx) for the bounds check that zero-pads the border
 """
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from amaranth import ClockSignal, Instance, Module, Signal, unsigned
+from amaranth import ClockSignal, Instance, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

@@ -7,7 +7,7 @@ reads; stage 1 the product is registered; stage 2 the clamped value is written t
 """
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
