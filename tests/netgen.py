@@ -149,7 +149,7 @@ def mutation_net(seed: int = 11) -> Model:
     rng = np.random.default_rng(seed)
     spec = InputSpec((5, 6, 6), 2, False, 1.0)
     shapes = [(5, 6, 3, 1, 1), (6, 7, 3, 2, 1), (7, 5, 1, 1, 0)]  # c_in, c_out, k, stride, pad
-    layers, h, in_max, signed = [], 6, 3, False
+    layers, h, in_max = [], 6, 3
     for i, (c, o, k, s, p) in enumerate(shapes):
         weight = rng.choice(np.array([-1, 1], np.int8), size=(o, c, k, k))
         mul, bias = rng.integers(1, 3, o), rng.permutation(np.arange(-4, 5))[:o]

@@ -3,7 +3,6 @@ import dataclasses
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from hwgen import ir

@@ -2,11 +2,9 @@
 controller as the ternary PEs; the ternary build stays what it was."""
 import dataclasses
 import gc
-import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from hwgen import cli, mapping
 from hwgen.build import BuildConfig, generate
@@ -16,6 +14,7 @@ from hwgen.netlist import cell_counts, multipliers
 from hwgen.rtl.array import PEArray
 from hwgen.rtl.pe import MacPE, partial_width
 from hwgen.synthetic import NetBuilder
+from pe_cases import check_pe_dot_products
 
 
 def _tex2_net():
@@ -33,26 +32,8 @@ def _tex2_net():
 def test_mac_pe_multiplies_each_lane():
     lanes, bits = 4, 8
     dut = MacPE(lanes, bits)
-    rng = random.Random(3)
-    cases = []
-    for _ in range(300):
-        signed = rng.random() < 0.5
-        acts = [rng.randrange(-128, 128) if signed else rng.randrange(256) for _ in range(lanes)]
-        weights = [rng.randrange(-128, 128) for _ in range(lanes)]
-        if rng.random() < 0.1:  # the largest magnitudes: the sum must still fit partial_width
-            acts, weights = [-128 if signed else 255] * lanes, [-128] * lanes
-        cases.append((signed, acts, weights, sum(a * w for a, w in zip(acts, weights))))
-
-    async def bench(ctx):
-        for signed, acts, weights, expected in cases:
-            ctx.set(dut.act_signed, signed)
-            ctx.set(dut.acts, pack_lanes(acts, bits))
-            ctx.set(dut.weights, pack_lanes(weights, WEIGHT_BITS["mac"]))
-            assert ctx.get(dut.sum) == expected, (signed, acts, weights)
-
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
+    check_pe_dot_products(dut, lanes, bits, 3, lambda rng: rng.randrange(-128, 128), -128,
+                          lambda ctx, w: ctx.set(dut.weights, pack_lanes(w, WEIGHT_BITS["mac"])))
 
 
 def test_mac_array_has_multipliers_and_ternary_none():

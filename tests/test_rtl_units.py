@@ -8,31 +8,14 @@ from hwgen.netlist import cell_counts, multipliers
 from hwgen.rtl.array import PEArray
 from hwgen.rtl.pe import TernaryPE
 from hwgen.rtl.requant import Requant
+from pe_cases import check_pe_dot_products
 
 
 def test_pe_adds_subtracts_or_skips_each_lane():
     lanes, bits = 8, 8
     dut = TernaryPE(lanes, bits)
-    rng = random.Random(1)
-    cases = []
-    for _ in range(300):
-        signed = rng.random() < 0.5
-        acts = [rng.randrange(-128, 128) if signed else rng.randrange(256) for _ in range(lanes)]
-        if rng.random() < 0.1:  # extremes
-            acts = [-128 if signed else 255] * lanes
-        weights = [rng.choice((-1, 0, 1)) for _ in range(lanes)]
-        cases.append((signed, acts, weights, sum(a * w for a, w in zip(acts, weights))))
-
-    async def bench(ctx):
-        for signed, acts, weights, expected in cases:
-            ctx.set(dut.act_signed, signed)
-            ctx.set(dut.acts, pack_lanes(acts, bits))
-            ctx.set(dut.codes, pack_lanes([CODE[w] for w in weights], 2))
-            assert ctx.get(dut.sum) == expected, (signed, acts, weights)
-
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
+    check_pe_dot_products(dut, lanes, bits, 1, lambda rng: rng.choice((-1, 0, 1)), -1,
+                          lambda ctx, w: ctx.set(dut.codes, pack_lanes([CODE[x] for x in w], 2)))
 
 
 def test_requant_matches_integer_formula():

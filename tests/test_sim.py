@@ -1,10 +1,7 @@
 """Verilator through cocotb: every output value equal to the reference, simulated cycles == predicted."""
-import numpy as np
-import pytest
 
 from hwgen.build import BuildConfig, build
 from hwgen.simulate import random_images, simulate
-from hwgen.synthetic import chain_model
 
 
 def _check(model, pe, tmp_path, images):

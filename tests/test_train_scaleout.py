@@ -3,7 +3,6 @@ summation order), a killed run resumed from its checkpoint gives the same IR byt
 with explicit options, and ResNet-18 trains from an image folder with --init."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

@@ -1,0 +1,33 @@
+"""One check for every PE kind: random activations (signed or not, extremes included) and weights drawn by
+the kind, driven through the combinational PE in amaranth.sim, the sum compared with plain integers."""
+import random
+
+from amaranth.sim import Simulator
+
+from hwgen.encoding import pack_lanes
+
+
+def check_pe_dot_products(dut, lanes: int, bits: int, seed: int, draw_weight, extreme_weight: int,
+                          set_weights) -> None:
+    """``draw_weight(rng)``: one lane's weight; ``extreme_weight``: the weight of the largest-magnitude
+    cases; ``set_weights(ctx, weights)``: drive the PE's weight port."""
+    rng = random.Random(seed)
+    cases = []
+    for _ in range(300):
+        signed = rng.random() < 0.5
+        acts = [rng.randrange(-128, 128) if signed else rng.randrange(256) for _ in range(lanes)]
+        weights = [draw_weight(rng) for _ in range(lanes)]
+        if rng.random() < 0.1:  # the largest magnitudes: the sum must still fit the PE's output width
+            acts, weights = [-128 if signed else 255] * lanes, [extreme_weight] * lanes
+        cases.append((signed, acts, weights, sum(a * w for a, w in zip(acts, weights))))
+
+    async def bench(ctx):
+        for signed, acts, weights, expected in cases:
+            ctx.set(dut.act_signed, signed)
+            ctx.set(dut.acts, pack_lanes(acts, bits))
+            set_weights(ctx, weights)
+            assert ctx.get(dut.sum) == expected, (signed, acts, weights)
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
