@@ -13,8 +13,8 @@ from amaranth.back import verilog
 
 from . import __version__
 from .ir import Model
-from .lower import (Capacity, Program, layer_cycles, lower, pe_rom_width, pe_roms, predicted_cycles, rq_roms, rq_width,
-                    schedule_rom, utilization, widths)
+from .lower import Capacity, Program, layer_cycles, lower, predicted_cycles, utilization
+from .roms import pe_rom_width, pe_roms, rq_roms, rq_width, schedule_rom, widths
 from .rtl.controller import DESC_IMAGE, SCHED_IMAGE, descriptor_layout, descriptor_words
 from .report import render, unbalanced_program
 from .rtl.extmem import MEM_VERILOG, hex_image

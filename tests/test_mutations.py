@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from hwgen.encoding import REQUANT_MUL_BITS
-from hwgen.lower import lower, widths
+from hwgen.lower import lower
+from hwgen.roms import widths
 from hwgen.rtl.controller import DESC_IMAGE, descriptor_layout
 from hwgen.rtl.top import pe_image, rq_image
 from hwgen.simulate import simulate

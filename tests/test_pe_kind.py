@@ -9,7 +9,8 @@ import pytest
 from hwgen import cli, mapping
 from hwgen.build import BuildConfig, generate
 from hwgen.encoding import CODE, WEIGHT_BITS, lane_weights, pack_lanes, unpack_lanes
-from hwgen.lower import Capacity, lower, own_capacity, pe_roms, predicted_cycles, widths
+from hwgen.lower import Capacity, lower, own_capacity, predicted_cycles
+from hwgen.roms import pe_roms, widths
 from hwgen.netlist import cell_counts, multipliers
 from hwgen.rtl.array import PEArray
 from hwgen.rtl.pe import MacPE, partial_width

@@ -18,7 +18,8 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..lower import Program, Widths, descriptors, widths
+from ..lower import Program
+from ..roms import Widths, descriptors, widths
 from .extmem import ImageROM
 
 SCHED_IMAGE = "sched.hex"

@@ -12,7 +12,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..encoding import REQUANT_MUL_BITS, WEIGHT_BITS
-from ..lower import Program, pe_rom_width, rq_width
+from ..lower import Program
+from ..roms import pe_rom_width, rq_width
 from .array import PEArray
 from .controller import Controller
 from .requant import Requant
