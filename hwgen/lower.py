@@ -21,7 +21,14 @@ LAYER_SETUP_CYCLES = 2  # descriptor fetch and latch
 LAYER_END_CYCLES = 1
 TILE_SETUP_CYCLES = 1
 HANDOFF_CYCLES = 1
-DRAIN_EXTRA_CYCLES = 3  # one before a drain (last additions land), two after (last writes land)
+# Pipeline depths in cycles after the controller issues (rtl/top.py adds them up from its stages):
+COMPUTE_WRITE_STAGE = 6  # a compute issue's sum is written into its accumulator entry
+DRAIN_READ_STAGE = 1  # a drain issue reads its accumulator entry
+DRAIN_WRITE_STAGE = 7  # and its requantized value is written to the output buffer
+# so the drain machine waits before it reads a bank until the bank's last sums are written, and a layer
+# ends when its last outputs are written (a drain may start while the previous one's writes are in flight)
+DRAIN_PRE_CYCLES = COMPUTE_WRITE_STAGE - 1 - DRAIN_READ_STAGE
+DRAIN_POST_CYCLES = DRAIN_WRITE_STAGE
 
 
 class UnsupportedError(ValueError):
@@ -309,12 +316,13 @@ def layer_cycles(prog: Program, layer: HwLayer, steps: int | None = None) -> int
     waits for the drain machine to be free, and the layer ends when its last drain is done. ``steps``
     overrides the layer's compute steps (for what-if figures)."""
     steps = layer.n_steps if steps is None else steps
-    now, drain_free = LAYER_SETUP_CYCLES, 0
+    now, drain_free, drain_idle = LAYER_SETUP_CYCLES, 0, 0
     for n in tiles(prog, layer):
         now = max(now + TILE_SETUP_CYCLES + steps * n, drain_free)  # compute, then wait to hand off
-        drain_free = now + HANDOFF_CYCLES + DRAIN_EXTRA_CYCLES + layer.locals(prog.pe) * n
+        drain_free = now + HANDOFF_CYCLES + DRAIN_PRE_CYCLES + layer.locals(prog.pe) * n
+        drain_idle = drain_free + DRAIN_POST_CYCLES
         now += HANDOFF_CYCLES
-    return max(now, drain_free) + LAYER_END_CYCLES
+    return max(now, drain_idle) + LAYER_END_CYCLES
 
 
 def real_lanes(layer: HwLayer, lanes: int) -> np.ndarray:

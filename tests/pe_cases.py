@@ -1,10 +1,12 @@
 """One check for every PE kind: random activations (signed or not, extremes included) and weights drawn by
-the kind, driven through the combinational PE in amaranth.sim, the sum compared with plain integers."""
+the kind, streamed through the pipelined PE in amaranth.sim one case per cycle, each sum compared with plain
+integers ``PE_LATENCY`` cycles later."""
 import random
 
 from amaranth.sim import Simulator
 
 from hwgen.encoding import pack_lanes
+from hwgen.rtl.pe import PE_LATENCY
 
 
 def check_pe_dot_products(dut, lanes: int, bits: int, seed: int, draw_weight, extreme_weight: int,
@@ -22,12 +24,21 @@ def check_pe_dot_products(dut, lanes: int, bits: int, seed: int, draw_weight, ex
         cases.append((signed, acts, weights, sum(a * w for a, w in zip(acts, weights))))
 
     async def bench(ctx):
-        for signed, acts, weights, expected in cases:
-            ctx.set(dut.act_signed, signed)
-            ctx.set(dut.acts, pack_lanes(acts, bits))
-            set_weights(ctx, weights)
-            assert ctx.get(dut.sum) == expected, (signed, acts, weights)
+        checked = 0
+        for i in range(len(cases) + PE_LATENCY):
+            if i < len(cases):
+                signed, acts, weights, _ = cases[i]
+                ctx.set(dut.act_signed, signed)
+                ctx.set(dut.acts, pack_lanes(acts, bits))
+                set_weights(ctx, weights)
+            await ctx.tick()
+            if i + 1 >= PE_LATENCY and i + 1 - PE_LATENCY < len(cases):
+                signed, acts, weights, expected = cases[i + 1 - PE_LATENCY]
+                assert ctx.get(dut.sum) == expected, (signed, acts, weights)
+                checked += 1
+        assert checked == len(cases)
 
     sim = Simulator(dut)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()

@@ -7,7 +7,7 @@ from hwgen.encoding import CODE, pack_lanes, requant_constants
 from hwgen.netlist import cell_counts, multipliers
 from hwgen.rtl.array import PEArray
 from hwgen.rtl.pe import TernaryPE
-from hwgen.rtl.requant import Requant
+from hwgen.rtl.requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
 from pe_cases import check_pe_dot_products
 
 
@@ -19,22 +19,37 @@ def test_pe_adds_subtracts_or_skips_each_lane():
 
 
 def test_requant_matches_integer_formula():
+    """One value per cycle through the pipeline, the residual operand at its own stage, every result
+    compared with the integer formula REQUANT_LATENCY cycles after its accumulator went in."""
     dut = Requant(acc_bits=20, bias_bits=48, shift_bits=6, out_bits=8)
     rng = random.Random(2)
     cases = []
     for _ in range(300):
         mul, bias, shift = requant_constants(rng.uniform(1e-4, 0.5) * rng.choice((1, -1)), rng.uniform(-50, 50))
         acc = rng.randrange(-(1 << 19), 1 << 19)
-        lo, hi = rng.choice(((0, 255), (-128, 127)))
-        cases.append((acc, mul, bias, shift, lo, hi, min(max((acc * mul + bias) >> shift, lo), hi)))
+        res = rng.choice((0, rng.randrange(-256, 256)))
+        cases.append((acc, mul, bias, shift, res, ((acc * mul + bias) >> shift) + res))
+    for lo, hi in ((0, 255), (-128, 127)):  # constant over a layer, so over a run of cases
+        run_requant(dut, cases, lo, hi)
 
+
+def run_requant(dut, cases, lo, hi):
     async def bench(ctx):
-        for acc, mul, bias, shift, lo, hi, expected in cases:
-            for port, value in ((dut.acc, acc), (dut.mul, mul), (dut.bias, bias), (dut.shift, shift),
-                                (dut.lo, lo), (dut.hi, hi)):
-                ctx.set(port, value)
+        ctx.set(dut.lo, lo)
+        ctx.set(dut.hi, hi)
+        checked = 0
+        for i in range(len(cases) + REQUANT_LATENCY):
+            if i < len(cases):
+                for port, value in zip((dut.acc, dut.mul, dut.bias, dut.shift), cases[i]):
+                    ctx.set(port, value)
+            j = i - REQUANT_RES_STAGE
+            ctx.set(dut.res, cases[j][4] if 0 <= j < len(cases) else 0)
             await ctx.tick()
-            assert ctx.get(dut.y) == expected, (acc, mul, bias, shift)
+            k = i + 1 - REQUANT_LATENCY
+            if 0 <= k < len(cases):
+                assert ctx.get(dut.y) == min(max(cases[k][5], lo), hi), cases[k]
+                checked += 1
+        assert checked == len(cases)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

@@ -13,17 +13,25 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..encoding import WEIGHT_BITS, check_pe_kind
-from .pe import MacPE, TernaryPE, partial_width
+from .delay import delayed
+from .extmem import CopyRegister
+from .pe import PE_LATENCY, MacPE, TernaryPE, partial_width
+
+# Cycles from a compute input of the array to its accumulator write: the per-PE copy register of the
+# inputs, the PE, and the registered partial sum.
+COMPUTE_LATENCY = 1 + PE_LATENCY + 1
 
 
 class PEArray(wiring.Component):
     """Ports (all in the ``sync`` domain):
 
-    Compute (pipeline stage 1 -> 2), into bank ``bank``: when ``valid`` is high, ``acts`` (one word, L
-    lanes) is broadcast;
+    Compute, into bank ``bank``: when ``valid`` is high, ``acts`` (one word, L lanes) is broadcast;
     PE p adds ``codes[p]`` . ``acts`` into entry (``los[p]``, ``t``) (with ``max_mode``, the entry keeps the
-    maximum of itself and that sum instead: max pooling on non-negative inputs, identity weights). The addition lands 1 cycle later;
-    an entry read in that same cycle sees it (the read port is transparent).
+    maximum of itself and that sum instead: max pooling on non-negative inputs, identity weights). The
+    addition is written ``COMPUTE_LATENCY`` cycles later: each PE first takes its own copy of the inputs (a
+    register per PE, so the broadcast word is not routed from one flip-flop to every adder tree), then its
+    pipelined adder tree, then the partial-sum register. An entry is read, added to and written back in one
+    cycle, so back-to-back issues into one entry accumulate (the read port is transparent).
 
     Drain, from bank ``drain_bank`` (never the bank being computed into): when ``drain`` is high, every PE
     reads entry (``drain_lo``, ``drain_t``); the value appears on
@@ -68,24 +76,31 @@ class PEArray(wiring.Component):
         m = Module()
         depth = self.locals * self.tile
         drain_addr = self._addr(self.drain_lo, self.drain_t)
-        compute_addr = [self._addr(self.los[p], self.t) for p in range(self.pe)]
         drained = Signal()  # stage 2 of a drain read: clear what was just read
         drained_bank = Signal()
         drained_addr = Signal(range(max(2, depth)))
         m.d.sync += [drained.eq(self.drain), drained_bank.eq(self.drain_bank), drained_addr.eq(drain_addr),
                      self.accs_valid.eq(self.drain)]
+        # the entry address, valid and bank travel alongside the PE pipeline, one copy for the whole array
+        valid_pe = delayed(m, self.valid, 1 + PE_LATENCY, "valid_pe")
+        bank_pe = delayed(m, self.bank, 1 + PE_LATENCY, "bank_pe")
+        t_pe = delayed(m, self.t, 1 + PE_LATENCY, "t_pe")
         for p in range(self.pe):
             if self.pe_kind == "ternary":
                 pe = m.submodules[f"pe{p}"] = TernaryPE(self.lanes, self.act_bits)
-                m.d.comb += pe.codes.eq(self.codes[p])
+                weights = pe.codes
             else:
                 pe = m.submodules[f"pe{p}"] = MacPE(self.lanes, self.act_bits)
-                m.d.comb += pe.weights.eq(self.codes[p])
-            m.d.comb += [pe.acts.eq(self.acts), pe.act_signed.eq(self.act_signed)]
+                weights = pe.weights
+            copy = m.submodules[f"inputs{p}"] = CopyRegister(len(self.acts) + 1 + len(weights))
+            m.d.comb += [copy.d.eq(Cat(self.acts, self.act_signed, self.codes[p])),
+                         Cat(pe.acts, pe.act_signed, weights).eq(copy.q)]
+            lo_pe = delayed(m, self.los[p], 1 + PE_LATENCY, f"lo_pe{p}")
+            compute_addr = self._addr(lo_pe, t_pe)
             add_valid, add_bank = Signal(name=f"add_valid{p}"), Signal(name=f"add_bank{p}")
             add_addr = Signal.like(drained_addr, name=f"add_addr{p}")
             partial = Signal(signed(partial_width(self.lanes, self.act_bits, self.pe_kind)), name=f"partial{p}")
-            m.d.sync += [add_valid.eq(self.valid), add_bank.eq(self.bank), add_addr.eq(compute_addr[p]),
+            m.d.sync += [add_valid.eq(valid_pe), add_bank.eq(bank_pe), add_addr.eq(compute_addr),
                          partial.eq(pe.sum)]
             reads = []
             for b in range(2):
@@ -96,7 +111,7 @@ class PEArray(wiring.Component):
                 with m.If(self.drain & (self.drain_bank == b)):
                     m.d.comb += rd.addr.eq(drain_addr)
                 with m.Else():
-                    m.d.comb += rd.addr.eq(compute_addr[p])
+                    m.d.comb += rd.addr.eq(compute_addr)
                 with m.If(drained & (drained_bank == b)):
                     m.d.comb += [wr.addr.eq(drained_addr), wr.data.eq(0), wr.en.eq(1)]
                 with m.Elif(add_valid & (add_bank == b)):

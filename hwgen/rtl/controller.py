@@ -3,10 +3,10 @@
 Two state machines share the accumulator banks of the PE array. The compute machine fetches a layer's
 descriptor (2 cycles), then per tile of up to T output pixels sets up (1), issues n_steps x n_t compute
 steps into bank ``bank``, and hands the bank over (1) once the drain machine is free, swapping banks.
-The drain machine waits one cycle for the last additions, drains locals x n_t entries of its bank
-through requant, and waits two cycles for the last writes. The drain of tile i thus overlaps the compute
-of tile i+1; a layer ends when its last drain is done. ``lower.layer_cycles`` models this exactly;
-simulation checks it.
+The drain machine waits for the bank's last additions (``DRAIN_PRE_CYCLES``), drains locals x n_t entries
+of its bank through requant, and waits for the last output writes (``DRAIN_POST_CYCLES``); it takes the
+next bank during that wait. The drain of tile i thus overlaps the compute of tile i+1; a layer ends when
+its last drain's writes have landed. ``lower.layer_cycles`` models this exactly; simulation checks it.
 
 Addresses come from counters: the pixel walker keeps iy0 = oy*stride, ix0 = ox*stride and
 base = iy0*w_in + ix0 incrementally, and the schedule ROM supplies per step the offset
@@ -18,14 +18,12 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..lower import Program
+from ..lower import DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, Program
 from ..roms import Widths, descriptors, widths
 from .extmem import ImageROM
 
 SCHED_IMAGE = "sched.hex"
 DESC_IMAGE = "desc.hex"
-DRAIN_PRE_CYCLES = 1
-DRAIN_POST_CYCLES = 2
 
 
 def descriptor_layout(prog: Program, wd: Widths) -> data.StructLayout:
@@ -122,8 +120,8 @@ class Controller(wiring.Component):
         d_lo, d_t = Signal.like(self.drain_lo), Signal.like(self.drain_t)
         d_grp, d_obase = Signal.like(self.out_grp), Signal(wd.addr + 1)
         d_tile_pix, d_n_t = Signal.like(tile_pix), Signal.like(n_t)
-        d_start, d_idle = Signal(), Signal()
-        d_post = Signal(range(DRAIN_POST_CYCLES + 1))
+        d_start, d_free, d_idle = Signal(), Signal(), Signal()  # free: may take a bank; idle: writes landed
+        d_wait = Signal(range(max(DRAIN_PRE_CYCLES, DRAIN_POST_CYCLES) + 1))
 
         m.d.comb += [desc_rd.addr.eq(layer), sched.addr.eq(s_next), s_next.eq(s), self.step.eq(s),
                      self.t.eq(t), self.drain_lo.eq(d_lo), self.drain_t.eq(d_t),
@@ -169,7 +167,7 @@ class Controller(wiring.Component):
                     m.d.sync += [t.eq(t + 1)] + cur.eq(nxt)
             with m.State("HANDOFF"):  # give the finished bank to the drain once it is free, swap banks
                 m.d.comb += self.busy.eq(1)
-                with m.If(d_idle):
+                with m.If(d_free):
                     m.d.comb += d_start.eq(1)
                     m.d.sync += [self.bank.eq(~self.bank), d_tile_pix.eq(tile_pix), d_n_t.eq(n_t)]
                     with m.If(last_tile):
@@ -188,20 +186,23 @@ class Controller(wiring.Component):
                         m.d.sync += layer.eq(layer + 1)
                         m.next = "DESC0"
 
+        start_drain = [d_lo.eq(0), d_t.eq(0), d_grp.eq(0), d_obase.eq(0), d_wait.eq(0)]
         with m.FSM(name="drain"):
             with m.State("IDLE"):
-                m.d.comb += d_idle.eq(1)
+                m.d.comb += [d_idle.eq(1), d_free.eq(1)]
                 with m.If(d_start):
-                    m.d.sync += [d_lo.eq(0), d_t.eq(0), d_grp.eq(0), d_obase.eq(0)]
+                    m.d.sync += start_drain
                     m.next = "PRE"
-            with m.State("PRE"):  # the bank's last additions land (compute stage 2) before it is read
-                m.next = "RUN"
+            with m.State("PRE"):  # the bank's last additions land (compute pipeline) before it is read
+                m.d.sync += d_wait.eq(d_wait + 1)
+                with m.If(d_wait == DRAIN_PRE_CYCLES - 1):
+                    m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.drain.eq(1)
                 with m.If(d_t == d_n_t - 1):
                     m.d.sync += d_t.eq(0)
                     with m.If(d_lo == desc.locals - 1):
-                        m.d.sync += d_post.eq(0)
+                        m.d.sync += d_wait.eq(0)
                         m.next = "POST"
                     with m.Else():
                         m.d.sync += d_lo.eq(d_lo + 1)
@@ -212,7 +213,11 @@ class Controller(wiring.Component):
                 with m.Else():
                     m.d.sync += d_t.eq(d_t + 1)
             with m.State("POST"):  # requant and output-buffer writes of the last entries complete
-                m.d.sync += d_post.eq(d_post + 1)
-                with m.If(d_post == DRAIN_POST_CYCLES - 1):
+                m.d.comb += d_free.eq(1)
+                m.d.sync += d_wait.eq(d_wait + 1)
+                with m.If(d_start):  # the next bank: its drain follows these writes down the pipeline
+                    m.d.sync += start_drain
+                    m.next = "PRE"
+                with m.Elif(d_wait == DRAIN_POST_CYCLES - 1):
                     m.next = "IDLE"
         return m

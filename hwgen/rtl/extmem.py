@@ -1,9 +1,11 @@
-"""Memories as two small hand-written Verilog modules, instantiated from Amaranth.
+"""Memories (and one register) as small hand-written Verilog modules, instantiated from Amaranth.
 
 - ``hwgen_rom``: contents in a ``$readmemh`` image file named by a parameter, so conversion time and
   Verilog size do not grow with the weights (DESIGN.md §7);
 - ``hwgen_ram``: activation buffers with per-lane write enables and no initial contents (Amaranth writes
-  an initial value for every word of a Memory: 9 MB of Verilog for ResNet-18's 224x224 buffers).
+  an initial value for every word of a Memory: 9 MB of Verilog for ResNet-18's 224x224 buffers);
+- ``hwgen_copy_reg``: a register that Yosys may not merge with an identical one (``keep_hierarchy``), so a
+  word broadcast to many PEs can be copied per PE and each copy placed next to its PE (docs/synthesis.md).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 ROM_MODULE = "hwgen_rom"
 RAM_MODULE = "hwgen_ram"
+COPY_REG_MODULE = "hwgen_copy_reg"
 
 MEM_VERILOG = f"""\
 // Synchronous ROM initialised from a hex image (one word per line); read latency one cycle.
@@ -53,6 +56,19 @@ module {RAM_MODULE} #(
             if (wen[i]) mem[waddr][i*LANE_WIDTH +: LANE_WIDTH] <= wdata[i*LANE_WIDTH +: LANE_WIDTH];
         if (ren) rdata <= mem[raddr];
     end
+endmodule
+
+// One register. Kept as its own hierarchy: Yosys merges identical flip-flops inside a module, which would
+// fold the per-PE copies of a broadcast word back into one flip-flop with a chip-wide fan-out.
+(* keep_hierarchy *)
+module {COPY_REG_MODULE} #(
+    parameter WIDTH = 1
+) (
+    input  wire             clk,
+    input  wire [WIDTH-1:0] d,
+    output reg  [WIDTH-1:0] q
+);
+    always @(posedge clk) q <= d;
 endmodule
 """
 
@@ -97,6 +113,21 @@ class LaneRAM(wiring.Component):
             RAM_MODULE, p_LANES=self.lanes, p_LANE_WIDTH=self.lane_width, p_DEPTH=self.depth,
             p_ADDR_WIDTH=addr_width(self.depth), i_clk=ClockSignal(), i_waddr=self.waddr, i_wdata=self.wdata,
             i_wen=self.wen, i_raddr=self.raddr, i_ren=self.ren, o_rdata=self.rdata)
+        return m
+
+
+class CopyRegister(wiring.Component):
+    """Ports: ``d`` (in), ``q`` (out, ``d`` one cycle later). A register that synthesis keeps apart from its
+    identical siblings."""
+
+    def __init__(self, width: int):
+        self.width = width
+        super().__init__({"d": In(width), "q": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.reg = Instance(COPY_REG_MODULE, p_WIDTH=self.width, i_clk=ClockSignal(), i_d=self.d,
+                                    o_q=self.q)
         return m
 
 

@@ -2,7 +2,7 @@
 the int8 multiply-accumulate baseline it is compared with (docs/architecture.md, "The mac baseline")."""
 from __future__ import annotations
 
-from amaranth import Module, Mux, signed, unsigned
+from amaranth import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -17,11 +17,34 @@ def partial_width(lanes: int, act_bits: int, pe_kind: str = "ternary") -> int:
     return act_bits + 2 + weight_log2 + (lanes - 1).bit_length()
 
 
+PE_LATENCY = 1  # cycles from a PE's inputs to its ``sum``: one register splits the adder tree
+
+
+def pipelined_tree(m: Module, terms: list, register_after: int):
+    """The sum of ``terms`` as a balanced adder tree (depth log2 of their number), with one register after
+    ``register_after`` of its levels (0: right after the terms), so the PE runs at the clock of half a tree."""
+    level = 0
+    while True:
+        if level == register_after:
+            regs = [Signal(Value.cast(t).shape(), name=f"tree{level}_{i}") for i, t in enumerate(terms)]
+            m.d.sync += [r.eq(t) for r, t in zip(regs, terms)]
+            terms = regs
+        if len(terms) == 1:
+            return terms[0]
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+        level += 1
+
+
+def tree_levels(lanes: int) -> int:
+    return (lanes - 1).bit_length()
+
+
 class TernaryPE(wiring.Component):
-    """Combinational ternary dot product of one activation word with one weight word.
+    """Ternary dot product of one activation word with one weight word.
 
     Ports: ``codes`` (2 bits per lane, encoding.CODE), ``acts`` (``act_bits`` per lane),
-    ``act_signed`` (sign-extend lanes), ``sum`` (signed). Latency 0: a balanced adder tree.
+    ``act_signed`` (sign-extend lanes), ``sum`` (signed). Latency ``PE_LATENCY``: a balanced adder tree with a
+    register halfway down it.
     """
 
     def __init__(self, lanes: int, act_bits: int):
@@ -42,20 +65,19 @@ class TernaryPE(wiring.Component):
             x = Mux(self.act_signed, raw.as_signed(), raw.as_unsigned())  # signed(b + 1) either way
             code = self.codes[2 * l:2 * l + 2]
             terms.append(Mux(code == CODE[1], x, Mux(code == CODE[-1], -x, 0)))
-        while len(terms) > 1:  # balanced tree keeps the depth at log2(lanes)
-            terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-        m.d.comb += self.sum.eq(terms[0])
+        half = (tree_levels(self.lanes) + 1) // 2
+        m.d.comb += self.sum.eq(pipelined_tree(m, terms, half))
         return m
 
 
 class MacPE(wiring.Component):
-    """Combinational int8 dot product of one activation word with one weight word: the multiply-accumulate
+    """int8 dot product of one activation word with one weight word: the multiply-accumulate
     baseline that ``TernaryPE`` is compared with. One multiplier per lane.
 
     Ports: ``weights`` (8 bits per lane, two's complement, encoding.WEIGHT_BITS["mac"]), ``acts``
     (``act_bits`` per lane), ``act_signed`` (sign-extend lanes), ``sum`` (signed,
-    ``partial_width(lanes, act_bits, "mac")``). Latency 0: the products feed the same balanced adder tree
-    as TernaryPE's.
+    ``partial_width(lanes, act_bits, "mac")``). Latency ``PE_LATENCY``: the products are registered, then
+    summed by the same balanced adder tree as TernaryPE's.
     """
 
     def __init__(self, lanes: int, act_bits: int):
@@ -78,7 +100,5 @@ class MacPE(wiring.Component):
             raw = self.acts[l * b:(l + 1) * b]
             x = Mux(self.act_signed, raw.as_signed(), raw.as_unsigned())  # signed(b + 1) either way
             terms.append(self.weights[l * w:(l + 1) * w].as_signed() * x)
-        while len(terms) > 1:
-            terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-        m.d.comb += self.sum.eq(terms[0])
+        m.d.comb += self.sum.eq(pipelined_tree(m, terms, 0))
         return m

@@ -9,13 +9,19 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..encoding import REQUANT_MUL_BITS
+from .delay import delayed
+
+REQUANT_LATENCY = 5  # cycles from ``acc`` to ``y``
+REQUANT_RES_STAGE = 4  # ``res`` is sampled this many cycles after its ``acc``
 
 
 class Requant(wiring.Component):
-    """Ports: ``acc``, ``mul``, ``bias``, ``shift``, ``lo``, ``hi`` in; ``res`` (the residual operand, 0 when
-    there is none) in; ``y`` out. Latency 1: the product is registered, then bias, arithmetic shift, the
-    residual add and the clamp are combinational on the registered value; ``res`` is sampled one cycle
-    after ``acc``, in the same cycle as ``y``."""
+    """Ports: ``acc``, ``mul``, ``bias``, ``shift`` in (one value per cycle); ``res`` (the residual operand,
+    0 when there is none) in, ``REQUANT_RES_STAGE`` cycles after its ``acc``; ``lo``, ``hi`` in (constant
+    over a layer); ``y`` out, registered, ``REQUANT_LATENCY`` cycles after its ``acc``.
+
+    One operation per stage, each ending in a register, so the unit is never the design's critical path:
+    inputs; product (a DSP block on FPGAs); + bias; >> shift; + res and clamp."""
 
     def __init__(self, acc_bits: int, bias_bits: int, shift_bits: int, out_bits: int, res_bits: int = 9):
         self.acc_bits, self.bias_bits, self.out_bits = acc_bits, bias_bits, out_bits
@@ -32,14 +38,15 @@ class Requant(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        acc, mul = delayed(m, self.acc, 1, "acc"), delayed(m, self.mul, 1, "mul")
         prod = Signal(signed(self.acc_bits + REQUANT_MUL_BITS))
-        bias = Signal.like(self.bias)
-        shift = Signal.like(self.shift)
-        lo, hi = Signal.like(self.lo), Signal.like(self.hi)
-        m.d.sync += [prod.eq(self.acc * self.mul), bias.eq(self.bias), shift.eq(self.shift),
-                     lo.eq(self.lo), hi.eq(self.hi)]
         total = Signal(signed(max(len(prod), self.bias_bits) + 1))
+        shifted = Signal.like(total)
+        m.d.sync += [prod.eq(acc * mul),
+                     total.eq(prod + delayed(m, self.bias, 2, "bias")),
+                     shifted.eq(total >> delayed(m, self.shift, 3, "shift"))]
         scaled = Signal(signed(len(total) + 1))
-        m.d.comb += [total.eq(prod + bias), scaled.eq((total >> shift) + self.res)]
-        m.d.comb += self.y.eq(Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled)))
+        lo, hi = delayed(m, self.lo, 1, "lo"), delayed(m, self.hi, 1, "hi")
+        m.d.comb += scaled.eq(shifted + self.res)
+        m.d.sync += self.y.eq(Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled)))
         return m

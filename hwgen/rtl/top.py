@@ -1,9 +1,13 @@
 """The accelerator top level: input stream -> buffers -> engine (controller + PE array + requant) -> output.
 
-Pipeline of a compute issue: stage 0 the controller presents the activation and PE-ROM addresses; stage 1
-the activation word (zeroed outside the map) and the weight words reach the PEs, which read their
-accumulator entry; stage 2 the sum is written back. A drain issue: stage 0 accumulator and requant-ROM
-reads; stage 1 the product is registered; stage 2 the clamped value is written to the output buffer.
+Every stage ends in a register, so no path crosses two memories or the whole chip (docs/synthesis.md).
+A compute issue, in cycles after the controller issues it: 1 its addresses are registered; 2 the
+activation and PE-ROM words are read; 3 the word is selected, zeroed outside the map, registered; then
+the PE array (``array.COMPUTE_LATENCY``): per-PE copy, half adder tree, other half, accumulator write at 6.
+A drain issue: 1 addresses registered, the accumulator entry and requant constants read; 2 onwards the
+requant pipeline (``requant.REQUANT_LATENCY``); 7 the value is written to the output buffer.
+``lower.COMPUTE_WRITE_STAGE`` / ``DRAIN_READ_STAGE`` / ``DRAIN_WRITE_STAGE`` are these numbers; the
+controller's waits and the cycle model follow from them, and ``Top`` checks that its stages add up.
 """
 from __future__ import annotations
 
@@ -12,12 +16,21 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..encoding import REQUANT_MUL_BITS, WEIGHT_BITS
-from ..lower import Program
+from ..lower import COMPUTE_WRITE_STAGE, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE, Program
 from ..roms import pe_rom_width, rq_width
-from .array import PEArray
+from .array import COMPUTE_LATENCY, PEArray
 from .controller import Controller
-from .requant import Requant
+from .delay import delayed
+from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
 from .extmem import ImageROM, LaneRAM
+
+COMPUTE_ISSUE_REG, MEMORY_READ, ARRAY_INPUT_REG = 1, 1, 1  # the compute stages before the PE array
+DRAIN_ISSUE_REG = 1  # the drain's addresses are registered before the accumulator read
+ACC_READ = 1  # the accumulator entry and the requant constants are read in one cycle
+assert COMPUTE_ISSUE_REG + MEMORY_READ + ARRAY_INPUT_REG + COMPUTE_LATENCY == COMPUTE_WRITE_STAGE
+assert DRAIN_ISSUE_REG == DRAIN_READ_STAGE
+assert DRAIN_ISSUE_REG + ACC_READ + REQUANT_LATENCY == DRAIN_WRITE_STAGE
+RES_READ_STAGE = DRAIN_ISSUE_REG + ACC_READ + REQUANT_RES_STAGE - 3  # read, select the buffer, the lane
 
 CYCLE_COUNTER_BITS = 40
 
@@ -31,6 +44,12 @@ def select(m: Module, index, choices: list, name: str) -> Signal:
             with m.Case(i):
                 m.d.comb += out.eq(choice)
     return out
+
+
+def slices(widths: list[int]) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive fields of the given widths, as ``Cat`` packs them."""
+    starts = [sum(widths[:i]) for i in range(len(widths) + 1)]
+    return list(zip(starts, starts[1:]))
 
 
 def pe_image(p: int) -> str:
@@ -102,43 +121,57 @@ class Top(wiring.Component):
             m.submodules[f"buf{i}"] = b
         m.submodules.result = result
 
-        # ---- compute: stage 0 -> 1
-        valid1, inb1, t1, bank1 = Signal(), Signal(), Signal.like(ctrl.t), Signal()
-        m.d.sync += [valid1.eq(ctrl.issue), inb1.eq(ctrl.inb), t1.eq(ctrl.t), bank1.eq(ctrl.bank)]
+        # ---- compute, stages 0 -> 3: issue registered, memories read, word selected and registered
+        issue1 = delayed(m, Cat(ctrl.issue, ctrl.inb, ctrl.t, ctrl.bank, ctrl.act_addr, ctrl.step), 1, "issue")
+        valid1, inb1, t1, bank1, act_addr1, step1 = (issue1[a:b] for a, b in slices(
+            [1, 1, len(ctrl.t), 1, len(ctrl.act_addr), len(ctrl.step)]))
         for p in range(N):
-            m.d.comb += pe_roms[p].addr.eq(ctrl.step)
+            m.d.comb += pe_roms[p].addr.eq(step1)
         word = Signal(L * B)
         for i, buf in enumerate(bufs):
             with m.If(desc.in_buf == i):
                 m.d.comb += word.eq(buf.rdata)
-        m.d.comb += [array.valid.eq(valid1), array.t.eq(t1), array.bank.eq(bank1), array.act_signed.eq(desc.in_signed),
-                     array.max_mode.eq(desc.max_mode), array.acts.eq(Mux(inb1, word, 0))]
+        valid2, inb2, t2, bank2 = (delayed(m, x, MEMORY_READ, n) for x, n in
+                                   ((valid1, "valid"), (inb1, "inb"), (t1, "t"), (bank1, "bank")))
+        acts3 = delayed(m, Mux(inb2, word, 0), ARRAY_INPUT_REG, "acts")
+        m.d.comb += [array.valid.eq(delayed(m, valid2, ARRAY_INPUT_REG, "valid")),
+                     array.t.eq(delayed(m, t2, ARRAY_INPUT_REG, "t")),
+                     array.bank.eq(delayed(m, bank2, ARRAY_INPUT_REG, "bank")), array.acts.eq(acts3),
+                     array.act_signed.eq(desc.in_signed), array.max_mode.eq(desc.max_mode)]
         wbits = WEIGHT_BITS[prog.pe_kind] * L  # the PE ROM word: lane weights, then the local channel
         for p in range(N):
-            m.d.comb += [array.codes[p].eq(pe_roms[p].data[:wbits]), array.los[p].eq(pe_roms[p].data[wbits:])]
+            rom_word = delayed(m, pe_roms[p].data, ARRAY_INPUT_REG, f"pe_word{p}")
+            m.d.comb += [array.codes[p].eq(rom_word[:wbits]), array.los[p].eq(rom_word[wbits:])]
 
-        # ---- drain: stage 0 -> 1 -> 2
-        m.d.comb += [array.drain.eq(ctrl.drain), array.drain_bank.eq(~ctrl.bank), array.drain_lo.eq(ctrl.drain_lo),
-                     array.drain_t.eq(ctrl.drain_t)]
-        dv1, dv2 = Signal(), Signal()
-        addr1, addr2 = Signal.like(ctrl.out_addr), Signal.like(ctrl.out_addr)
-        grp1, grp2 = Signal.like(ctrl.out_grp), Signal.like(ctrl.out_grp)
-        m.d.sync += [dv1.eq(ctrl.drain), dv2.eq(dv1), addr1.eq(ctrl.out_addr), addr2.eq(addr1),
-                     grp1.eq(ctrl.out_grp), grp2.eq(grp1)]
-        # The residual operand has the output's shape, so it sits at the output address: read it in drain
-        # stage 1, use it in stage 2. Compute reads another buffer meanwhile (lowering guarantees it).
+        # ---- drain: issue registered (1), accumulator and requant constants read (2), requant, write (7)
+        drain1 = delayed(m, Cat(ctrl.drain, ~ctrl.bank, ctrl.drain_lo, ctrl.drain_t, ctrl.rq_addr), DRAIN_ISSUE_REG,
+                         "drain")
+        dv1, dbank1, dlo1, dt1, rqa1 = (drain1[a:b] for a, b in slices(
+            [1, 1, len(ctrl.drain_lo), len(ctrl.drain_t), len(ctrl.rq_addr)]))
+        m.d.comb += [array.drain.eq(dv1), array.drain_bank.eq(dbank1), array.drain_lo.eq(dlo1),
+                     array.drain_t.eq(dt1)]
+        dvw = delayed(m, ctrl.drain, DRAIN_WRITE_STAGE, "drain_valid")
+        addr_w = delayed(m, ctrl.out_addr, DRAIN_WRITE_STAGE, "out_addr")
+        grp_w = delayed(m, ctrl.out_grp, DRAIN_WRITE_STAGE, "out_grp")
+        # The residual operand has the output's shape, so it sits at the output address: it is read, its
+        # buffer selected and its lane selected, a register after each, and reaches requant at its res
+        # stage. Compute reads another buffer meanwhile (lowering guarantees it).
+        dv_res = delayed(m, ctrl.drain, RES_READ_STAGE, "res_valid")
+        addr_res = delayed(m, ctrl.out_addr, RES_READ_STAGE, "res_addr")
         for i, buf in enumerate(bufs):
-            m.d.comb += buf.raddr.eq(Mux(dv1 & desc.has_res & (desc.res_buf == i), addr1, ctrl.act_addr))
+            m.d.comb += buf.raddr.eq(Mux(dv_res & desc.has_res & (desc.res_buf == i), addr_res, act_addr1))
         res_word = Signal(L * B)
         for i, buf in enumerate(bufs):
             with m.If(desc.res_buf == i):
                 m.d.comb += res_word.eq(buf.rdata)
+        res_word = delayed(m, res_word, 1, "res_word")
+        grp_res = delayed(m, ctrl.out_grp, RES_READ_STAGE + 2, "res_grp")
         lane = lambda word, l, width: word[l * width:(l + 1) * width]
-        res_lanes = [select(m, grp2, [lane(res_word, g * N + p, B) for g in range(L // N)], f"res_lane{p}")
-                     for p in range(N)]
+        res_lanes = [delayed(m, select(m, grp_res, [lane(res_word, g * N + p, B) for g in range(L // N)],
+                                       f"res_lane{p}"), 1, f"res_lane{p}") for p in range(N)]
         for p in range(N):
             word_rq = rq_roms[p].data
-            m.d.comb += [rq_roms[p].addr.eq(ctrl.rq_addr), rqs[p].acc.eq(array.accs[p]),
+            m.d.comb += [rq_roms[p].addr.eq(rqa1), rqs[p].acc.eq(array.accs[p]),
                          rqs[p].mul.eq(word_rq[:REQUANT_MUL_BITS]),
                          rqs[p].bias.eq(word_rq[REQUANT_MUL_BITS:REQUANT_MUL_BITS + prog.bias_bits]),
                          rqs[p].shift.eq(word_rq[REQUANT_MUL_BITS + prog.bias_bits:]),
@@ -146,9 +179,9 @@ class Top(wiring.Component):
                          rqs[p].res.eq(Mux(desc.has_res, Mux(desc.res_signed, res_lanes[p].as_signed(),
                                                                      res_lanes[p]), 0))]
         lane_values = Cat(rqs[l % N].y[:B] for l in range(L))  # lane l of a word comes from PE l mod N
-        lane_groups = Cat(grp2 == l // N for l in range(L))
-        m.d.comb += [result.waddr.eq(addr2), result.wdata.eq(Cat(r.y[:prog.out_bits] for r in rqs)),
-                     result.wen.eq(Mux(dv2 & desc.to_result, (1 << N) - 1, 0))]
+        lane_groups = Cat(grp_w == l // N for l in range(L))
+        m.d.comb += [result.waddr.eq(addr_w), result.wdata.eq(Cat(r.y[:prog.out_bits] for r in rqs)),
+                     result.wen.eq(Mux(dvw & desc.to_result, (1 << N) - 1, 0))]
 
         # ---- top-level sequence: load, run, stream out
         in_count = Signal(range(cap.buf_depth + 1))
@@ -166,8 +199,8 @@ class Top(wiring.Component):
         with m.If(ctrl.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         for i, buf in enumerate(bufs):
-            m.d.comb += [buf.waddr.eq(addr2), buf.wdata.eq(lane_values),
-                         buf.wen.eq(Mux(dv2 & ~desc.to_result & (desc.out_buf == i), lane_groups, 0))]
+            m.d.comb += [buf.waddr.eq(addr_w), buf.wdata.eq(lane_values),
+                         buf.wen.eq(Mux(dvw & ~desc.to_result & (desc.out_buf == i), lane_groups, 0))]
         with m.FSM():
             with m.State("LOAD"):
                 m.d.comb += [self.inp.ready.eq(1), bufs[0].waddr.eq(in_count), bufs[0].wdata.eq(self.inp.payload.data)]
