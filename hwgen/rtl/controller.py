@@ -20,7 +20,10 @@ from amaranth.lib.wiring import In, Out
 
 from ..lower import DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, Program
 from ..roms import Widths, descriptors, widths
+from .delay import delayed
 from .extmem import ImageROM
+
+ADDRESS_LATENCY = 2  # ``act_addr`` and ``inb`` follow their issue by this many cycles
 
 SCHED_IMAGE = "sched.hex"
 DESC_IMAGE = "desc.hex"
@@ -81,7 +84,8 @@ class Controller(wiring.Component):
     flush; ``layer_done`` pulses when a layer's last output write has landed (the testbench reads the
     buffers then, to find the first layer that differs from the reference). Issue outputs are valid in the cycle they are asserted (stage 0):
 
-    - compute: ``issue``, ``step`` (PE-ROM address), ``act_addr``, ``inb`` (inside the map), ``t``, ``bank``
+    - compute: ``issue``, ``step`` (PE-ROM address), ``t``, ``bank``; ``act_addr`` and ``inb`` (inside the
+      map) of that issue ``ADDRESS_LATENCY`` cycles later
     - drain: ``drain``, ``drain_lo``, ``drain_t``, ``rq_addr``, ``out_addr``, ``out_grp`` (of bank ~``bank``)
     - per layer (registered): ``desc``, the current layer's descriptor (see ``descriptor_layout``)
     """
@@ -115,6 +119,7 @@ class Controller(wiring.Component):
         s = Signal(wd.step + 1)
         s_next = Signal.like(s)
         t = Signal.like(self.t)
+        s_last, t_last = Signal.like(s), Signal.like(t)  # set per tile: no adder before the ROM address
         cur, tile_start, nxt = Walker("cur", wd), Walker("tile", wd), Walker("nxt", wd)
         # the drain works on its own copy of the tile it was handed
         d_lo, d_t = Signal.like(self.drain_lo), Signal.like(self.drain_t)
@@ -128,8 +133,13 @@ class Controller(wiring.Component):
                      self.rq_addr.eq(desc.rq_base + d_lo), self.out_addr.eq(d_obase + d_tile_pix + d_t),
                      self.out_grp.eq(d_grp)]
         m.d.comb += cur.advance_into(nxt, desc)
-        iy, ix = cur.iy0 + entry_dy, cur.ix0 + entry_dx
-        m.d.comb += [self.act_addr.eq(cur.base + entry_off),
+        # The schedule entry leaves its block RAM straight into a register (a block RAM's clock-to-output
+        # leaves no time for logic after it); the address and bounds check come a cycle later.
+        off1, dy1, dx1, base1, iy01, ix01 = (delayed(m, v, 1, n) for v, n in (
+            (entry_off, "entry_off"), (entry_dy, "entry_dy"), (entry_dx, "entry_dx"), (cur.base, "base"),
+            (cur.iy0, "iy0"), (cur.ix0, "ix0")))
+        iy, ix = iy01 + dy1, ix01 + dx1
+        m.d.sync += [self.act_addr.eq(base1 + off1),
                      self.inb.eq((iy >= 0) & (iy < desc.h_in) & (ix >= 0) & (ix < desc.w_in))]
         remaining = desc.n_pix - tile_pix
         last_tile = remaining <= prog.tile
@@ -148,13 +158,14 @@ class Controller(wiring.Component):
                 m.next = "TILE"
             with m.State("TILE"):
                 m.d.comb += [self.busy.eq(1), s_next.eq(desc.sched_base)]
-                m.d.sync += [s.eq(desc.sched_base), t.eq(0), n_t.eq(Mux(last_tile, remaining, prog.tile))]
+                n_tile = Mux(last_tile, remaining, prog.tile)
+                m.d.sync += [s.eq(desc.sched_base), t.eq(0), n_t.eq(n_tile),
+                             s_last.eq(desc.sched_base + desc.n_steps - 1), t_last.eq(n_tile - 1)]
                 m.d.sync += cur.eq(tile_start)
                 m.next = "COMPUTE"
             with m.State("COMPUTE"):
                 m.d.comb += [self.busy.eq(1), self.issue.eq(1)]
-                last_t = t == n_t - 1
-                last_s = s == desc.sched_base + desc.n_steps - 1
+                last_t, last_s = t == t_last, s == s_last
                 with m.If(last_t):
                     m.d.sync += t.eq(0)
                     with m.If(last_s):

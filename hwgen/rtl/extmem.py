@@ -35,11 +35,14 @@ module {ROM_MODULE} #(
 endmodule
 
 // Simple dual-port RAM of LANES lanes per word, a write enable per lane, read-first, no initial contents.
+// OUT_REG = 1 adds a register after the read (read latency 2): a block RAM's clock-to-output then feeds
+// nothing but that register.
 module {RAM_MODULE} #(
     parameter LANES = 1,
     parameter LANE_WIDTH = 1,
     parameter DEPTH = 1,
-    parameter ADDR_WIDTH = 1
+    parameter ADDR_WIDTH = 1,
+    parameter OUT_REG = 0
 ) (
     input  wire                        clk,
     input  wire [ADDR_WIDTH-1:0]       waddr,
@@ -50,12 +53,20 @@ module {RAM_MODULE} #(
     output reg  [LANES*LANE_WIDTH-1:0] rdata
 );
     reg [LANES*LANE_WIDTH-1:0] mem [0:DEPTH-1];
+    reg [LANES*LANE_WIDTH-1:0] word;
     integer i;
     always @(posedge clk) begin
         for (i = 0; i < LANES; i = i + 1)
             if (wen[i]) mem[waddr][i*LANE_WIDTH +: LANE_WIDTH] <= wdata[i*LANE_WIDTH +: LANE_WIDTH];
-        if (ren) rdata <= mem[raddr];
+        if (ren) word <= mem[raddr];
     end
+    generate
+        if (OUT_REG) begin : out_reg
+            always @(posedge clk) rdata <= word;
+        end else begin : no_out_reg
+            always @(*) rdata = word;
+        end
+    endgenerate
 endmodule
 
 // One register. Kept as its own hierarchy: Yosys merges identical flip-flops inside a module, which would
@@ -97,12 +108,15 @@ class ImageROM(wiring.Component):
 
 
 class LaneRAM(wiring.Component):
-    """Ports: ``waddr``, ``wdata``, ``wen`` (one bit per lane); ``raddr``, ``ren``, ``rdata`` (valid the
-    cycle after ``raddr`` with ``ren`` high, held otherwise). A read of the address written in the same
-    cycle returns the old word."""
+    """Ports: ``waddr``, ``wdata``, ``wen`` (one bit per lane); ``raddr``, ``ren``, ``rdata`` (valid
+    ``read_latency`` cycles after ``raddr`` with ``ren`` high: 1, or 2 with an output register). A read of
+    the address written in the same cycle returns the old word."""
 
-    def __init__(self, lanes: int, lane_width: int, depth: int):
+    def __init__(self, lanes: int, lane_width: int, depth: int, read_latency: int = 1):
+        if read_latency not in (1, 2):
+            raise ValueError(f"read_latency must be 1 or 2, not {read_latency}")
         self.lanes, self.lane_width, self.depth = lanes, lane_width, max(1, depth)
+        self.read_latency = read_latency
         aw = addr_width(self.depth)
         super().__init__({"waddr": In(aw), "wdata": In(lanes * lane_width), "wen": In(lanes),
                           "raddr": In(aw), "ren": In(1, init=1), "rdata": Out(lanes * lane_width)})
@@ -111,7 +125,8 @@ class LaneRAM(wiring.Component):
         m = Module()
         m.submodules.ram = Instance(
             RAM_MODULE, p_LANES=self.lanes, p_LANE_WIDTH=self.lane_width, p_DEPTH=self.depth,
-            p_ADDR_WIDTH=addr_width(self.depth), i_clk=ClockSignal(), i_waddr=self.waddr, i_wdata=self.wdata,
+            p_ADDR_WIDTH=addr_width(self.depth), p_OUT_REG=self.read_latency - 1, i_clk=ClockSignal(),
+            i_waddr=self.waddr, i_wdata=self.wdata,
             i_wen=self.wen, i_raddr=self.raddr, i_ren=self.ren, o_rdata=self.rdata)
         return m
 

@@ -1,13 +1,14 @@
 """The accelerator top level: input stream -> buffers -> engine (controller + PE array + requant) -> output.
 
 Every stage ends in a register, so no path crosses two memories or the whole chip (docs/synthesis.md).
-A compute issue, in cycles after the controller issues it: 1 its addresses are registered; 2 the
-activation and PE-ROM words are read; 3 the word is selected, zeroed outside the map, registered; then
-the PE array (``array.COMPUTE_LATENCY``): per-PE copy, half adder tree, other half, accumulator write at 6.
-A drain issue: 1 addresses registered, the accumulator entry and requant constants read; 2 onwards the
-requant pipeline (``requant.REQUANT_LATENCY``); 7 the value is written to the output buffer.
+A compute issue, in cycles after the controller issues it: 2 its buffer address (the controller registers
+the schedule entry, then the address); 4 the activation word, read and registered at the block RAM; 5 the
+word selected and zeroed outside the map, and the PE-ROM word; then the PE array
+(``array.COMPUTE_LATENCY``): per-PE copy, first adder level, rest of the tree, accumulator write at 8.
+A drain issue: 1 addresses registered, then the accumulator entry and requant constants are read; 2 onwards
+the requant pipeline (``requant.REQUANT_LATENCY``); 7 the value is written to the output buffer.
 ``lower.COMPUTE_WRITE_STAGE`` / ``DRAIN_READ_STAGE`` / ``DRAIN_WRITE_STAGE`` are these numbers; the
-controller's waits and the cycle model follow from them, and ``Top`` checks that its stages add up.
+controller's waits and the cycle model follow from them, and the asserts below check that they add up.
 """
 from __future__ import annotations
 
@@ -19,18 +20,20 @@ from ..encoding import REQUANT_MUL_BITS, WEIGHT_BITS
 from ..lower import COMPUTE_WRITE_STAGE, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE, Program
 from ..roms import pe_rom_width, rq_width
 from .array import COMPUTE_LATENCY, PEArray
-from .controller import Controller
+from .controller import ADDRESS_LATENCY, Controller
 from .delay import delayed
 from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
 from .extmem import ImageROM, LaneRAM
 
-COMPUTE_ISSUE_REG, MEMORY_READ, ARRAY_INPUT_REG = 1, 1, 1  # the compute stages before the PE array
+BUFFER_READ = 2  # activation buffers: block RAM read, then a register right at its output
+ARRAY_INPUT = ADDRESS_LATENCY + BUFFER_READ + 1  # + the selected, masked word's register
 DRAIN_ISSUE_REG = 1  # the drain's addresses are registered before the accumulator read
 ACC_READ = 1  # the accumulator entry and the requant constants are read in one cycle
-assert COMPUTE_ISSUE_REG + MEMORY_READ + ARRAY_INPUT_REG + COMPUTE_LATENCY == COMPUTE_WRITE_STAGE
+assert ARRAY_INPUT + COMPUTE_LATENCY == COMPUTE_WRITE_STAGE
 assert DRAIN_ISSUE_REG == DRAIN_READ_STAGE
 assert DRAIN_ISSUE_REG + ACC_READ + REQUANT_LATENCY == DRAIN_WRITE_STAGE
-RES_READ_STAGE = DRAIN_ISSUE_REG + ACC_READ + REQUANT_RES_STAGE - 3  # read, select the buffer, the lane
+# the residual is read, then its buffer selected (a register) and its lane selected (a register)
+RES_READ_STAGE = DRAIN_ISSUE_REG + ACC_READ + REQUANT_RES_STAGE - BUFFER_READ - 2
 
 CYCLE_COUNTER_BITS = 40
 
@@ -115,32 +118,28 @@ class Top(wiring.Component):
             m.submodules[f"requant{p}"] = rqs[p]
 
         desc = ctrl.desc
-        bufs = [LaneRAM(L, B, prog.buf_depth) for _ in range(prog.n_bufs)]
+        bufs = [LaneRAM(L, B, prog.buf_depth, read_latency=BUFFER_READ) for _ in range(prog.n_bufs)]
         result = LaneRAM(N, prog.out_bits, prog.res_depth)
         for i, b in enumerate(bufs):
             m.submodules[f"buf{i}"] = b
         m.submodules.result = result
 
-        # ---- compute, stages 0 -> 3: issue registered, memories read, word selected and registered
-        issue1 = delayed(m, Cat(ctrl.issue, ctrl.inb, ctrl.t, ctrl.bank, ctrl.act_addr, ctrl.step), 1, "issue")
-        valid1, inb1, t1, bank1, act_addr1, step1 = (issue1[a:b] for a, b in slices(
-            [1, 1, len(ctrl.t), 1, len(ctrl.act_addr), len(ctrl.step)]))
-        for p in range(N):
-            m.d.comb += pe_roms[p].addr.eq(step1)
+        # ---- compute: addresses (controller, stage 2), buffer read (4), word selected and masked (5), array
         word = Signal(L * B)
         for i, buf in enumerate(bufs):
             with m.If(desc.in_buf == i):
                 m.d.comb += word.eq(buf.rdata)
-        valid2, inb2, t2, bank2 = (delayed(m, x, MEMORY_READ, n) for x, n in
-                                   ((valid1, "valid"), (inb1, "inb"), (t1, "t"), (bank1, "bank")))
-        acts3 = delayed(m, Mux(inb2, word, 0), ARRAY_INPUT_REG, "acts")
-        m.d.comb += [array.valid.eq(delayed(m, valid2, ARRAY_INPUT_REG, "valid")),
-                     array.t.eq(delayed(m, t2, ARRAY_INPUT_REG, "t")),
-                     array.bank.eq(delayed(m, bank2, ARRAY_INPUT_REG, "bank")), array.acts.eq(acts3),
+        inb = delayed(m, ctrl.inb, BUFFER_READ, "inb")
+        m.d.comb += [array.valid.eq(delayed(m, ctrl.issue, ARRAY_INPUT, "valid")),
+                     array.t.eq(delayed(m, ctrl.t, ARRAY_INPUT, "t")),
+                     array.bank.eq(delayed(m, ctrl.bank, ARRAY_INPUT, "bank")),
+                     array.acts.eq(delayed(m, Mux(inb, word, 0), 1, "acts")),
                      array.act_signed.eq(desc.in_signed), array.max_mode.eq(desc.max_mode)]
+        step = delayed(m, ctrl.step, ARRAY_INPUT - 2, "step")  # PE ROM read, then a register
         wbits = WEIGHT_BITS[prog.pe_kind] * L  # the PE ROM word: lane weights, then the local channel
         for p in range(N):
-            rom_word = delayed(m, pe_roms[p].data, ARRAY_INPUT_REG, f"pe_word{p}")
+            m.d.comb += pe_roms[p].addr.eq(step)
+            rom_word = delayed(m, pe_roms[p].data, 1, f"pe_word{p}")
             m.d.comb += [array.codes[p].eq(rom_word[:wbits]), array.los[p].eq(rom_word[wbits:])]
 
         # ---- drain: issue registered (1), accumulator and requant constants read (2), requant, write (7)
@@ -159,7 +158,7 @@ class Top(wiring.Component):
         dv_res = delayed(m, ctrl.drain, RES_READ_STAGE, "res_valid")
         addr_res = delayed(m, ctrl.out_addr, RES_READ_STAGE, "res_addr")
         for i, buf in enumerate(bufs):
-            m.d.comb += buf.raddr.eq(Mux(dv_res & desc.has_res & (desc.res_buf == i), addr_res, act_addr1))
+            m.d.comb += buf.raddr.eq(Mux(dv_res & desc.has_res & (desc.res_buf == i), addr_res, ctrl.act_addr))
         res_word = Signal(L * B)
         for i, buf in enumerate(bufs):
             with m.If(desc.res_buf == i):
