@@ -164,7 +164,7 @@ class Top(wiring.Component):
             with m.If(desc.res_buf == i):
                 m.d.comb += res_word.eq(buf.rdata)
         res_word = delayed(m, res_word, 1, "res_word")
-        grp_res = delayed(m, ctrl.out_grp, RES_READ_STAGE + 2, "res_grp")
+        grp_res = delayed(m, ctrl.out_grp, RES_READ_STAGE + BUFFER_READ + 1, "res_grp")
         lane = lambda word, l, width: word[l * width:(l + 1) * width]
         res_lanes = [delayed(m, select(m, grp_res, [lane(res_word, g * N + p, B) for g in range(L // N)],
                                        f"res_lane{p}"), 1, f"res_lane{p}") for p in range(N)]
