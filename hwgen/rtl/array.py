@@ -20,6 +20,8 @@ from .pe import PE_LATENCY, MacPE, TernaryPE, partial_width
 # Cycles from a compute input of the array to its accumulator write: the per-PE copy register of the
 # inputs, the PE, and the registered partial sum.
 COMPUTE_LATENCY = 1 + PE_LATENCY + 1
+# Cycles from a drain input to ``accs``: the read address is registered, the entry read and registered.
+DRAIN_LATENCY = 2
 
 
 class PEArray(wiring.Component):
@@ -34,8 +36,12 @@ class PEArray(wiring.Component):
     cycle, so back-to-back issues into one entry accumulate (the read port is transparent).
 
     Drain, from bank ``drain_bank`` (never the bank being computed into): when ``drain`` is high, every PE
-    reads entry (``drain_lo``, ``drain_t``); the value appears on
-    ``accs`` the next cycle (``accs_valid``), and the entry is cleared in that cycle.
+    reads entry (``drain_lo``, ``drain_t``) the next cycle, and clears it in that cycle; the value appears
+    on ``accs`` ``DRAIN_LATENCY`` cycles after ``drain`` (``accs_valid``).
+
+    Each bank's read address is a register of its own, loaded with the drain or the compute address: the
+    memory (distributed RAM on FPGAs) is read asynchronously from it and written at the same address, so
+    the read-add-write loop holds no address logic.
 
     ``codes[p]`` is PE p's weight word: L lanes of ``encoding.WEIGHT_BITS[pe_kind]`` bits, 2-bit codes for
     ``TernaryPE``, int8 weights for ``MacPE``. Everything else is the same for both kinds.
@@ -76,15 +82,9 @@ class PEArray(wiring.Component):
         m = Module()
         depth = self.locals * self.tile
         drain_addr = self._addr(self.drain_lo, self.drain_t)
-        drained = Signal()  # stage 2 of a drain read: clear what was just read
-        drained_bank = Signal()
-        drained_addr = Signal(range(max(2, depth)))
-        m.d.sync += [drained.eq(self.drain), drained_bank.eq(self.drain_bank), drained_addr.eq(drain_addr),
-                     self.accs_valid.eq(self.drain)]
-        # the entry address, valid and bank travel alongside the PE pipeline, one copy for the whole array
-        valid_pe = delayed(m, self.valid, 1 + PE_LATENCY, "valid_pe")
-        bank_pe = delayed(m, self.bank, 1 + PE_LATENCY, "bank_pe")
-        t_pe = delayed(m, self.t, 1 + PE_LATENCY, "t_pe")
+        draining = Signal()  # the cycle after ``drain``: the entries are read and cleared
+        draining_bank = Signal()
+        m.d.sync += [draining.eq(self.drain), draining_bank.eq(self.drain_bank), self.accs_valid.eq(draining)]
         for p in range(self.pe):
             if self.pe_kind == "ternary":
                 pe = m.submodules[f"pe{p}"] = TernaryPE(self.lanes, self.act_bits)
@@ -92,30 +92,28 @@ class PEArray(wiring.Component):
             else:
                 pe = m.submodules[f"pe{p}"] = MacPE(self.lanes, self.act_bits)
                 weights = pe.weights
-            copy = m.submodules[f"inputs{p}"] = CopyRegister(len(self.acts) + 1 + len(weights))
-            m.d.comb += [copy.d.eq(Cat(self.acts, self.act_signed, self.codes[p])),
-                         Cat(pe.acts, pe.act_signed, weights).eq(copy.q)]
-            lo_pe = delayed(m, self.los[p], 1 + PE_LATENCY, f"lo_pe{p}")
-            compute_addr = self._addr(lo_pe, t_pe)
-            add_valid, add_bank = Signal(name=f"add_valid{p}"), Signal(name=f"add_bank{p}")
-            add_addr = Signal.like(drained_addr, name=f"add_addr{p}")
+            # this PE's own copy of everything it is sent: no flip-flop drives every PE
+            fields = [self.acts, self.act_signed, self.codes[p], self.los[p], self.t, self.valid, self.bank]
+            copy = m.submodules[f"inputs{p}"] = CopyRegister(sum(len(f) for f in fields))
+            lo_c, t_c, valid_c, bank_c = (Signal.like(f, name=f"{f.name}_copy{p}") for f in fields[3:])
+            m.d.comb += [copy.d.eq(Cat(*fields)), Cat(pe.acts, pe.act_signed, weights, lo_c, t_c, valid_c, bank_c).eq(copy.q)]
+            # the compute address reaches its bank's address register as the PE's sum is formed
+            compute_addr = delayed(m, self._addr(lo_c, t_c), PE_LATENCY, f"compute_addr{p}")
+            add_valid = delayed(m, valid_c, PE_LATENCY + 1, f"add_valid{p}")
+            add_bank = delayed(m, bank_c, PE_LATENCY + 1, f"add_bank{p}")
             partial = Signal(signed(partial_width(self.lanes, self.act_bits, self.pe_kind)), name=f"partial{p}")
-            m.d.sync += [add_valid.eq(valid_pe), add_bank.eq(bank_pe), add_addr.eq(compute_addr),
-                         partial.eq(pe.sum)]
+            m.d.sync += partial.eq(pe.sum)
             reads = []
             for b in range(2):
                 mem = m.submodules[f"acc{p}_{b}"] = Memory(shape=signed(self.acc_bits), depth=depth, init=[])
                 wr = mem.write_port()
-                rd = mem.read_port(transparent_for=(wr,))
+                rd = mem.read_port(domain="comb")
+                addr = Signal(range(max(2, depth)), name=f"acc_addr{p}_{b}")
+                m.d.sync += addr.eq(Mux(self.drain & (self.drain_bank == b), drain_addr, compute_addr))
                 reads.append(rd.data)
-                with m.If(self.drain & (self.drain_bank == b)):
-                    m.d.comb += rd.addr.eq(drain_addr)
-                with m.Else():
-                    m.d.comb += rd.addr.eq(compute_addr)
-                with m.If(drained & (drained_bank == b)):
-                    m.d.comb += [wr.addr.eq(drained_addr), wr.data.eq(0), wr.en.eq(1)]
-                with m.Elif(add_valid & (add_bank == b)):
-                    new = Mux(self.max_mode, Mux(partial > rd.data, partial, rd.data), rd.data + partial)
-                    m.d.comb += [wr.addr.eq(add_addr), wr.data.eq(new), wr.en.eq(1)]
-            m.d.comb += self.accs[p].eq(Mux(drained_bank, reads[1], reads[0]))
+                new = Mux(self.max_mode, Mux(partial > rd.data, partial, rd.data), rd.data + partial)
+                m.d.comb += [rd.addr.eq(addr), wr.addr.eq(addr),
+                             wr.data.eq(Mux(draining & (draining_bank == b), 0, new)),
+                             wr.en.eq((draining & (draining_bank == b)) | (add_valid & (add_bank == b)))]
+            m.d.sync += self.accs[p].eq(Mux(draining_bank, reads[1], reads[0]))
         return m

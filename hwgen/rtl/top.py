@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from ..encoding import REQUANT_MUL_BITS, WEIGHT_BITS
 from ..lower import COMPUTE_WRITE_STAGE, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE, Program
 from ..roms import pe_rom_width, rq_width
-from .array import COMPUTE_LATENCY, PEArray
+from .array import COMPUTE_LATENCY, DRAIN_LATENCY, PEArray
 from .controller import ADDRESS_LATENCY, Controller
 from .delay import delayed
 from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
@@ -27,13 +27,11 @@ from .extmem import ImageROM, LaneRAM
 
 BUFFER_READ = 2  # activation buffers: block RAM read, then a register right at its output
 ARRAY_INPUT = ADDRESS_LATENCY + BUFFER_READ + 1  # + the selected, masked word's register
-DRAIN_ISSUE_REG = 1  # the drain's addresses are registered before the accumulator read
-ACC_READ = 1  # the accumulator entry and the requant constants are read in one cycle
 assert ARRAY_INPUT + COMPUTE_LATENCY == COMPUTE_WRITE_STAGE
-assert DRAIN_ISSUE_REG == DRAIN_READ_STAGE
-assert DRAIN_ISSUE_REG + ACC_READ + REQUANT_LATENCY == DRAIN_WRITE_STAGE
+assert DRAIN_LATENCY - 1 == DRAIN_READ_STAGE  # the array registers the address, then reads
+assert DRAIN_LATENCY + REQUANT_LATENCY == DRAIN_WRITE_STAGE
 # the residual is read, then its buffer selected (a register) and its lane selected (a register)
-RES_READ_STAGE = DRAIN_ISSUE_REG + ACC_READ + REQUANT_RES_STAGE - BUFFER_READ - 2
+RES_READ_STAGE = DRAIN_LATENCY + REQUANT_RES_STAGE - BUFFER_READ - 2
 
 CYCLE_COUNTER_BITS = 40
 
@@ -47,12 +45,6 @@ def select(m: Module, index, choices: list, name: str) -> Signal:
             with m.Case(i):
                 m.d.comb += out.eq(choice)
     return out
-
-
-def slices(widths: list[int]) -> list[tuple[int, int]]:
-    """(start, stop) of consecutive fields of the given widths, as ``Cat`` packs them."""
-    starts = [sum(widths[:i]) for i in range(len(widths) + 1)]
-    return list(zip(starts, starts[1:]))
 
 
 def pe_image(p: int) -> str:
@@ -143,12 +135,9 @@ class Top(wiring.Component):
             m.d.comb += [array.codes[p].eq(rom_word[:wbits]), array.los[p].eq(rom_word[wbits:])]
 
         # ---- drain: issue registered (1), accumulator and requant constants read (2), requant, write (7)
-        drain1 = delayed(m, Cat(ctrl.drain, ~ctrl.bank, ctrl.drain_lo, ctrl.drain_t, ctrl.rq_addr), DRAIN_ISSUE_REG,
-                         "drain")
-        dv1, dbank1, dlo1, dt1, rqa1 = (drain1[a:b] for a, b in slices(
-            [1, 1, len(ctrl.drain_lo), len(ctrl.drain_t), len(ctrl.rq_addr)]))
-        m.d.comb += [array.drain.eq(dv1), array.drain_bank.eq(dbank1), array.drain_lo.eq(dlo1),
-                     array.drain_t.eq(dt1)]
+        m.d.comb += [array.drain.eq(ctrl.drain), array.drain_bank.eq(~ctrl.bank), array.drain_lo.eq(ctrl.drain_lo),
+                     array.drain_t.eq(ctrl.drain_t)]
+        rq_addr = delayed(m, ctrl.rq_addr, DRAIN_LATENCY - 1, "rq_addr")  # ROM data beside the entry
         dvw = delayed(m, ctrl.drain, DRAIN_WRITE_STAGE, "drain_valid")
         addr_w = delayed(m, ctrl.out_addr, DRAIN_WRITE_STAGE, "out_addr")
         grp_w = delayed(m, ctrl.out_grp, DRAIN_WRITE_STAGE, "out_grp")
@@ -170,7 +159,7 @@ class Top(wiring.Component):
                                        f"res_lane{p}"), 1, f"res_lane{p}") for p in range(N)]
         for p in range(N):
             word_rq = rq_roms[p].data
-            m.d.comb += [rq_roms[p].addr.eq(rqa1), rqs[p].acc.eq(array.accs[p]),
+            m.d.comb += [rq_roms[p].addr.eq(rq_addr), rqs[p].acc.eq(array.accs[p]),
                          rqs[p].mul.eq(word_rq[:REQUANT_MUL_BITS]),
                          rqs[p].bias.eq(word_rq[REQUANT_MUL_BITS:REQUANT_MUL_BITS + prog.bias_bits]),
                          rqs[p].shift.eq(word_rq[REQUANT_MUL_BITS + prog.bias_bits:]),
