@@ -189,6 +189,12 @@ class Top(wiring.Component):
         for i, buf in enumerate(bufs):
             m.d.comb += [buf.waddr.eq(addr_w), buf.wdata.eq(lane_values),
                          buf.wen.eq(Mux(dvw & ~desc.to_result & (desc.out_buf == i), lane_groups, 0))]
+        # start and done cross between the stream logic and the controller through registers: the two sit
+        # apart on the chip
+        start = Signal()
+        m.d.sync += start.eq(0)
+        m.d.comb += ctrl.start.eq(start)
+        done = delayed(m, ctrl.done, 1, "done")
         with m.FSM():
             with m.State("LOAD"):
                 m.d.comb += [self.inp.ready.eq(1), bufs[0].waddr.eq(in_count), bufs[0].wdata.eq(self.inp.payload.data)]
@@ -196,11 +202,11 @@ class Top(wiring.Component):
                     m.d.comb += bufs[0].wen.eq((1 << L) - 1)
                     m.d.sync += in_count.eq(in_count + 1)
                     with m.If(in_count == net.in_beats - 1):
-                        m.d.comb += ctrl.start.eq(1)
+                        m.d.sync += start.eq(1)
                         m.d.sync += [in_count.eq(0), self.cycles.eq(0)]
                         m.next = "RUN"
             with m.State("RUN"):
-                with m.If(ctrl.done):
+                with m.If(done):
                     m.d.sync += [out_o.eq(0), out_p.eq(0), out_px.eq(0), out_lobase.eq(0)]
                     m.next = "OUT_READ"
             with m.State("OUT_READ"):
