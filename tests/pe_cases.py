@@ -5,14 +5,13 @@ import random
 
 from amaranth.sim import Simulator
 
-from hwgen.encoding import pack_lanes
 from hwgen.rtl.pe import PE_LATENCY
 
 
 def check_pe_dot_products(dut, lanes: int, bits: int, seed: int, draw_weight, extreme_weight: int,
-                          set_weights) -> None:
+                          set_inputs) -> None:
     """``draw_weight(rng)``: one lane's weight; ``extreme_weight``: the weight of the largest-magnitude
-    cases; ``set_weights(ctx, weights)``: drive the PE's weight port."""
+    cases; ``set_inputs(ctx, signed, acts, weights)``: drive the PE's ports."""
     rng = random.Random(seed)
     cases = []
     for _ in range(300):
@@ -28,9 +27,7 @@ def check_pe_dot_products(dut, lanes: int, bits: int, seed: int, draw_weight, ex
         for i in range(len(cases) + PE_LATENCY):
             if i < len(cases):
                 signed, acts, weights, _ = cases[i]
-                ctx.set(dut.act_signed, signed)
-                ctx.set(dut.acts, pack_lanes(acts, bits))
-                set_weights(ctx, weights)
+                set_inputs(ctx, signed, acts, weights)
             await ctx.tick()
             if i + 1 >= PE_LATENCY and i + 1 - PE_LATENCY < len(cases):
                 signed, acts, weights, expected = cases[i + 1 - PE_LATENCY]

@@ -33,8 +33,12 @@ def _tex2_net():
 def test_mac_pe_multiplies_each_lane():
     lanes, bits = 4, 8
     dut = MacPE(lanes, bits)
-    check_pe_dot_products(dut, lanes, bits, 3, lambda rng: rng.randrange(-128, 128), -128,
-                          lambda ctx, w: ctx.set(dut.weights, pack_lanes(w, WEIGHT_BITS["mac"])))
+    def set_inputs(ctx, signed, acts, weights):
+        ctx.set(dut.act_signed, signed)
+        ctx.set(dut.acts, pack_lanes(acts, bits))
+        ctx.set(dut.weights, pack_lanes(weights, WEIGHT_BITS["mac"]))
+
+    check_pe_dot_products(dut, lanes, bits, 3, lambda rng: rng.randrange(-128, 128), -128, set_inputs)
 
 
 def test_mac_array_has_multipliers_and_ternary_none():

@@ -14,8 +14,12 @@ from pe_cases import check_pe_dot_products
 def test_pe_adds_subtracts_or_skips_each_lane():
     lanes, bits = 8, 8
     dut = TernaryPE(lanes, bits)
-    check_pe_dot_products(dut, lanes, bits, 1, lambda rng: rng.choice((-1, 0, 1)), -1,
-                          lambda ctx, w: ctx.set(dut.codes, pack_lanes([CODE[x] for x in w], 2)))
+
+    def set_inputs(ctx, signed, acts, weights):  # the operands as the array forms them: x, -x per lane
+        ctx.set(dut.operands, pack_lanes([v for a in acts for v in (a, -a)], bits + 1))
+        ctx.set(dut.codes, pack_lanes([CODE[x] for x in weights], 2))
+
+    check_pe_dot_products(dut, lanes, bits, 1, lambda rng: rng.choice((-1, 0, 1)), -1, set_inputs)
 
 
 def test_requant_matches_integer_formula():

@@ -15,11 +15,11 @@ from amaranth.lib.wiring import In, Out
 from ..encoding import WEIGHT_BITS, check_pe_kind
 from .delay import delayed
 from .extmem import CopyRegister
-from .pe import PE_LATENCY, MacPE, TernaryPE, partial_width
+from .pe import PE_LATENCY, MacPE, TernaryPE, partial_width, ternary_operands
 
-# Cycles from a compute input of the array to its accumulator write: the per-PE copy register of the
-# inputs, the PE, and the registered partial sum.
-COMPUTE_LATENCY = 1 + PE_LATENCY + 1
+# Cycles from a compute input of the array to its accumulator write: the operand register (ternary PEs
+# get each lane's value and its negation), the per-PE copy register, the PE, the registered partial sum.
+COMPUTE_LATENCY = 1 + 1 + PE_LATENCY + 1
 # Cycles from a drain input to ``accs``: the read address is registered, the entry read and registered.
 DRAIN_LATENCY = 2
 
@@ -30,9 +30,10 @@ class PEArray(wiring.Component):
     Compute, into bank ``bank``: when ``valid`` is high, ``acts`` (one word, L lanes) is broadcast;
     PE p adds ``codes[p]`` . ``acts`` into entry (``los[p]``, ``t``) (with ``max_mode``, the entry keeps the
     maximum of itself and that sum instead: max pooling on non-negative inputs, identity weights). The
-    addition is written ``COMPUTE_LATENCY`` cycles later: each PE first takes its own copy of the inputs (a
-    register per PE, so the broadcast word is not routed from one flip-flop to every adder tree), then its
-    pipelined adder tree, then the partial-sum register. An entry is read, added to and written back in one
+    addition is written ``COMPUTE_LATENCY`` cycles later: the operands are formed once and registered, each
+    PE takes its own copy of its inputs (a register per PE, so the broadcast word is not routed from one
+    flip-flop to every adder tree), then its pipelined adder tree, then the partial-sum register. Inputs
+    may come straight from logic: all of them are registered first. An entry is read, added to and written back in one
     cycle, so back-to-back issues into one entry accumulate (the read port is transparent).
 
     Drain, from bank ``drain_bank`` (never the bank being computed into): when ``drain`` is high, every PE
@@ -85,18 +86,27 @@ class PEArray(wiring.Component):
         draining = Signal()  # the cycle after ``drain``: the entries are read and cleared
         draining_bank = Signal()
         m.d.sync += [draining.eq(self.drain), draining_bank.eq(self.drain_bank), self.accs_valid.eq(draining)]
+        if self.pe_kind == "ternary":
+            operands = ternary_operands(self.acts, self.act_signed, self.lanes, self.act_bits)
+        else:
+            operands = Cat(self.acts, self.act_signed)
+        shared = delayed(m, Cat(operands, self.t, self.valid, self.bank), 1, "operands")
         for p in range(self.pe):
             if self.pe_kind == "ternary":
                 pe = m.submodules[f"pe{p}"] = TernaryPE(self.lanes, self.act_bits)
-                weights = pe.codes
+                pe_ports = [pe.operands, pe.codes]
             else:
                 pe = m.submodules[f"pe{p}"] = MacPE(self.lanes, self.act_bits)
-                weights = pe.weights
+                pe_ports = [pe.acts, pe.act_signed, pe.weights]
             # this PE's own copy of everything it is sent: no flip-flop drives every PE
-            fields = [self.acts, self.act_signed, self.codes[p], self.los[p], self.t, self.valid, self.bank]
-            copy = m.submodules[f"inputs{p}"] = CopyRegister(sum(len(f) for f in fields))
-            lo_c, t_c, valid_c, bank_c = (Signal.like(f, name=f"{f.name}_copy{p}") for f in fields[3:])
-            m.d.comb += [copy.d.eq(Cat(*fields)), Cat(pe.acts, pe.act_signed, weights, lo_c, t_c, valid_c, bank_c).eq(copy.q)]
+            own = delayed(m, Cat(self.codes[p], self.los[p]), 1, f"pe_word{p}")
+            copy = m.submodules[f"inputs{p}"] = CopyRegister(len(shared) + len(own))
+            lo_c, t_c, valid_c, bank_c = (Signal.like(f, name=f"{f.name}_copy{p}")
+                                          for f in (self.los[p], self.t, self.valid, self.bank))
+            codes_c = Signal(len(self.codes[p]), name=f"codes_copy{p}")
+            m.d.comb += [copy.d.eq(Cat(shared, own)),
+                         Cat(Cat(*pe_ports[:-1]), t_c, valid_c, bank_c, codes_c, lo_c).eq(copy.q),
+                         pe_ports[-1].eq(codes_c)]
             # the compute address reaches its bank's address register as the PE's sum is formed
             compute_addr = delayed(m, self._addr(lo_c, t_c), PE_LATENCY, f"compute_addr{p}")
             add_valid = delayed(m, valid_c, PE_LATENCY + 1, f"add_valid{p}")

@@ -26,7 +26,7 @@ from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
 from .extmem import ImageROM, LaneRAM
 
 BUFFER_READ = 2  # activation buffers: block RAM read, then a register right at its output
-ARRAY_INPUT = ADDRESS_LATENCY + BUFFER_READ + 1  # + the selected, masked word's register
+ARRAY_INPUT = ADDRESS_LATENCY + BUFFER_READ  # the word, selected and masked, goes straight in
 assert ARRAY_INPUT + COMPUTE_LATENCY == COMPUTE_WRITE_STAGE
 assert DRAIN_LATENCY - 1 == DRAIN_READ_STAGE  # the array registers the address, then reads
 assert DRAIN_LATENCY + REQUANT_LATENCY == DRAIN_WRITE_STAGE
@@ -125,14 +125,13 @@ class Top(wiring.Component):
         m.d.comb += [array.valid.eq(delayed(m, ctrl.issue, ARRAY_INPUT, "valid")),
                      array.t.eq(delayed(m, ctrl.t, ARRAY_INPUT, "t")),
                      array.bank.eq(delayed(m, ctrl.bank, ARRAY_INPUT, "bank")),
-                     array.acts.eq(delayed(m, Mux(inb, word, 0), 1, "acts")),
+                     array.acts.eq(Mux(inb, word, 0)),
                      array.act_signed.eq(desc.in_signed), array.max_mode.eq(desc.max_mode)]
-        step = delayed(m, ctrl.step, ARRAY_INPUT - 2, "step")  # PE ROM read, then a register
+        step = delayed(m, ctrl.step, ARRAY_INPUT - 1, "step")  # read beside the activation word
         wbits = WEIGHT_BITS[prog.pe_kind] * L  # the PE ROM word: lane weights, then the local channel
         for p in range(N):
-            m.d.comb += pe_roms[p].addr.eq(step)
-            rom_word = delayed(m, pe_roms[p].data, 1, f"pe_word{p}")
-            m.d.comb += [array.codes[p].eq(rom_word[:wbits]), array.los[p].eq(rom_word[wbits:])]
+            m.d.comb += [pe_roms[p].addr.eq(step), array.codes[p].eq(pe_roms[p].data[:wbits]),
+                         array.los[p].eq(pe_roms[p].data[wbits:])]
 
         # ---- drain: issue registered (1), accumulator and requant constants read (2), requant, write (7)
         m.d.comb += [array.drain.eq(ctrl.drain), array.drain_bank.eq(~ctrl.bank), array.drain_lo.eq(ctrl.drain_lo),
