@@ -18,8 +18,9 @@ from .extmem import CopyRegister
 from .pe import PE_LATENCY, MacPE, TernaryPE, partial_width, ternary_operands
 
 # Cycles from a compute input of the array to its accumulator write: the operand register (ternary PEs
-# get each lane's value and its negation), the per-PE copy register, the PE, the registered partial sum.
-COMPUTE_LATENCY = 1 + 1 + PE_LATENCY + 1
+# get each lane's value and its negation), the per-PE copy register, the PE, the registered partial sum
+# and the entry read (R), then the write (W).
+COMPUTE_LATENCY = 1 + 1 + PE_LATENCY + 2
 # Cycles from a drain input to ``accs``: the read address is registered, the entry read and registered.
 DRAIN_LATENCY = 2
 
@@ -32,17 +33,16 @@ class PEArray(wiring.Component):
     maximum of itself and that sum instead: max pooling on non-negative inputs, identity weights). The
     addition is written ``COMPUTE_LATENCY`` cycles later: the operands are formed once and registered, each
     PE takes its own copy of its inputs (a register per PE, so the broadcast word is not routed from one
-    flip-flop to every adder tree), then its pipelined adder tree, then the partial-sum register. Inputs
-    may come straight from logic: all of them are registered first. An entry is read, added to and written back in one
-    cycle, so back-to-back issues into one entry accumulate (the read port is transparent).
+    flip-flop to every adder tree), then its pipelined adder tree, then the entry is read and, a cycle
+    later, written back with the sum; back-to-back issues into one entry accumulate (forwarding). Inputs
+    may come straight from logic: all of them are registered first.
 
     Drain, from bank ``drain_bank`` (never the bank being computed into): when ``drain`` is high, every PE
     reads entry (``drain_lo``, ``drain_t``) the next cycle, and clears it in that cycle; the value appears
     on ``accs`` ``DRAIN_LATENCY`` cycles after ``drain`` (``accs_valid``).
 
     Each bank's read address is a register of its own, loaded with the drain or the compute address: the
-    memory (distributed RAM on FPGAs) is read asynchronously from it and written at the same address, so
-    the read-add-write loop holds no address logic.
+    memory (distributed RAM on FPGAs) is read asynchronously from it.
 
     ``codes[p]`` is PE p's weight word: L lanes of ``encoding.WEIGHT_BITS[pe_kind]`` bits, 2-bit codes for
     ``TernaryPE``, int8 weights for ``MacPE``. Everything else is the same for both kinds.
@@ -107,12 +107,19 @@ class PEArray(wiring.Component):
             m.d.comb += [copy.d.eq(Cat(shared, own)),
                          Cat(Cat(*pe_ports[:-1]), t_c, valid_c, bank_c, codes_c, lo_c).eq(copy.q),
                          pe_ports[-1].eq(codes_c)]
-            # the compute address reaches its bank's address register as the PE's sum is formed
+            # Accumulation in two stages: the entry is read from a registered address into ``acc_in`` (R),
+            # the next cycle the sum is formed and written back (W). An issue that hits the entry the issue
+            # before it is writing takes that sum instead of the stale word (forwarding), so the loop that
+            # accumulates back-to-back hits is an adder and a mux, with no memory read in it.
             compute_addr = delayed(m, self._addr(lo_c, t_c), PE_LATENCY, f"compute_addr{p}")
-            add_valid = delayed(m, valid_c, PE_LATENCY + 1, f"add_valid{p}")
-            add_bank = delayed(m, bank_c, PE_LATENCY + 1, f"add_bank{p}")
-            partial = Signal(signed(partial_width(self.lanes, self.act_bits, self.pe_kind)), name=f"partial{p}")
-            m.d.sync += partial.eq(pe.sum)
+            valid_r, bank_r, addr_r = (delayed(m, v, 1, f"{n}_r{p}") for v, n in (
+                (delayed(m, valid_c, PE_LATENCY, f"valid{p}"), "valid"), (delayed(m, bank_c, PE_LATENCY, f"bank{p}"), "bank"),
+                (compute_addr, "addr")))
+            valid_w, bank_w, addr_w = (delayed(m, v, 1, f"{n}_w{p}") for v, n in (
+                (valid_r, "valid"), (bank_r, "bank"), (addr_r, "addr")))
+            partial_w = delayed(m, pe.sum, 2, f"partial{p}")
+            acc_in = Signal(signed(self.acc_bits), name=f"acc_in{p}")
+            new = Mux(self.max_mode, Mux(partial_w > acc_in, partial_w, acc_in), acc_in + partial_w)
             reads = []
             for b in range(2):
                 mem = m.submodules[f"acc{p}_{b}"] = Memory(shape=signed(self.acc_bits), depth=depth, init=[])
@@ -121,9 +128,10 @@ class PEArray(wiring.Component):
                 addr = Signal(range(max(2, depth)), name=f"acc_addr{p}_{b}")
                 m.d.sync += addr.eq(Mux(self.drain & (self.drain_bank == b), drain_addr, compute_addr))
                 reads.append(rd.data)
-                new = Mux(self.max_mode, Mux(partial > rd.data, partial, rd.data), rd.data + partial)
-                m.d.comb += [rd.addr.eq(addr), wr.addr.eq(addr),
-                             wr.data.eq(Mux(draining & (draining_bank == b), 0, new)),
-                             wr.en.eq((draining & (draining_bank == b)) | (add_valid & (add_bank == b)))]
-            m.d.sync += self.accs[p].eq(Mux(draining_bank, reads[1], reads[0]))
+                clear = draining & (draining_bank == b)
+                m.d.comb += [rd.addr.eq(addr), wr.addr.eq(Mux(clear, addr, addr_w)), wr.data.eq(Mux(clear, 0, new)),
+                             wr.en.eq(clear | (valid_w & (bank_w == b)))]
+            hit = valid_w & (bank_w == bank_r) & (addr_w == addr_r)
+            m.d.sync += [acc_in.eq(Mux(hit, new, Mux(bank_r, reads[1], reads[0]))),
+                         self.accs[p].eq(Mux(draining_bank, reads[1], reads[0]))]
         return m

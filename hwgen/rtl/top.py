@@ -2,9 +2,10 @@
 
 Every stage ends in a register, so no path crosses two memories or the whole chip (docs/synthesis.md).
 A compute issue, in cycles after the controller issues it: 2 its buffer address (the controller registers
-the schedule entry, then the address); 4 the activation word, read and registered at the block RAM; 5 the
-word selected and zeroed outside the map, and the PE-ROM word; then the PE array
-(``array.COMPUTE_LATENCY``): per-PE copy, first adder level, rest of the tree, accumulator write at 8.
+the schedule entry, then the address); 4 the activation word, read and registered at the block RAM, is
+selected and zeroed outside the map, and goes with the PE-ROM words into the PE array
+(``array.COMPUTE_LATENCY``): operands, per-PE copy, first adder level, rest of the tree, accumulator
+entry read, and written at 9.
 A drain issue: 1 addresses registered, then the accumulator entry and requant constants are read; 2 onwards
 the requant pipeline (``requant.REQUANT_LATENCY``); 7 the value is written to the output buffer.
 ``lower.COMPUTE_WRITE_STAGE`` / ``DRAIN_READ_STAGE`` / ``DRAIN_WRITE_STAGE`` are these numbers; the
