@@ -15,6 +15,7 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from ..lower import Program
+from .delay import delayed
 from .top import CYCLE_COUNTER_BITS, Top
 
 FRAME_IN = 0xA5
@@ -122,16 +123,19 @@ class UARTLink(wiring.Component):
         # top stops being ready with no beat pending, so the link needs no beat count of its own.
         in_frame = Signal()
         byte_idx = Signal(range(max(2, self.in_bytes)))
+        # a received byte is registered first: its valid enables the whole beat register, wherever the
+        # placer puts the beat (beside the buffers) relative to the receiver
+        byte_valid, byte = delayed(m, urx.data.valid, 1, "rx_valid"), delayed(m, urx.data.payload, 1, "rx_byte")
         beat = Signal(8 * self.in_bytes)
         beat_valid = Signal()
         m.d.comb += [top.inp.valid.eq(beat_valid), top.inp.payload.data.eq(beat)]
         with m.If(top.inp.ready):
             m.d.sync += beat_valid.eq(0)
-        with m.If(urx.data.valid):
+        with m.If(byte_valid):
             with m.If(~in_frame):
-                m.d.sync += [in_frame.eq(urx.data.payload == FRAME_IN), byte_idx.eq(0)]
+                m.d.sync += [in_frame.eq(byte == FRAME_IN), byte_idx.eq(0)]
             with m.Else():
-                m.d.sync += [beat.eq(Cat(beat[8:], urx.data.payload)), byte_idx.eq(byte_idx + 1)]  # little-endian
+                m.d.sync += [beat.eq(Cat(beat[8:], byte)), byte_idx.eq(byte_idx + 1)]  # little-endian
                 with m.If(byte_idx == self.in_bytes - 1):
                     m.d.sync += [beat_valid.eq(1), byte_idx.eq(0)]
         with m.If(~top.inp.ready & ~beat_valid):
