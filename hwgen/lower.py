@@ -24,7 +24,7 @@ HANDOFF_CYCLES = 1
 # Pipeline depths in cycles after the controller issues (rtl/top.py adds them up from its stages):
 COMPUTE_WRITE_STAGE = 9  # a compute issue's sum is written into its accumulator entry
 DRAIN_READ_STAGE = 1  # a drain issue reads its accumulator entry
-DRAIN_WRITE_STAGE = 7  # and its requantized value is written to the output buffer
+DRAIN_WRITE_STAGE = 8  # and its requantized value is written to the output buffer
 # so the drain machine waits before it reads a bank until the bank's last sums are written, and a layer
 # ends when its last outputs are written (a drain may start while the previous one's writes are in flight)
 DRAIN_PRE_CYCLES = COMPUTE_WRITE_STAGE - 1 - DRAIN_READ_STAGE

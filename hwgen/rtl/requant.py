@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 from ..encoding import REQUANT_MUL_BITS
 from .delay import delayed
 
-REQUANT_LATENCY = 5  # cycles from ``acc`` to ``y``
+REQUANT_LATENCY = 6  # cycles from ``acc`` to ``y``
 REQUANT_RES_STAGE = 4  # ``res`` is sampled this many cycles after its ``acc``
 
 
@@ -21,7 +21,7 @@ class Requant(wiring.Component):
     over a layer); ``y`` out, registered, ``REQUANT_LATENCY`` cycles after its ``acc``.
 
     One operation per stage, each ending in a register, so the unit is never the design's critical path:
-    inputs; product (a DSP block on FPGAs); + bias; >> shift; + res and clamp."""
+    inputs; product (a DSP block on FPGAs); + bias; >> shift; + res; clamp."""
 
     def __init__(self, acc_bits: int, bias_bits: int, shift_bits: int, out_bits: int, res_bits: int = 9):
         self.acc_bits, self.bias_bits, self.out_bits = acc_bits, bias_bits, out_bits
@@ -47,6 +47,6 @@ class Requant(wiring.Component):
                      shifted.eq(total >> delayed(m, self.shift, 3, "shift"))]
         scaled = Signal(signed(len(total) + 1))
         lo, hi = delayed(m, self.lo, 1, "lo"), delayed(m, self.hi, 1, "hi")
-        m.d.comb += scaled.eq(shifted + self.res)
+        m.d.sync += scaled.eq(shifted + self.res)
         m.d.sync += self.y.eq(Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled)))
         return m

@@ -7,7 +7,7 @@ selected and zeroed outside the map, and goes with the PE-ROM words into the PE 
 (``array.COMPUTE_LATENCY``): operands, per-PE copy, first adder level, rest of the tree, accumulator
 entry read, and written at 9.
 A drain issue: 1 addresses registered, then the accumulator entry and requant constants are read; 2 onwards
-the requant pipeline (``requant.REQUANT_LATENCY``); 7 the value is written to the output buffer.
+the requant pipeline (``requant.REQUANT_LATENCY``); 8 the value is written to the output buffer.
 ``lower.COMPUTE_WRITE_STAGE`` / ``DRAIN_READ_STAGE`` / ``DRAIN_WRITE_STAGE`` are these numbers; the
 controller's waits and the cycle model follow from them, and the asserts below check that they add up.
 """
@@ -155,17 +155,18 @@ class Top(wiring.Component):
         res_word = delayed(m, res_word, 1, "res_word")
         grp_res = delayed(m, ctrl.out_grp, RES_READ_STAGE + BUFFER_READ + 1, "res_grp")
         lane = lambda word, l, width: word[l * width:(l + 1) * width]
-        res_lanes = [delayed(m, select(m, grp_res, [lane(res_word, g * N + p, B) for g in range(L // N)],
-                                       f"res_lane{p}"), 1, f"res_lane{p}") for p in range(N)]
+        res_lanes = []
+        for p in range(N):
+            raw = select(m, grp_res, [lane(res_word, g * N + p, B) for g in range(L // N)], f"res_lane{p}")
+            value = Mux(desc.has_res, Mux(desc.res_signed, raw.as_signed(), raw), 0)
+            res_lanes.append(delayed(m, value, 1, f"res_value{p}"))  # a register is all requant sees
         for p in range(N):
             word_rq = rq_roms[p].data
             m.d.comb += [rq_roms[p].addr.eq(rq_addr), rqs[p].acc.eq(array.accs[p]),
                          rqs[p].mul.eq(word_rq[:REQUANT_MUL_BITS]),
                          rqs[p].bias.eq(word_rq[REQUANT_MUL_BITS:REQUANT_MUL_BITS + prog.bias_bits]),
                          rqs[p].shift.eq(word_rq[REQUANT_MUL_BITS + prog.bias_bits:]),
-                         rqs[p].lo.eq(desc.lo), rqs[p].hi.eq(desc.hi),
-                         rqs[p].res.eq(Mux(desc.has_res, Mux(desc.res_signed, res_lanes[p].as_signed(),
-                                                                     res_lanes[p]), 0))]
+                         rqs[p].lo.eq(desc.lo), rqs[p].hi.eq(desc.hi), rqs[p].res.eq(res_lanes[p])]
         lane_values = Cat(rqs[l % N].y[:B] for l in range(L))  # lane l of a word comes from PE l mod N
         lane_groups = Cat(grp_w == l // N for l in range(L))
         m.d.comb += [result.waddr.eq(addr_w), result.wdata.eq(Cat(r.y[:prog.out_bits] for r in rqs)),
