@@ -41,6 +41,7 @@ class Mem:
     width: int
     depth: int
     lanes: int = 1  # write-enable lanes (each lane padded to the block RAM's byte)
+    async_read: bool = False  # read without a clock: only distributed RAM can do that
 
 
 def memories(design) -> list[Mem]:
@@ -54,13 +55,14 @@ def memories(design) -> list[Mem]:
             p = frag.parameters
             found.append(Mem(path, p["LANES"] * p["LANE_WIDTH"], p["DEPTH"], p["LANES"]))
         elif isinstance(frag, MemoryInstance):
-            found.append(Mem(path, Shape.cast(frag._data.shape).width, frag._data.depth))
+            found.append(Mem(path, Shape.cast(frag._data.shape).width, frag._data.depth,
+                             async_read=any(port._domain == "comb" for port in frag._read_ports)))
         stack.extend((sub, f"{path}.{name}") for sub, name, _ in frag.subfragments)
     return sorted(found, key=lambda m: m.name)
 
 
 def bram_blocks(mem: Mem, family: str) -> int:
-    if mem.depth <= LUTRAM_MAX_DEPTH[family]:
+    if mem.depth <= LUTRAM_MAX_DEPTH[family] or mem.async_read:  # distributed RAM, or logic on iCE40
         return 0
     lane = mem.width // mem.lanes
     width = mem.lanes * -(-lane // BYTE[family]) * BYTE[family] if mem.lanes > 1 else mem.width
