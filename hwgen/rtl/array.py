@@ -112,9 +112,9 @@ class PEArray(wiring.Component):
             # before it is writing takes that sum instead of the stale word (forwarding), so the loop that
             # accumulates back-to-back hits is an adder and a mux, with no memory read in it.
             compute_addr = delayed(m, self._addr(lo_c, t_c), PE_LATENCY, f"compute_addr{p}")
-            valid_r, bank_r, addr_r = (delayed(m, v, 1, f"{n}_r{p}") for v, n in (
-                (delayed(m, valid_c, PE_LATENCY, f"valid{p}"), "valid"), (delayed(m, bank_c, PE_LATENCY, f"bank{p}"), "bank"),
-                (compute_addr, "addr")))
+            valid_r = delayed(m, valid_c, PE_LATENCY + 1, f"valid_r{p}")
+            bank_r = delayed(m, bank_c, PE_LATENCY + 1, f"bank_r{p}")
+            addr_r = delayed(m, compute_addr, 1, f"addr_r{p}")
             valid_w, bank_w, addr_w = (delayed(m, v, 1, f"{n}_w{p}") for v, n in (
                 (valid_r, "valid"), (bank_r, "bank"), (addr_r, "addr")))
             partial_w = delayed(m, pe.sum, 2, f"partial{p}")

@@ -82,7 +82,8 @@ class Walker:
 class Controller(wiring.Component):
     """Ports: ``start`` (in, pulse) runs the whole program; ``done`` pulses one cycle after the last drain
     flush; ``layer_done`` pulses when a layer's last output write has landed (the testbench reads the
-    buffers then, to find the first layer that differs from the reference). Issue outputs are valid in the cycle they are asserted (stage 0):
+    buffers then, to find the first layer that differs from the reference). Issue outputs are valid in the
+    cycle they are asserted (stage 0):
 
     - compute: ``issue``, ``step`` (PE-ROM address), ``t``, ``bank``; ``act_addr`` and ``inb`` (inside the
       map) of that issue ``ADDRESS_LATENCY`` cycles later
