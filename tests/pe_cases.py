@@ -22,18 +22,31 @@ def check_pe_dot_products(dut, lanes: int, bits: int, seed: int, draw_weight, ex
             acts, weights = [-128 if signed else 255] * lanes, [extreme_weight] * lanes
         cases.append((signed, acts, weights, sum(a * w for a, w in zip(acts, weights))))
 
+    def drive(ctx, i):
+        if i < len(cases):
+            set_inputs(ctx, *cases[i][:3])
+
+    def check(ctx, k):
+        signed, acts, weights, expected = cases[k]
+        assert ctx.get(dut.sum) == expected, (signed, acts, weights)
+
+    stream_cases(dut, len(cases), PE_LATENCY, drive, check)
+
+
+def stream_cases(dut, count: int, latency: int, drive, check) -> None:
+    """One case a cycle through a pipelined ``dut`` in amaranth.sim: ``drive(ctx, i)`` sets the inputs of
+    cycle i (cases 0..count-1, then idle cycles); ``check(ctx, k)`` asserts the outputs of case k
+    ``latency`` cycles after it went in. Every case is checked."""
     async def bench(ctx):
         checked = 0
-        for i in range(len(cases) + PE_LATENCY):
-            if i < len(cases):
-                signed, acts, weights, _ = cases[i]
-                set_inputs(ctx, signed, acts, weights)
+        for i in range(count + latency):
+            drive(ctx, i)
             await ctx.tick()
-            if i + 1 >= PE_LATENCY and i + 1 - PE_LATENCY < len(cases):
-                signed, acts, weights, expected = cases[i + 1 - PE_LATENCY]
-                assert ctx.get(dut.sum) == expected, (signed, acts, weights)
+            k = i + 1 - latency
+            if 0 <= k < count:
+                check(ctx, k)
                 checked += 1
-        assert checked == len(cases)
+        assert checked == count
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
