@@ -33,6 +33,7 @@ assert DRAIN_LATENCY - 1 == DRAIN_READ_STAGE  # the array registers the address,
 assert DRAIN_LATENCY + REQUANT_LATENCY == DRAIN_WRITE_STAGE
 # the residual is read, then its buffer selected (a register) and its lane selected (a register)
 RES_READ_STAGE = DRAIN_LATENCY + REQUANT_RES_STAGE - BUFFER_READ - 2
+RES_LANE_STAGE = RES_READ_STAGE + BUFFER_READ + 1
 
 CYCLE_COUNTER_BITS = 40
 
@@ -138,9 +139,6 @@ class Top(wiring.Component):
         m.d.comb += [array.drain.eq(ctrl.drain), array.drain_bank.eq(~ctrl.bank), array.drain_lo.eq(ctrl.drain_lo),
                      array.drain_t.eq(ctrl.drain_t)]
         rq_addr = delayed(m, ctrl.rq_addr, DRAIN_LATENCY - 1, "rq_addr")  # ROM data beside the entry
-        dvw = delayed(m, ctrl.drain, DRAIN_WRITE_STAGE, "drain_valid")
-        addr_w = delayed(m, ctrl.out_addr, DRAIN_WRITE_STAGE, "out_addr")
-        grp_w = delayed(m, ctrl.out_grp, DRAIN_WRITE_STAGE, "out_grp")
         # The residual operand has the output's shape, so it sits at the output address: it is read, its
         # buffer selected and its lane selected, a register after each, and reaches requant at its res
         # stage. Compute reads another buffer meanwhile (lowering guarantees it).
@@ -153,7 +151,11 @@ class Top(wiring.Component):
             with m.If(desc.res_buf == i):
                 m.d.comb += res_word.eq(buf.rdata)
         res_word = delayed(m, res_word, 1, "res_word")
-        grp_res = delayed(m, ctrl.out_grp, RES_READ_STAGE + BUFFER_READ + 1, "res_grp")
+        grp_res = delayed(m, ctrl.out_grp, RES_LANE_STAGE, "res_grp")
+        # one delay line per drain signal, tapped by the residual path and by the output write
+        dvw = delayed(m, dv_res, DRAIN_WRITE_STAGE - RES_READ_STAGE, "drain_valid")
+        addr_w = delayed(m, addr_res, DRAIN_WRITE_STAGE - RES_READ_STAGE, "out_addr")
+        grp_w = delayed(m, grp_res, DRAIN_WRITE_STAGE - RES_LANE_STAGE, "out_grp")
         lane = lambda word, l, width: word[l * width:(l + 1) * width]
         res_lanes = []
         for p in range(N):
