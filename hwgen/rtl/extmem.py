@@ -34,9 +34,12 @@ module {ROM_MODULE} #(
     always @(posedge clk) data <= mem[addr];
 endmodule
 
-// Simple dual-port RAM of LANES lanes per word, a write enable per lane, read-first, no initial contents.
+// Simple dual-port RAM of LANES lanes per word, a write enable per lane, no initial contents.
 // OUT_REG = 1 adds a register after the read (read latency 2): a block RAM's clock-to-output then feeds
 // nothing but that register.
+// The design never reads (ren high) the address it writes in the same cycle, so the memory is marked
+// no_rw_check: otherwise Yosys emulates read-first with a delayed write and a bypass multiplexer after the
+// block RAM, which was the critical path on ECP5 (docs/synthesis.md). Simulation stops on such a collision.
 module {RAM_MODULE} #(
     parameter LANES = 1,
     parameter LANE_WIDTH = 1,
@@ -52,7 +55,7 @@ module {RAM_MODULE} #(
     input  wire                        ren,
     output reg  [LANES*LANE_WIDTH-1:0] rdata
 );
-    reg [LANES*LANE_WIDTH-1:0] mem [0:DEPTH-1];
+    (* no_rw_check *) reg [LANES*LANE_WIDTH-1:0] mem [0:DEPTH-1];
     reg [LANES*LANE_WIDTH-1:0] word;
     integer i;
     always @(posedge clk) begin
@@ -60,6 +63,11 @@ module {RAM_MODULE} #(
             if (wen[i]) mem[waddr][i*LANE_WIDTH +: LANE_WIDTH] <= wdata[i*LANE_WIDTH +: LANE_WIDTH];
         if (ren) word <= mem[raddr];
     end
+`ifndef SYNTHESIS
+    always @(posedge clk)
+        if (ren && wen != 0 && raddr == waddr)
+            $fatal(1, "{RAM_MODULE} %m: read and write of address %0d in the same cycle", raddr);
+`endif
     generate
         if (OUT_REG) begin : out_reg
             always @(posedge clk) rdata <= word;
@@ -109,8 +117,9 @@ class ImageROM(wiring.Component):
 
 class LaneRAM(wiring.Component):
     """Ports: ``waddr``, ``wdata``, ``wen`` (one bit per lane); ``raddr``, ``ren``, ``rdata`` (valid
-    ``read_latency`` cycles after ``raddr`` with ``ren`` high: 1, or 2 with an output register). A read of
-    the address written in the same cycle returns the old word."""
+    ``read_latency`` cycles after ``raddr`` with ``ren`` high: 1, or 2 with an output register). Reading
+    (``ren`` high) the address written in the same cycle is not allowed: its result is undefined in the
+    synthesized memory, and simulation stops on it."""
 
     def __init__(self, lanes: int, lane_width: int, depth: int, read_latency: int = 1):
         if read_latency not in (1, 2):

@@ -145,7 +145,10 @@ class Top(wiring.Component):
         dv_res = delayed(m, ctrl.drain, RES_READ_STAGE, "res_valid")
         addr_res = delayed(m, ctrl.out_addr, RES_READ_STAGE, "res_addr")
         for i, buf in enumerate(bufs):
-            m.d.comb += buf.raddr.eq(Mux(dv_res & desc.has_res & (desc.res_buf == i), addr_res, ctrl.act_addr))
+            res_read = dv_res & desc.has_res & (desc.res_buf == i)
+            # a buffer is read only as this layer's input or residual: never while it is written
+            m.d.comb += [buf.raddr.eq(Mux(res_read, addr_res, ctrl.act_addr)),
+                         buf.ren.eq(res_read | (ctrl.busy & (desc.in_buf == i)))]
         res_word = Signal(L * B)
         for i, buf in enumerate(bufs):
             with m.If(desc.res_buf == i):
