@@ -62,8 +62,9 @@ def ram_tb(tmp_path_factory):
     d = tmp_path_factory.mktemp("ram_tb")
     (d / "mem.v").write_text(MEM_VERILOG)
     (d / "tb.v").write_text(TESTBENCH)
-    subprocess.run(["verilator", "--binary", "--timing", "-CFLAGS", "-std=c++20", "-Wno-fatal", "--top-module", "tb", "-o", "tb",
-                    "tb.v", "mem.v"], cwd=d, check=True, capture_output=True)
+    # --timing for the testbench's delays, which needs C++20 coroutines
+    subprocess.run(["verilator", "--binary", "--timing", "-CFLAGS", "-std=c++20", "-Wno-fatal", "--top-module",
+                    "tb", "-o", "tb", "tb.v", "mem.v"], cwd=d, check=True, capture_output=True)
     return d / "obj_dir" / "tb"
 
 
