@@ -18,20 +18,31 @@ RAM_MODULE = "hwgen_ram"
 COPY_REG_MODULE = "hwgen_copy_reg"
 
 MEM_VERILOG = f"""\
-// Synchronous ROM initialised from a hex image (one word per line); read latency one cycle.
+// Synchronous ROM initialised from a hex image (one word per line); read latency one cycle, or two with
+// OUT_REG = 1: a ROM deeper than one block RAM has a multiplexer after its block RAMs, and the register
+// then sits right after that multiplexer, not wherever its consumer is.
 module {ROM_MODULE} #(
     parameter WIDTH = 1,
     parameter DEPTH = 1,
     parameter ADDR_WIDTH = 1,
-    parameter INIT_FILE = ""
+    parameter INIT_FILE = "",
+    parameter OUT_REG = 0
 ) (
     input  wire                  clk,
     input  wire [ADDR_WIDTH-1:0] addr,
     output reg  [WIDTH-1:0]      data
 );
     reg [WIDTH-1:0] mem [0:DEPTH-1];
+    reg [WIDTH-1:0] word;
     initial $readmemh(INIT_FILE, mem);
-    always @(posedge clk) data <= mem[addr];
+    always @(posedge clk) word <= mem[addr];
+    generate
+        if (OUT_REG) begin : out_reg
+            always @(posedge clk) data <= word;
+        end else begin : no_out_reg
+            always @(*) data = word;
+        end
+    endgenerate
 endmodule
 
 // Simple dual-port RAM of LANES lanes per word, a write enable per lane, no initial contents.
@@ -96,22 +107,30 @@ def addr_width(depth: int) -> int:
     return max(1, (depth - 1).bit_length())
 
 
-class ImageROM(wiring.Component):
-    """Ports: ``addr`` (in), ``data`` (out, valid the cycle after ``addr``). Latency 1."""
+def check_read_latency(read_latency: int) -> None:
+    if read_latency not in (1, 2):
+        raise ValueError(f"read_latency must be 1 or 2 (2 with an output register), not {read_latency}")
 
-    def __init__(self, width: int, depth: int, init_file: str):
+
+class ImageROM(wiring.Component):
+    """Ports: ``addr`` (in), ``data`` (out, valid ``read_latency`` cycles after ``addr``: 1, or 2 with an
+    output register)."""
+
+    def __init__(self, width: int, depth: int, init_file: str, read_latency: int = 1):
         if width < 1 or depth < 1:
             raise ValueError(f"ROM width and depth must be >= 1, found {width} x {depth}")
         if "/" in init_file or not init_file.endswith(".hex"):
             raise ValueError(f"ROM image must be a bare .hex file name, found {init_file!r}")
-        self.width, self.depth, self.init_file = width, depth, init_file
+        check_read_latency(read_latency)
+        self.width, self.depth, self.init_file, self.read_latency = width, depth, init_file, read_latency
         super().__init__({"addr": In(addr_width(depth)), "data": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.rom = Instance(
             ROM_MODULE, p_WIDTH=self.width, p_DEPTH=self.depth, p_ADDR_WIDTH=addr_width(self.depth),
-            p_INIT_FILE=self.init_file, i_clk=ClockSignal(), i_addr=self.addr, o_data=self.data)
+            p_INIT_FILE=self.init_file, p_OUT_REG=self.read_latency - 1, i_clk=ClockSignal(), i_addr=self.addr,
+            o_data=self.data)
         return m
 
 
@@ -122,8 +141,7 @@ class LaneRAM(wiring.Component):
     synthesized memory, and simulation stops on it."""
 
     def __init__(self, lanes: int, lane_width: int, depth: int, read_latency: int = 1):
-        if read_latency not in (1, 2):
-            raise ValueError(f"read_latency must be 1 or 2, not {read_latency}")
+        check_read_latency(read_latency)
         self.lanes, self.lane_width, self.depth = lanes, lane_width, max(1, depth)
         self.read_latency = read_latency
         aw = addr_width(self.depth)

@@ -27,6 +27,7 @@ from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
 from .extmem import ImageROM, LaneRAM
 
 BUFFER_READ = 2  # activation buffers: block RAM read, then a register right at its output
+PE_ROM_READ = 2  # PE ROMs: block RAM read (with its depth multiplexer), then a register right after it
 ARRAY_INPUT = ADDRESS_LATENCY + BUFFER_READ  # the word, selected and masked, goes straight in
 assert ARRAY_INPUT + COMPUTE_LATENCY == COMPUTE_WRITE_STAGE
 assert DRAIN_LATENCY - 1 == DRAIN_READ_STAGE  # the array registers the address, then reads
@@ -102,7 +103,7 @@ class Top(wiring.Component):
         wd = ctrl.wd
         cap = prog.cap  # every size below comes from the capacity, never from the network's layers
         array = m.submodules.array = PEArray(N, L, B, prog.acc_bits, cap.locals, prog.tile, prog.pe_kind)
-        pe_roms = [ImageROM(pe_rom_width(prog, wd), cap.steps, pe_image(p)) for p in range(N)]
+        pe_roms = [ImageROM(pe_rom_width(prog, wd), cap.steps, pe_image(p), PE_ROM_READ) for p in range(N)]
         rq_roms = [ImageROM(rq_width(prog), cap.rq_words, rq_image(p)) for p in range(N)]
         net_rom = m.submodules.net_rom = ImageROM(net_layout(prog).size, 1, NET_IMAGE)
         net = data.View(net_layout(prog), net_rom.data)  # constant after the first clock edge
@@ -129,7 +130,7 @@ class Top(wiring.Component):
                      array.bank.eq(delayed(m, ctrl.bank, ARRAY_INPUT, "bank")),
                      array.acts.eq(Mux(inb, word, 0)),
                      array.act_signed.eq(desc.in_signed), array.max_mode.eq(desc.max_mode)]
-        step = delayed(m, ctrl.step, ARRAY_INPUT - 1, "step")  # read beside the activation word
+        step = delayed(m, ctrl.step, ARRAY_INPUT - PE_ROM_READ, "step")  # read beside the activation word
         wbits = WEIGHT_BITS[prog.pe_kind] * L  # the PE ROM word: lane weights, then the local channel
         for p in range(N):
             m.d.comb += [pe_roms[p].addr.eq(step), array.codes[p].eq(pe_roms[p].data[:wbits]),
