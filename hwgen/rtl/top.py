@@ -147,9 +147,11 @@ class Top(wiring.Component):
         addr_res = delayed(m, ctrl.out_addr, RES_READ_STAGE, "res_addr")
         for i, buf in enumerate(bufs):
             res_read = dv_res & desc.has_res & (desc.res_buf == i)
-            # a buffer is read only as this layer's input or residual: never while it is written
-            m.d.comb += [buf.raddr.eq(Mux(res_read, addr_res, ctrl.act_addr)),
-                         buf.ren.eq(res_read | (ctrl.busy & (desc.in_buf == i)))]
+            # a buffer is read only as this layer's input or residual, never while it is written. The input
+            # read enable comes from a register: the controller's busy state fanned out to every buffer block
+            # RAM's enable was a critical path. Busy rises before the first address and outlasts the last.
+            input_read = delayed(m, ctrl.busy & (desc.in_buf == i), 1, f"buf{i}_input_read")
+            m.d.comb += [buf.raddr.eq(Mux(res_read, addr_res, ctrl.act_addr)), buf.ren.eq(res_read | input_read)]
         res_word = Signal(L * B)
         for i, buf in enumerate(bufs):
             with m.If(desc.res_buf == i):
