@@ -18,7 +18,7 @@ from .roms import pe_rom_width, pe_roms, rq_roms, rq_width, schedule_rom, widths
 from .rtl.controller import DESC_IMAGE, SCHED_IMAGE, descriptor_layout, descriptor_words
 from .report import render, unbalanced_program
 from .rtl.extmem import MEM_VERILOG, hex_image
-from .rtl.top import NET_IMAGE, Top, net_layout, net_word, pe_image, rq_image
+from .rtl.top import NET_IMAGE, PE_ROM_READ, Top, net_layout, net_word, pe_image, rq_image
 
 TOP_NAME = "hwgen_top"
 VERILOG_FILES = ("hwgen_top.v", "hwgen_mem.v")
@@ -80,7 +80,7 @@ def images(prog: Program) -> dict[str, str]:
              DESC_IMAGE: hex_image(descriptor_words(prog), descriptor_layout(prog, wd).size),
              NET_IMAGE: hex_image([net_word(prog)], net_layout(prog).size)}
     for p, words in enumerate(pe_roms(prog, wd)):
-        files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd))
+        files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd), prog.cap.steps, PE_ROM_READ)
     for p, words in enumerate(rq_roms(prog)):
         files[rq_image(p)] = hex_image(words, rq_width(prog))
     return files

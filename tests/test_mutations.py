@@ -14,9 +14,10 @@ import pytest
 
 from hwgen.encoding import REQUANT_MUL_BITS
 from hwgen.lower import lower
-from hwgen.roms import widths
+from hwgen.roms import pe_rom_width, widths
 from hwgen.rtl.controller import DESC_IMAGE, descriptor_layout
-from hwgen.rtl.top import pe_image, rq_image
+from hwgen.rtl.extmem import rom_word_position
+from hwgen.rtl.top import PE_ROM_READ, pe_image, rq_image
 from hwgen.simulate import simulate
 from netgen import CAPACITY, LANES, PE, TILE, compiled_model, mutation_images, mutation_net
 
@@ -73,6 +74,10 @@ def _copy(anchor, dst):
 
 def _flip(path, word, bit):
     lines = path.read_text().splitlines()
+    if path.name.startswith("pe"):  # PE ROMs are stored in banks side by side (extmem.rom_layout)
+        prog = lower(mutation_net(), PE, LANES, TILE, capacity=CAPACITY)
+        word, low = rom_word_position(word, pe_rom_width(prog, widths(prog)), CAPACITY.steps, PE_ROM_READ)
+        bit += low
     lines[word] = f"{int(lines[word], 16) ^ (1 << bit):0{len(lines[word])}x}"
     path.write_text("\n".join(lines) + "\n")
 

@@ -18,29 +18,48 @@ RAM_MODULE = "hwgen_ram"
 COPY_REG_MODULE = "hwgen_copy_reg"
 
 MEM_VERILOG = f"""\
-// Synchronous ROM initialised from a hex image (one word per line); read latency one cycle, or two with
-// OUT_REG = 1: a ROM deeper than one block RAM has a multiplexer after its block RAMs, and the register
-// then sits right after that multiplexer, not wherever its consumer is.
+// Synchronous ROM initialised from a hex image; read latency one cycle, or two with OUT_REG = 1.
+// With BANKS = 1 the image holds one word per line. A ROM deeper than one block RAM would have a
+// multiplexer between its block RAMs and any register after them, so with BANKS > 1 (and OUT_REG) it is
+// stored as BANKS words side by side: line r of the image holds words r, r + 2**ROW_BITS, ..., lowest bits
+// first (extmem.rom_layout). Each block RAM then feeds only its register, and the bank is selected after.
 module {ROM_MODULE} #(
     parameter WIDTH = 1,
     parameter DEPTH = 1,
     parameter ADDR_WIDTH = 1,
     parameter INIT_FILE = "",
-    parameter OUT_REG = 0
+    parameter OUT_REG = 0,
+    parameter BANKS = 1,
+    parameter ROW_BITS = ADDR_WIDTH
 ) (
     input  wire                  clk,
     input  wire [ADDR_WIDTH-1:0] addr,
     output reg  [WIDTH-1:0]      data
 );
-    reg [WIDTH-1:0] mem [0:DEPTH-1];
-    reg [WIDTH-1:0] word;
+    localparam ROWS = BANKS > 1 ? (1 << ROW_BITS) : DEPTH;
+    reg [BANKS*WIDTH-1:0] mem [0:ROWS-1];
+    reg [BANKS*WIDTH-1:0] row;
     initial $readmemh(INIT_FILE, mem);
-    always @(posedge clk) word <= mem[addr];
+    always @(posedge clk) row <= mem[addr[ROW_BITS-1:0]];
     generate
-        if (OUT_REG) begin : out_reg
-            always @(posedge clk) data <= word;
+        if (BANKS > 1) begin : banked
+            reg [BANKS*WIDTH-1:0] row_q;
+            reg [ADDR_WIDTH-1:0] bank_d1, bank_d2;
+            integer b;
+            always @(posedge clk) begin
+                row_q <= row;
+                bank_d1 <= addr >> ROW_BITS;
+                bank_d2 <= bank_d1;
+            end
+            always @(*) begin
+                data = row_q[WIDTH-1:0];
+                for (b = 1; b < BANKS; b = b + 1)
+                    if (bank_d2 == b) data = row_q[b*WIDTH +: WIDTH];
+            end
+        end else if (OUT_REG) begin : out_reg
+            always @(posedge clk) data <= row;
         end else begin : no_out_reg
-            always @(*) data = word;
+            always @(*) data = row;
         end
     endgenerate
 endmodule
@@ -107,6 +126,25 @@ def addr_width(depth: int) -> int:
     return max(1, (depth - 1).bit_length())
 
 
+ROM_BANK_BITS = 9  # 512 words: the shallowest ECP5 block RAM shape (512 x 36), so a bank has no depth mux
+
+
+def rom_layout(depth: int, read_latency: int) -> tuple[int, int]:
+    """(banks, row_bits) of a ROM: a ROM read in two cycles and deeper than one bank is stored as banks of
+    ``2**row_bits`` words side by side (see hwgen_rom); any other ROM is one bank of ``depth`` words."""
+    if read_latency == 2 and depth > 1 << ROM_BANK_BITS:
+        return -(-depth >> ROM_BANK_BITS), ROM_BANK_BITS
+    return 1, addr_width(depth)
+
+
+def rom_word_position(word: int, width: int, depth: int, read_latency: int) -> tuple[int, int]:
+    """(line of the image, lowest bit in that line) of ROM word ``word``."""
+    banks, row_bits = rom_layout(depth, read_latency)
+    if banks == 1:
+        return word, 0
+    return word & ((1 << row_bits) - 1), (word >> row_bits) * width
+
+
 def check_read_latency(read_latency: int) -> None:
     if read_latency not in (1, 2):
         raise ValueError(f"read_latency must be 1 or 2 (2 with an output register), not {read_latency}")
@@ -127,10 +165,11 @@ class ImageROM(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        banks, row_bits = rom_layout(self.depth, self.read_latency)
         m.submodules.rom = Instance(
             ROM_MODULE, p_WIDTH=self.width, p_DEPTH=self.depth, p_ADDR_WIDTH=addr_width(self.depth),
-            p_INIT_FILE=self.init_file, p_OUT_REG=self.read_latency - 1, i_clk=ClockSignal(), i_addr=self.addr,
-            o_data=self.data)
+            p_INIT_FILE=self.init_file, p_OUT_REG=self.read_latency - 1, p_BANKS=banks, p_ROW_BITS=row_bits,
+            i_clk=ClockSignal(), i_addr=self.addr, o_data=self.data)
         return m
 
 
@@ -173,11 +212,19 @@ class CopyRegister(wiring.Component):
         return m
 
 
-def hex_image(words: list[int], width: int) -> str:
-    """The text of a ``$readmemh`` image: one zero-padded word per line."""
-    digits = max(1, -(-width // 4))
+def hex_image(words: list[int], width: int, depth: int | None = None, read_latency: int = 1) -> str:
+    """The text of a ``$readmemh`` image: one zero-padded word per line, or, for a banked ROM of ``depth``
+    words (``rom_layout``), the banks' words side by side."""
     limit = 1 << width
     for i, w in enumerate(words):
         if not 0 <= w < limit:
             raise ValueError(f"ROM word {i} is {w}, outside {width} unsigned bits")
+    banks, row_bits = rom_layout(depth or len(words), read_latency)
+    if banks > 1:
+        if len(words) > depth:
+            raise ValueError(f"{len(words)} ROM words do not fit a ROM of {depth}")
+        rows = 1 << row_bits
+        words = [sum(words[k] << (b * width) for b, k in enumerate(range(r, len(words), rows)))
+                 for r in range(rows)]
+    digits = max(1, -(-banks * width // 4))
     return "".join(f"{w:0{digits}x}\n" for w in words) or "0\n"
