@@ -50,7 +50,9 @@ def memories(design) -> list[Mem]:
     while stack:
         frag, path = stack.pop()
         if isinstance(frag, Instance) and frag.type == ROM_MODULE:
-            found.append(Mem(path, frag.parameters["WIDTH"], frag.parameters["DEPTH"]))
+            p = frag.parameters  # a banked ROM is stored as its banks side by side (extmem.rom_layout)
+            banked = p["BANKS"] > 1
+            found.append(Mem(path, p["WIDTH"] * p["BANKS"], 1 << p["ROW_BITS"] if banked else p["DEPTH"]))
         elif isinstance(frag, Instance) and frag.type == RAM_MODULE:
             p = frag.parameters
             found.append(Mem(path, p["LANES"] * p["LANE_WIDTH"], p["DEPTH"], p["LANES"]))
