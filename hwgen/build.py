@@ -15,7 +15,7 @@ from . import __version__
 from .ir import Model
 from .lower import Capacity, Program, layer_cycles, lower, predicted_cycles, utilization
 from .roms import pe_rom_width, pe_roms, rq_roms, rq_width, schedule_rom, widths
-from .rtl.controller import DESC_IMAGE, SCHED_IMAGE, descriptor_layout, descriptor_words
+from .rtl.controller import DESC_IMAGE, SCHED_IMAGE, SCHED_ROM_READ, descriptor_layout, descriptor_words
 from .report import render, unbalanced_program
 from .rtl.extmem import MEM_VERILOG, hex_image
 from .rtl.top import NET_IMAGE, PE_ROM_READ, Top, net_layout, net_word, pe_image, rq_image
@@ -76,7 +76,7 @@ def generate(model: Model, cfg: BuildConfig, note: str = "", compare_unbalanced:
 def images(prog: Program) -> dict[str, str]:
     """The ROM images: all that differs between networks built into the same capacity."""
     wd = widths(prog)
-    files = {SCHED_IMAGE: hex_image(schedule_rom(prog, wd), wd.off + 2 * wd.dim),
+    files = {SCHED_IMAGE: hex_image(schedule_rom(prog, wd), wd.off + 2 * wd.dim, prog.cap.steps, SCHED_ROM_READ),
              DESC_IMAGE: hex_image(descriptor_words(prog), descriptor_layout(prog, wd).size),
              NET_IMAGE: hex_image([net_word(prog)], net_layout(prog).size)}
     for p, words in enumerate(pe_roms(prog, wd)):

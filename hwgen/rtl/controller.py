@@ -24,6 +24,7 @@ from .delay import delayed
 from .extmem import ImageROM
 
 ADDRESS_LATENCY = 2  # ``act_addr`` and ``inb`` follow their issue by this many cycles
+SCHED_ROM_READ = 2  # schedule ROM: block RAM read, then a register at each block RAM (extmem.rom_layout)
 
 SCHED_IMAGE = "sched.hex"
 DESC_IMAGE = "desc.hex"
@@ -108,7 +109,7 @@ class Controller(wiring.Component):
         m = Module()
         prog, wd = self.prog, self.wd
         desc_rd = m.submodules.desc_rom = ImageROM(self.layout.size, prog.cap.layers, DESC_IMAGE)
-        sched = m.submodules.sched_rom = ImageROM(wd.off + 2 * wd.dim, prog.cap.steps, SCHED_IMAGE)
+        sched = m.submodules.sched_rom = ImageROM(wd.off + 2 * wd.dim, prog.cap.steps, SCHED_IMAGE, SCHED_ROM_READ)
         entry_off = sched.data[:wd.off].as_signed()
         entry_dy = sched.data[wd.off:wd.off + wd.dim].as_signed()
         entry_dx = sched.data[wd.off + wd.dim:].as_signed()
@@ -134,13 +135,12 @@ class Controller(wiring.Component):
                      self.rq_addr.eq(desc.rq_base + d_lo), self.out_addr.eq(d_obase + d_tile_pix + d_t),
                      self.out_grp.eq(d_grp)]
         m.d.comb += cur.advance_into(nxt, desc)
-        # The schedule entry leaves its block RAM straight into a register (a block RAM's clock-to-output
-        # leaves no time for logic after it); the address and bounds check come a cycle later.
-        off1, dy1, dx1, base1, iy01, ix01 = (delayed(m, v, 1, n) for v, n in (
-            (entry_off, "entry_off"), (entry_dy, "entry_dy"), (entry_dx, "entry_dx"), (cur.base, "base"),
-            (cur.iy0, "iy0"), (cur.ix0, "ix0")))
-        iy, ix = iy01 + dy1, ix01 + dx1
-        m.d.sync += [self.act_addr.eq(base1 + off1),
+        # The schedule entry leaves its block RAMs straight into registers (a block RAM's clock-to-output
+        # leaves no time for logic after it: SCHED_ROM_READ); the address and bounds check come after.
+        base1, iy01, ix01 = (delayed(m, v, SCHED_ROM_READ - 1, n) for v, n in (
+            (cur.base, "base"), (cur.iy0, "iy0"), (cur.ix0, "ix0")))
+        iy, ix = iy01 + entry_dy, ix01 + entry_dx
+        m.d.sync += [self.act_addr.eq(base1 + entry_off),
                      self.inb.eq((iy >= 0) & (iy < desc.h_in) & (ix >= 0) & (ix < desc.w_in))]
         remaining = desc.n_pix - tile_pix
         last_tile = remaining <= prog.tile
