@@ -189,3 +189,6 @@ def main(argv=None) -> int:
     except (ir.IRError, UnsupportedError, UsageError, mapping.ConfigError, ReportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (hwgen synth): outputs were already cleaned up
+        print(f"interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
+        return 130

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,8 +101,14 @@ def run_stage(name: str, argv: list[str], cwd: Path, progress) -> float:
     progress(f"{STAGES[name]}: log {log}")
     t0 = time.monotonic()
     with open(cwd / f"{name}.out", "w") as out:
-        proc = subprocess.Popen([_tool(name), *argv[1:]], cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        _termination.deferred = True  # a SIGTERM while the tool starts would leave it running unseen
         try:
+            proc = subprocess.Popen([_tool(name), *argv[1:]], cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            _termination.deferred = False
+        try:
+            if _termination.pending:
+                raise KeyboardInterrupt("terminated by signal 15")
             while True:
                 try:
                     rc = proc.wait(timeout=HEARTBEAT_S)
@@ -265,12 +272,27 @@ def add_arguments(p) -> None:
     p.add_argument("--pnr-seed", type=int, default=1, help="nextpnr placement seed (default 1)")
 
 
+class _termination:
+    deferred = False  # set while a tool is being started
+    pending = False
+
+
+def _raise_on_sigterm(signum, frame):
+    if _termination.deferred:
+        _termination.pending = True
+        return
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
 def main(args, model: Model, build_cfg: BuildConfig, out: Path) -> int:
     cfg = SynthConfig(args.board, args.device, None if args.clock_mhz is None else round(args.clock_mhz * 1e6),
                       args.baud, args.pnr_seed)
     if args.out is None:
         out = out.with_name(f"{out.name}_{(cfg.board or cfg.device).lower()}")
     t0 = time.monotonic()
+    # a terminated run (kill, a CI timeout) unwinds like Ctrl-C: the running tool is stopped and the
+    # half-built folder moved to <out>.failed, never left beside the results
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     progress = lambda message: print(f"  {message}", flush=True)
     print(f"synthesizing {model.name} for {build_cfg.pe} PEs x {build_cfg.lanes} lanes on {cfg.board or cfg.device} "
           f"-> {out} (this takes minutes; the tool logs are named below)", flush=True)

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -90,6 +91,29 @@ def test_failed_run_leaves_no_output(tiny, tmp_path, monkeypatch):
     assert not out.exists()
     assert (tmp_path / "syn.failed" / "hwgen.ys").exists()  # the logs of the failed run are kept aside
     assert [p.name for p in tmp_path.iterdir()] == ["syn.failed"]
+
+
+def test_terminated_run_stops_its_tool_and_leaves_no_output(tiny_ir, tmp_path):
+    out = tmp_path / "syn"
+    proc = subprocess.Popen([sys.executable, "-m", "hwgen", "synth", "--ir", str(tiny_ir), "--pe", "2", "--lanes",
+                             "4", "--tile", "2", "--device", "LFE5U-85F", "--out", str(out)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # wait until Yosys runs, then terminate as a CI timeout or `kill` would
+        if "synthesis (Yosys): log" in line:
+            proc.terminate()
+            break
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130 and "interrupted: terminated by signal 15" in rest, rest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["syn.failed"]  # no half-built folder, no temporary
+    assert (tmp_path / "syn.failed" / "hwgen.ys").exists()
+    running = []  # the tool was stopped with it: no process left working in this folder
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        try:
+            if str(cwd.readlink()).startswith(str(tmp_path)):
+                running.append((cwd.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # the process ended while being looked at, or is not ours to look at
+            pass
+    assert running == [], running
 
 
 @pytest.mark.parametrize("board, files", [("arty-a7-35", {"hwgen.xdc", "build_hwgen.sh", "hwgen.tcl"}),
