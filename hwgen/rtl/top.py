@@ -198,6 +198,14 @@ class Top(wiring.Component):
         for i, buf in enumerate(bufs):
             m.d.comb += [buf.waddr.eq(addr_w), buf.wdata.eq(lane_values),
                          buf.wen.eq(Mux(dvw & ~desc.to_result & (desc.out_buf == i), lane_groups, 0))]
+        # an input beat is written a cycle after it is taken, from registers: the stream logic's state and
+        # handshake fanned out to every block RAM write enable of buffer 0 was a critical path. The
+        # controller reads buffer 0 only cycles after start, so the last beat has landed by then.
+        load_we, load_data = Signal(), Signal(L * B)
+        load_addr = Signal.like(in_count)
+        m.d.sync += load_we.eq(0)
+        with m.If(load_we):
+            m.d.comb += [bufs[0].waddr.eq(load_addr), bufs[0].wdata.eq(load_data), bufs[0].wen.eq((1 << L) - 1)]
         # start and done cross between the stream logic and the controller through registers: the two sit
         # apart on the chip
         start = Signal()
@@ -206,9 +214,9 @@ class Top(wiring.Component):
         done = delayed(m, ctrl.done, 1, "done")
         with m.FSM():
             with m.State("LOAD"):
-                m.d.comb += [self.inp.ready.eq(1), bufs[0].waddr.eq(in_count), bufs[0].wdata.eq(self.inp.payload.data)]
+                m.d.comb += self.inp.ready.eq(1)
                 with m.If(self.inp.valid):
-                    m.d.comb += bufs[0].wen.eq((1 << L) - 1)
+                    m.d.sync += [load_we.eq(1), load_addr.eq(in_count), load_data.eq(self.inp.payload.data)]
                     m.d.sync += in_count.eq(in_count + 1)
                     with m.If(in_count == net.in_beats - 1):
                         m.d.sync += start.eq(1)
