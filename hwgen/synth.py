@@ -108,7 +108,7 @@ def run_stage(name: str, argv: list[str], cwd: Path, progress) -> float:
             _termination.deferred = False
         try:
             if _termination.pending:
-                raise KeyboardInterrupt("terminated by signal 15")
+                _raise_on_sigterm(_termination.pending, None)
             while True:
                 try:
                     rc = proc.wait(timeout=HEARTBEAT_S)
@@ -274,12 +274,12 @@ def add_arguments(p) -> None:
 
 class _termination:
     deferred = False  # set while a tool is being started
-    pending = False
+    pending = 0  # the signal that arrived meanwhile
 
 
 def _raise_on_sigterm(signum, frame):
     if _termination.deferred:
-        _termination.pending = True
+        _termination.pending = signum
         return
     raise KeyboardInterrupt(f"terminated by signal {signum}")
 

@@ -27,7 +27,7 @@ from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
 from .extmem import ImageROM, LaneRAM
 
 BUFFER_READ = 2  # activation buffers: block RAM read, then a register right at its output
-PE_ROM_READ = 2  # PE ROMs: block RAM read (with its depth multiplexer), then a register right after it
+PE_ROM_READ = 2  # PE ROMs: block RAM read, then a register at each block RAM (extmem.rom_layout)
 ARRAY_INPUT = ADDRESS_LATENCY + BUFFER_READ  # the word, selected and masked, goes straight in
 assert ARRAY_INPUT + COMPUTE_LATENCY == COMPUTE_WRITE_STAGE
 assert DRAIN_LATENCY - 1 == DRAIN_READ_STAGE  # the array registers the address, then reads
