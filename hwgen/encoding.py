@@ -41,6 +41,39 @@ def requant_constants(scale: float, offset: float) -> tuple[int, int, int]:
     return mul, bias, shift
 
 
+def average_constants(area: int, lo: int, hi: int) -> tuple[int, int, int]:
+    """Requant constants (mul, bias, shift) of a global average pool over ``area`` values in [lo, hi]:
+    (s*mul + bias) >> shift == floor(s/area + 1/2) for every sum s in [area*lo, area*hi] whenever REQUANT_MUL_BITS
+    allow it (every area up to 16x16 of 8-bit values does; the test checks each sum). Otherwise the closest
+    constants found; the float model (``train.quant.GridAvgPool``) applies these same integers either way,
+    so the two sides never disagree.
+
+    Search: from the largest shift down, mul = floor or ceil of 2^shift/area, and the bias interval that
+    every sum allows. Why two periods at each end suffice: with s = q*area + r the bound a sum puts on the
+    bias is linear in q for a fixed r, so its extremes lie at the smallest and largest q."""
+    if area < 1 or lo > hi:
+        raise ValueError(f"average pool needs area >= 1 and lo <= hi, found area {area}, range [{lo}, {hi}]")
+    limit = 1 << (REQUANT_MUL_BITS - 1)
+    first, last = area * lo, area * hi
+    s = np.unique(np.concatenate([np.arange(first, min(first + 2 * area, last) + 1),
+                                  np.arange(max(last - 2 * area, first), last + 1)])).astype(np.int64)
+    want = np.floor_divide(2 * s + area, 2 * area)
+    fallback = None
+    for shift in range(REQUANT_MAX_SHIFT, -1, -1):
+        half = (1 << shift) >> 1
+        for mul in sorted({(1 << shift) // area, -(-(1 << shift) // area)}):
+            if not 0 < mul < limit or abs(mul) * max(abs(first), abs(last)) >= 1 << 62:
+                continue
+            fallback = fallback or (mul, half, shift)
+            b_lo = int((want * (1 << shift) - s * mul).max())
+            b_hi = int(((want + 1) * (1 << shift) - s * mul).min()) - 1
+            if b_lo <= b_hi:
+                return mul, min(max(half, b_lo), b_hi), shift
+    if fallback is None:
+        raise ValueError(f"no requant multiplier of {REQUANT_MUL_BITS} bits averages {area} values")
+    return fallback
+
+
 def ternary_codes(weights: np.ndarray) -> np.ndarray:
     """int8 {-1, 0, 1} -> uint8 2-bit codes, same shape."""
     w = np.asarray(weights)

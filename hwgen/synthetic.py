@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import mapping, reference
-from .encoding import requant_constants
+from .encoding import average_constants, requant_constants
 from .ir import InputSpec, Layer, Model, validate
 
 UNIT = (np.ones, np.zeros, np.zeros)  # mul, bias, shift of an exact pass-through
@@ -101,7 +101,7 @@ class NetBuilder:
 
     def avgpool(self) -> str:
         c, h, w = self.shape()
-        mul, bias, shift = requant_constants(1.0 / (h * w), 0.0)
+        mul, bias, shift = average_constants(h * w, *reference.input_range(self.model, self.last))
         full = lambda v: np.full(c, v, np.int64)
         return self._add(Layer("pool", "avgpool", self.last, (c, h, w), (c, 1, 1), self.act_bits, False, True,
                                mul=full(mul), bias=full(bias), shift=full(shift)), calibrate=False)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hwgen import ir
-from hwgen.encoding import requant_constants
+from hwgen.encoding import average_constants, requant_constants
 from hwgen.mapping import kept_groups, num_blocks
 
 from .models import TernaryCNN, TernaryResNet
@@ -185,12 +185,14 @@ def export(model: TernaryCNN | TernaryResNet, lanes: int, masks: dict[str, np.nd
         layers, s_in = _cnn_layers(model, lanes, masks)
     source, shape = layers[-1].name, layers[-1].out_shape
 
-    # Global average pool: mean of the integers, rounded half up, on the same grid (scale unchanged).
+    # Global average pool: mean of the integers, rounded half up, on the same grid (scale unchanged); the
+    # float model's GridAvgPool applies the same constants.
     c, h, w = shape
+    lo, hi = ir.value_range(model.act_bits, False)
+    mul, bias, shift = (np.full(c, v, np.int64) for v in average_constants(h * w, lo, hi))
     layers.append(ir.Layer(
         name="avgpool", kind="avgpool", source=source, in_shape=shape, out_shape=(c, 1, 1),
-        out_bits=model.act_bits, out_signed=False, relu=False,
-        **_requant(np.full(c, 1.0 / (h * w)), np.zeros(c))))
+        out_bits=model.act_bits, out_signed=False, relu=False, mul=mul, bias=bias, shift=shift))
 
     fc = model.fc
     o = fc.weight.shape[0]

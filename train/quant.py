@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hwgen.encoding import average_constants
+
 from .distributed import global_max
 
 DEFAULT_DELTA = 0.05
@@ -226,8 +228,9 @@ def fake_quant(x: torch.Tensor, scale: float, lo: int, hi: int) -> torch.Tensor:
 
 class GridAvgPool(nn.Module):
     """Global average pool whose output stays on the input's activation grid (scale s of ``act``):
-    y = round_half_up(sum(q) / (H*W)) * s, as the integer avgpool layer computes it. Summing the integers
-    ``q`` (recovered exactly from x = q*s) keeps float rounding from moving a value across a half step.
+    y = ((sum(q) * mul + bias) >> shift) * s with the integers of ``hwgen.encoding.average_constants``, the very
+    function the IR's avgpool layer computes (round half up of the mean wherever 18-bit constants allow it).
+    The integers ``q`` are recovered exactly from x = q*s and summed in int64, so no float rounding enters.
     Gradient: that of the plain mean (straight through the rounding)."""
 
     def __init__(self, act: ActQuant):
@@ -239,6 +242,8 @@ class GridAvgPool(nn.Module):
         with torch.no_grad():
             act = self.act[0]
             s = act.scale
-            q_sum = round_half_up(x / s).sum(dim=(2, 3), keepdim=True)
-            exact = round_half_up(q_sum / (x.shape[2] * x.shape[3])).clamp(act.lo, act.hi) * s
+            mul, bias, shift = average_constants(x.shape[2] * x.shape[3], act.lo, act.hi)
+            q_sum = round_half_up(x / s).to(torch.int64).sum(dim=(2, 3), keepdim=True)
+            q = ((q_sum * mul + bias) >> shift).clamp(act.lo, act.hi)
+            exact = q.to(x.dtype) * s
         return mean + (exact - mean).detach()
