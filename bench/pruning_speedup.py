@@ -21,15 +21,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from hwgen import mapping, synthetic  # noqa: E402
 from hwgen.ir import Layer, Model  # noqa: E402
 from hwgen.lower import layer_cycles, lower, predicted_cycles  # noqa: E402
+from hwgen.report import prunable as prunable_layers  # noqa: E402
 
 BUILDERS = {"resnet18": lambda **o: synthetic.resnet18(input_size=224, **o),
             "resnet20": lambda **o: synthetic.resnet_cifar(20, **o)}
 
 
 def prunable(model: Model) -> list[int]:
-    """Indices of the layers training prunes: weight layers but the first (stem) and the last (classifier)."""
-    idx = [i for i, l in enumerate(model.layers) if l.kind in ("conv", "linear") and l.mask is not None]
-    return [i for i in idx[1:-1] if not (model.layers[i].kernel == 1 and model.layers[i].name.endswith("_short"))]
+    """Indices of the layers training prunes (``hwgen.report.prunable``). Taken once from the dense network
+    for every variant: the variants rewrite weights, and a rewritten shortcut is no identity any more."""
+    names = {l.name for l in prunable_layers(model.layers)}
+    return [i for i, l in enumerate(model.layers) if l.name in names]
 
 
 def unstructured(model: Model, keep: float, seed: int = 0) -> Model:
@@ -44,16 +46,16 @@ def unstructured(model: Model, keep: float, seed: int = 0) -> Model:
     return Model(model.name, model.lanes, model.input, tuple(layers), {**model.meta, "pruning": "unstructured"})
 
 
-def cycles(model: Model, pe: int, lanes: int) -> tuple[int, dict[str, int]]:
+def cycles(model: Model, pruned: list[int], pe: int, lanes: int) -> tuple[int, dict[str, int]]:
     """(whole-network cycles per image, {pruned layer: its cycles})."""
     prog = lower(model, pe, lanes)
-    names = {model.layers[i].name for i in prunable(model)}
+    names = {model.layers[i].name for i in pruned}
     return predicted_cycles(prog), {l.name: layer_cycles(prog, l) for l in prog.layers if l.name in names}
 
 
-def group_density(model: Model) -> dict[str, float]:
+def group_density(model: Model, pruned: list[int]) -> dict[str, float]:
     """Kept groups over groups, per pruned layer."""
-    return {model.layers[i].name: float(model.layers[i].mask.mean()) for i in prunable(model)}
+    return {model.layers[i].name: float(model.layers[i].mask.mean()) for i in pruned}
 
 
 def main(argv=None) -> float:
@@ -66,7 +68,8 @@ def main(argv=None) -> float:
     build = BUILDERS[args.model]
     opts = dict(pe=args.pe, lanes=args.lanes, calib_images=1)
     dense = build(density=1.0, **opts)
-    d_all, d_layers = cycles(dense, args.pe, args.lanes)
+    pruned = prunable(dense)
+    d_all, d_layers = cycles(dense, pruned, args.pe, args.lanes)
     d_pruned = sum(d_layers.values())
     print(f"{args.model}, {args.pe} PEs x {args.lanes} lanes: cycles per image; 'ideal' = sum over the pruned "
           "layers of dense cycles x the layer's kept share of groups")
@@ -79,11 +82,10 @@ def main(argv=None) -> float:
                     ("paper (unbalanced)", synthetic.with_unbalanced_pruning(balanced, args.pe)),
                     ("unstructured", unstructured(dense, keep))]
         for name, model in variants:
-            c_all, c_layers = cycles(model, args.pe, args.lanes)
-            share = group_density(model)
+            c_all, c_layers = cycles(model, pruned, args.pe, args.lanes)
+            share = group_density(model, pruned)
             ideal = sum(c_layers.values()) / sum(d_layers[n] * share[n] for n in d_layers)
-            kept = sum(model.layers[i].mask.sum() for i in prunable(model)) / sum(
-                model.layers[i].mask.size for i in prunable(model))
+            kept = sum(model.layers[i].mask.sum() for i in pruned) / sum(model.layers[i].mask.size for i in pruned)
             if name == "PE-balanced":
                 worst = max(worst, ideal)
             print(f"{f'{name}, keep {keep:g}':<30}{kept:>12.3f}{sum(c_layers.values()):>15,}{c_all:>13,}"

@@ -2,28 +2,51 @@
 and accumulator widths, totals, compression, and what unbalanced pruning would cost."""
 from __future__ import annotations
 
+import numpy as np
+
 from .lower import HwLayer, Program, layer_cycles, lower, predicted_cycles, real_lanes, utilization
 
 PRUNABLE = ("conv", "linear")
 
 
-def _prunable(prog: Program) -> list[HwLayer]:
-    """Layers whose groups training prunes: convs and the classifier, not the stem nor the classifier
-    (the papers leave both dense), nor the pooling and shortcut lowerings."""
-    convs = [l for l in prog.layers if l.kind in PRUNABLE]
-    return convs[1:-1]
+def is_identity_shortcut(layer) -> bool:
+    """An option-A shortcut (subsample, append zero channels) as ``train.export`` and ``hwgen.synthetic``
+    write it: a 1x1 conv whose weight is the identity on its input channels, with unit requantization (mul 1,
+    bias 0, shift 0), so the integers pass through. Told by what the layer is, not by its name (the exporter
+    calls it ``<block>_short``, the synthetic networks ``short<N>``). Takes an IR or a lowered layer."""
+    if layer.kind != "conv" or layer.mul is None or layer.weight.shape[2:] != (1, 1):
+        return False
+    return (np.array_equal(layer.weight[:, :, 0, 0], np.eye(*layer.weight.shape[:2]))
+            and (layer.mul == 1).all() and (layer.bias == 0).all() and (layer.shift == 0).all())
+
+
+def prunable(layers):
+    """The layers training prunes (IR or lowered): convs and linears except the first (stem) and the last
+    (classifier), which the papers leave dense, and the option-A shortcuts, which have no weights to learn."""
+    weighted = [l for l in layers if l.kind in PRUNABLE]
+    return [l for l in weighted[1:-1] if not is_identity_shortcut(l)]
+
+
+def expansion(layer) -> int:
+    """t_ex of a layer: its weights' levels lie in [-t_ex, t_ex] (IR ``tex``), 2·t_ex bits a weight."""
+    return max(1, int(np.abs(layer.weight).max(initial=0)))
 
 
 def compression(prog: Program) -> dict:
-    layers = _prunable(prog)
+    """The papers' figure (docs/design.md §2) over the prunable layers: 32-bit float weights against
+    2·t_ex-bit ones, pruned groups not stored, so 16 / (t_ex · kept fraction) for one layer; over several,
+    16 · groups / Σ t_ex · kept groups, and parameter-weighted, 16 · weights / Σ t_ex · kept weights."""
+    layers = prunable(prog.layers)
     kept = sum(int(l.kept.sum()) for l in layers)
     total = sum(int(l.kept.size) for l in layers)
-    weights_kept = sum(int((l.kept * real_lanes(l, prog.lanes)).sum()) * l.kh * l.kw for l in layers)
+    stored = sum(expansion(l) * int(l.kept.sum()) for l in layers)
+    weights_stored = sum(expansion(l) * int((l.kept * real_lanes(l, prog.lanes)).sum()) * l.kh * l.kw
+                         for l in layers)
     weights = sum(l.weight.size for l in layers)
-    fraction = kept / total if total else 1.0
-    return {"prunable_groups": total, "kept_groups": kept, "group_density": round(fraction, 6),
-            "compression": round(16 / fraction, 3) if kept else None,
-            "parameter_compression": round(16 * weights / weights_kept, 3) if weights_kept else None}
+    density = kept / total if total else 1.0
+    return {"prunable_groups": total, "kept_groups": kept, "group_density": round(density, 6),
+            "compression": round(16 * total / stored, 3) if stored else None,
+            "parameter_compression": round(16 * weights / weights_stored, 3) if weights_stored else None}
 
 
 def balanced_cycles(prog: Program, layer: HwLayer) -> int:
@@ -43,7 +66,7 @@ def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None 
         f"- weight ROM: {manifest['rom_bits']:,} bits; activation buffers: {manifest['buffer_bits']:,} bits "
         f"({prog.n_bufs} buffers of {prog.buf_depth:,} words)",
         f"- prunable groups kept: {comp['kept_groups']:,} of {comp['prunable_groups']:,} (density "
-        f"{comp['group_density']:.3f}); compression 16 / kept fraction = **{comp['compression']}x**, "
+        f"{comp['group_density']:.3f}); compression 16 / (t_ex · kept fraction) = **{comp['compression']}x**, "
         f"parameter-weighted {comp['parameter_compression']}x",
         f"- accumulator width {prog.acc_bits} bits (the largest per-layer bound below), activations "
         f"{prog.act_bits} bits, results {prog.out_bits} bits",
