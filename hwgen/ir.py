@@ -19,12 +19,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .encoding import REQUANT_MAX_SHIFT, REQUANT_MUL_BITS
+
 FORMAT = "ternary-cnn-ir"
 VERSION = 2  # 2: full-precision layers (``precision``, ``offset``); version 1 files load unchanged
 READABLE_VERSIONS = (1, 2)
 KINDS = ("conv", "linear", "avgpool", "maxpool")
 PRECISIONS = ("ternary", "float")
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed, so the same model gives the same bytes
+INPUT_BITS = (2, 16)  # smallest and largest bits of an input value
+OUT_BITS = (2, 32)  # of a layer's output value
+MAX_TEX = 8  # largest residual-expansion level
 
 
 class IRError(ValueError):
@@ -117,7 +122,7 @@ _REQUIRED = {
     "maxpool": (),
     "float": ("weight", "mask", "offset"),  # a float conv or linear layer
 }
-MAX_SHIFT = 62
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 def _fail(where: str, what: str, expected, found) -> IRError:
@@ -145,8 +150,8 @@ def validate(model: Model) -> Model:
     spec = model.input
     if len(spec.shape) != 3 or min(spec.shape) < 1:
         raise _fail("input", "shape", "three positive sizes (C, H, W)", list(spec.shape))
-    if not 2 <= spec.bits <= 16:
-        raise _fail("input", "bits", "in 2..16", spec.bits)
+    if not INPUT_BITS[0] <= spec.bits <= INPUT_BITS[1]:
+        raise _fail("input", "bits", "in {}..{}".format(*INPUT_BITS), spec.bits)
     if not (np.isfinite(spec.scale) and spec.scale > 0):
         raise _fail("input", "scale", "a positive finite number", spec.scale)
     if not model.layers:
@@ -169,10 +174,13 @@ def validate(model: Model) -> Model:
             raise _fail(where, "in_shape", "C x 1 x 1 for a linear layer", list(l.in_shape))
         if l.kind == "avgpool" and l.kernel != 1:
             raise _fail(where, "kernel", "1 for a global avgpool", l.kernel)
+        padded = [n + 2 * l.padding for n in l.in_shape[1:]]
+        if l.kind in ("conv", "maxpool") and l.kernel > min(padded):
+            raise _fail(where, "kernel", "at most the padded input ({} x {})".format(*padded), l.kernel)
         if min(l.out_shape) < 1 or tuple(l.out_shape) != _expected_out_shape(l):
             raise _fail(where, "out_shape", list(_expected_out_shape(l)), list(l.out_shape))
-        if not 2 <= l.out_bits <= 32:
-            raise _fail(where, "out_bits", "in 2..32", l.out_bits)
+        if not OUT_BITS[0] <= l.out_bits <= OUT_BITS[1]:
+            raise _fail(where, "out_bits", "in {}..{}".format(*OUT_BITS), l.out_bits)
         full = l.precision == "float"
         if l.precision not in PRECISIONS or (full and (l.kind not in ("conv", "linear") or l.residual)):
             raise _fail(where, "precision", f"one of {', '.join(PRECISIONS)} (float: a conv or linear layer "
@@ -195,8 +203,8 @@ def validate(model: Model) -> Model:
         if full and not (np.isfinite(l.weight).all() and np.isfinite(l.offset).all()):
             raise _fail(where, "weight/offset", "finite numbers", "inf or nan")
         if l.weight is not None and not full:
-            if not 1 <= l.tex <= 8:
-                raise _fail(where, "tex", "in 1..8", l.tex)
+            if not 1 <= l.tex <= MAX_TEX:
+                raise _fail(where, "tex", f"in 1..{MAX_TEX}", l.tex)
             bad = np.abs(l.weight.astype(np.int64)) > l.tex
             if bad.any():
                 expected = "ternary (-1, 0, 1)" if l.tex == 1 else f"in [-{l.tex}, {l.tex}] (tex = {l.tex})"
@@ -207,12 +215,6 @@ def validate(model: Model) -> Model:
                 stray = np.flatnonzero(~l.mask[:, j] & (blk != 0).any(axis=(1, 2)))
                 if stray.size:
                     raise _fail(where, "weight", f"zero in pruned group (o={stray[0]}, block={j})", "nonzero")
-        if l.shift is not None and ((l.shift < 0) | (l.shift > MAX_SHIFT)).any():
-            raise _fail(where, "shift", f"in 0..{MAX_SHIFT}", int(l.shift[(l.shift < 0) | (l.shift > MAX_SHIFT)][0]))
-        if l.mul is not None and (np.abs(l.mul) >= 1 << 31).any():
-            raise _fail(where, "mul", "within 32-bit signed", int(l.mul[np.abs(l.mul) >= 1 << 31][0]))
-        if l.bias is not None and (np.abs(l.bias) >= 1 << 62).any():
-            raise _fail(where, "bias", "within 62-bit signed", "a larger value")
         if l.residual is not None:
             if l.kind != "conv":
                 raise _fail(where, "residual", "absent for kind " + l.kind, repr(l.residual))
@@ -221,12 +223,53 @@ def validate(model: Model) -> Model:
                             f"{l.residual!r} of shape {list(shapes[l.residual]) if l.residual in shapes else None}")
         if l.kind == "maxpool" and (l.out_bits, l.out_signed) != _source_format(model, l.source):
             raise _fail(where, "out_bits/out_signed", "those of its source", (l.out_bits, l.out_signed))
+        if l.mul is not None:
+            _check_requant(model, l, where)
         shapes[l.name] = tuple(l.out_shape)
     used = {l.source for l in model.layers} | {l.residual for l in model.layers}
     dangling = [l.name for l in model.layers[:-1] if l.name not in used]
     if dangling:
         raise _fail(f"layer '{dangling[0]}'", "output", "used by a later layer (only the last is the result)", "unused")
     return model
+
+
+def acc_bound(layer: Layer, in_max: int) -> int:
+    """Largest |acc| any input with |x| <= in_max can produce (used for widths and overflow checks)."""
+    if layer.kind == "avgpool":
+        return in_max * layer.in_shape[1] * layer.in_shape[2]
+    if layer.weight is None:
+        return in_max
+    nonzero = np.abs(layer.weight.astype(np.int64)).reshape(layer.weight.shape[0], -1).sum(1)
+    return int(nonzero.max(initial=0)) * in_max
+
+
+def input_range(model: Model, source: str) -> tuple[int, int]:
+    if source == "input":
+        return value_range(model.input.bits, model.input.signed)
+    return model.layer(source).out_range
+
+
+def _check_requant(model: Model, l: Layer, where: str) -> None:
+    """mul and shift as the drain's requant unit holds them (encoding.py). Its other widths (accumulator,
+    bias) are derived from the IR's values, so the remaining limit is int64, where the reference computes
+    acc * mul + bias and adds the residual."""
+    for name, lo, hi, what in (("mul", *value_range(REQUANT_MUL_BITS, True), f"{REQUANT_MUL_BITS}-bit signed"),
+                               ("shift", 0, REQUANT_MAX_SHIFT, "the requant unit's largest shift")):
+        arr = getattr(l, name)
+        bad = (arr < lo) | (arr > hi)
+        if bad.any():
+            raise _fail(where, name, f"in {lo}..{hi} ({what})", int(arr[bad][0]))
+    magnitude = lambda values: max(abs(int(min(values))), abs(int(max(values))))  # np.abs wraps at int64 min
+    acc = acc_bound(l, magnitude(input_range(model, l.source)))
+    res = 0 if l.residual is None else magnitude(input_range(model, l.residual))
+    mul = max(magnitude(l.mul), 1)  # at least 1: the sum itself must fit too
+    if acc * mul + res > _INT64_MAX:
+        raise _fail(where, "mul", f"at most {(_INT64_MAX - res) // acc} in magnitude (acc * mul within int64 for "
+                    f"|acc| <= {acc})", magnitude(l.mul))
+    room = _INT64_MAX - acc * mul - res
+    if magnitude(l.bias) > room:
+        raise _fail(where, "bias", f"in -{room}..{room} (acc * mul + bias + residual within int64 for |acc| <= "
+                    f"{acc}, |mul| <= {mul})", next(int(b) for b in l.bias if abs(int(b)) > room))
 
 
 def _source_format(model: Model, source: str) -> tuple[int, bool]:

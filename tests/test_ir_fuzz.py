@@ -1,13 +1,20 @@
 """Fuzzing the IR loader: random bytes, random byte edits of a real file, and random edits of manifest
-fields must each give one IRError with a one-line message (never another exception, never a hang)."""
+fields must each give one IRError with a one-line message (never another exception, never a hang); numeric
+fields at their hardware limits build, one past them are refused."""
 import json
 import zipfile
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hwgen import ir
+from hwgen import ir, reference
+from hwgen.encoding import REQUANT_MAX_SHIFT, REQUANT_MUL_BITS
+from hwgen.ir import value_range
 from hwgen.synthetic import chain_model
+from irfiles import assert_builds, edit_manifest, npy_bytes, replace_array
+
+INT64_MAX = int(np.iinfo(np.int64).max)
 
 FUZZ = settings(max_examples=150, deadline=2000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -98,3 +105,48 @@ def test_field_edits(choice, value, delete, good, tmp_path):
         ir.load(out)  # some edits are harmless (meta, the input's scale, a name nothing refers to)
     except ir.IRError as e:
         assert "\n" not in str(e), repr(str(e))
+
+
+# Numeric fields at and past their hardware limits: (where, field) -> (lowest, highest) allowed, for the
+# model ``good``. Within them the file loads and builds; one past, it is refused with that field named.
+MUL_RANGE = value_range(REQUANT_MUL_BITS, True)
+
+
+def _limits(model: ir.Model) -> dict:
+    limits = {("input", "bits"): ir.INPUT_BITS}
+    for l in model.layers:
+        where = f"layer '{l.name}'"
+        limits[where, "out_bits"] = ir.OUT_BITS
+        if l.weight is not None:
+            limits[where, "tex"] = (1, ir.MAX_TEX)
+        if l.mul is not None:
+            acc = reference.acc_bound(l, max(map(abs, reference.input_range(model, l.source))))
+            room = INT64_MAX - acc * int(np.abs(l.mul).max())  # no residual in this model
+            limits.update({(where, "mul"): MUL_RANGE, (where, "shift"): (0, REQUANT_MAX_SHIFT),
+                           (where, "bias"): (-room, room)})
+    return limits
+
+
+@settings(FUZZ, max_examples=80)
+@given(choice=st.integers(0, 10**6), channel=st.integers(0, 10**6), high=st.booleans(), delta=st.integers(-2, 2))
+def test_numeric_fields_at_and_past_their_limits(choice, channel, high, delta, good, tmp_path):
+    model = ir.load(good)
+    limits = _limits(model)
+    where, field = sorted(limits)[choice % len(limits)]
+    lo, hi = limits[where, field]
+    value = (hi if high else lo) + delta
+    out = tmp_path / "limit.ir"
+    if where == "input":
+        edit_manifest(good, out, lambda m: m["input"].update(bits=value))
+    elif field in ("out_bits", "tex"):
+        name = where.split("'")[1]
+        edit_manifest(good, out, lambda m: next(e for e in m["layers"] if e["name"] == name).update({field: value}))
+    else:  # one channel of a requant array, written with its checksum as ir.save computes it
+        name = where.split("'")[1]
+        arr = getattr(model.layer(name), field).copy()
+        arr[channel % arr.size] = value
+        replace_array(good, out, name, field, npy_bytes(arr))
+    if lo <= value <= hi:
+        assert_builds(ir.load(out), pe=4)
+    else:
+        assert f"{where}: {field} must be " in _load_fails_in_one_line(out)
