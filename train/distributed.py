@@ -105,7 +105,8 @@ def globalize_batchnorm(module: nn.Module) -> nn.Module:
     """Swap every BatchNorm2d of ``module`` for a GlobalBatchNorm2d holding the same tensors."""
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
-            g = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum)
+            g = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum,
+                                  device=child.weight.device, dtype=child.weight.dtype)  # a float64 or GPU model stays one
             g.load_state_dict(child.state_dict())
             setattr(module, name, g)
         else:
