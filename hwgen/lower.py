@@ -61,6 +61,7 @@ class HwLayer:
     kept: np.ndarray  # bool [O, J] at the hardware's lanes (kept in any plane)
     schedule: mapping.Schedule
     plane_kept: tuple[np.ndarray, ...] = ()  # per weight plane, its kept groups (one plane unless tex > 1)
+    tex: int = 1  # the IR's residual expansion: 2*tex bits of storage per kept weight (the compression metric)
 
     @property
     def n_pix(self) -> int:
@@ -107,7 +108,7 @@ def _lower_layer(model: Model, layer, pe: int, lanes: int, bufs: dict[str, int],
         lo=lo, hi=hi, in_signed=lo_in < 0, in_buf=bufs[layer.source], out_buf=bufs[layer.name],
         res_buf=None if layer.residual is None else bufs[layer.residual], res_signed=res_signed,
         max_mode=layer.kind == "maxpool", acc_bound=acc_bound(layer, max(abs(lo_in), abs(hi_in))),
-        kept=kept, schedule=sched, plane_kept=tuple(plane_kept))
+        kept=kept, schedule=sched, plane_kept=tuple(plane_kept), tex=layer.tex)
 
 
 def weight_planes(weight: np.ndarray, pe_kind: str) -> list[np.ndarray]:

@@ -27,11 +27,6 @@ def prunable(layers):
     return [l for l in weighted[1:-1] if not is_identity_shortcut(l)]
 
 
-def expansion(layer) -> int:
-    """t_ex of a layer: its weights' levels lie in [-t_ex, t_ex] (IR ``tex``), 2·t_ex bits a weight."""
-    return max(1, int(np.abs(layer.weight).max(initial=0)))
-
-
 def compression(prog: Program) -> dict:
     """The papers' figure (docs/design.md §2) over the prunable layers: 32-bit float weights against
     2·t_ex-bit ones, pruned groups not stored, so 16 / (t_ex · kept fraction) for one layer; over several,
@@ -39,8 +34,8 @@ def compression(prog: Program) -> dict:
     layers = prunable(prog.layers)
     kept = sum(int(l.kept.sum()) for l in layers)
     total = sum(int(l.kept.size) for l in layers)
-    stored = sum(expansion(l) * int(l.kept.sum()) for l in layers)
-    weights_stored = sum(expansion(l) * int((l.kept * real_lanes(l, prog.lanes)).sum()) * l.kh * l.kw
+    stored = sum(l.tex * int(l.kept.sum()) for l in layers)
+    weights_stored = sum(l.tex * int((l.kept * real_lanes(l, prog.lanes)).sum()) * l.kh * l.kw
                          for l in layers)
     weights = sum(l.weight.size for l in layers)
     density = kept / total if total else 1.0
