@@ -127,7 +127,7 @@ def _limits(model: ir.Model) -> dict:
     return limits
 
 
-@settings(FUZZ, max_examples=80)
+@FUZZ
 @given(choice=st.integers(0, 10**6), channel=st.integers(0, 10**6), high=st.booleans(), delta=st.integers(-2, 2))
 def test_numeric_fields_at_and_past_their_limits(choice, channel, high, delta, good, tmp_path):
     model = ir.load(good)
