@@ -13,26 +13,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .ir import Layer, Model, value_range
+from .ir import Layer, Model, acc_bound, input_range, value_range  # noqa: F401  (re-exported)
 
 _INT64_LIMIT = 1 << 63
 _FLOAT64_EXACT = 1 << 53  # every integer of smaller magnitude is exact in float64
-
-
-def acc_bound(layer: Layer, in_max: int) -> int:
-    """Largest |acc| any input with |x| <= in_max can produce (used for widths and overflow checks)."""
-    if layer.kind == "avgpool":
-        return in_max * layer.in_shape[1] * layer.in_shape[2]
-    if layer.weight is None:
-        return in_max
-    nonzero = np.abs(layer.weight.astype(np.int64)).reshape(layer.weight.shape[0], -1).sum(1)
-    return int(nonzero.max(initial=0)) * in_max
-
-
-def input_range(model: Model, source: str) -> tuple[int, int]:
-    if source == "input":
-        return value_range(model.input.bits, model.input.signed)
-    return model.layer(source).out_range
 
 
 def conv(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int, bound: int) -> torch.Tensor:

@@ -4,28 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ir import is_identity_shortcut, prunable  # noqa: F401  (prunable: the report's layer selection)
 from .lower import HwLayer, Program, layer_cycles, lower, predicted_cycles, real_lanes, utilization
-
-PRUNABLE = ("conv", "linear")
-
-
-def is_identity_shortcut(layer) -> bool:
-    """An option-A shortcut (subsample, append zero channels) as ``train.export`` and ``hwgen.synthetic``
-    write it: a 1x1 conv whose weight is the identity on its input channels, with unit requantization (mul 1,
-    bias 0, shift 0), so the integers pass through. Told by what the layer is, not by its name (the exporter
-    calls it ``<block>_short``, the synthetic networks ``short<N>``). Takes an IR or a lowered layer."""
-    if layer.kind != "conv" or layer.mul is None or layer.weight.shape[2:] != (1, 1):
-        return False
-    return (np.array_equal(layer.weight[:, :, 0, 0], np.eye(*layer.weight.shape[:2]))
-            and (layer.mul == 1).all() and (layer.bias == 0).all() and (layer.shift == 0).all())
-
-
-def prunable(layers):
-    """The layers training prunes (IR or lowered): convs and linears except the first (stem) and the last
-    (classifier), which the papers leave dense, and the option-A shortcuts, which have no weights to learn."""
-    weighted = [l for l in layers if l.kind in PRUNABLE]
-    return [l for l in weighted[1:-1] if not is_identity_shortcut(l)]
-
 
 def compression(prog: Program) -> dict:
     """The papers' figure (docs/design.md §2) over the prunable layers: 32-bit float weights against

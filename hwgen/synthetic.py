@@ -10,7 +10,7 @@ import torch
 
 from . import mapping, reference
 from .encoding import average_constants, requant_constants
-from .ir import InputSpec, Layer, Model, validate
+from .ir import InputSpec, Layer, Model, prunable, validate
 
 UNIT = (np.ones, np.zeros, np.zeros)  # mul, bias, shift of an exact pass-through
 
@@ -174,11 +174,10 @@ def with_unbalanced_pruning(model: Model, pe: int, seed: int = 0) -> Model:
     groups is kept, chosen by score over the whole layer instead of per PE. Weights of newly kept groups
     are +1; requantization is unchanged. For cycle comparisons, not for accuracy."""
     rng = np.random.default_rng(seed)
-    prunable = [i for i, l in enumerate(model.layers) if l.kind in ("conv", "linear") and l.mask is not None]
+    pruned = {id(l) for l in prunable(model.layers)}  # option-A shortcuts stay pass-throughs
     layers = list(model.layers)
-    for i in prunable[1:-1]:
-        l = layers[i]
-        if l.mask.all():
+    for i, l in enumerate(layers):
+        if id(l) not in pruned or l.mask.all():
             continue
         scores = rng.random(l.mask.shape).ravel()
         mask = np.zeros(l.mask.size, bool)

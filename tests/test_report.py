@@ -103,3 +103,12 @@ def test_pruning_bench_leaves_out_synthetic_shortcuts(resnet20):
     spec.loader.exec_module(bench)
     names = [resnet20.layers[i].name for i in bench.prunable(resnet20)]
     assert names == [l.name for l in prunable(resnet20.layers)] and not any(n.startswith("short") for n in names)
+
+
+def test_unbalanced_pruning_leaves_shortcuts_pass_throughs(resnet20):
+    """The paper-style variant re-prunes the prunable layers only: an option-A shortcut stays the identity."""
+    unbalanced = synthetic.with_unbalanced_pruning(resnet20, 16)
+    shortcuts = [l.name for l in resnet20.layers if is_identity_shortcut(l)]
+    assert len(shortcuts) == 2 and [l.name for l in unbalanced.layers if is_identity_shortcut(l)] == shortcuts
+    changed = [a.name for a, b in zip(resnet20.layers, unbalanced.layers) if not np.array_equal(a.mask, b.mask)]
+    assert changed and set(changed) <= {l.name for l in prunable(resnet20.layers)}
