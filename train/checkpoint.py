@@ -1,8 +1,9 @@
 """Per-epoch training checkpoints, so that ``--resume`` continues a killed run where it stopped.
 
-One file, ``last.pt``, replaced atomically after every epoch: model, optimizer and schedule state, both
-random generators, the masks once pruning has run, the epoch log and the configuration. It holds tensors
-and plain containers only and is read with ``torch.load(weights_only=True)``: loading never runs code.
+One file, ``last.pt``, replaced atomically after every epoch: model, the run's optimizer and schedule state
+(one for both stages), both random generators, the masks once pruning has run, the epoch log and the
+configuration. It holds tensors and plain containers only and is read with ``torch.load(weights_only=True)``:
+loading never runs code.
 A resumed run gives the same IR, byte for byte, as one that was never interrupted (same thread count).
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import torch
 
 FORMAT = "ternary-train-checkpoint"
-VERSION = 1
+VERSION = 2  # 1: an optimizer and schedule per stage, restarted at the fine-tune stage
 FILE = "last.pt"
 
 
@@ -43,8 +44,9 @@ def load(path: str, config: dict) -> dict:
         raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
-        raise ValueError(f"{path}: expected a {FORMAT} version {VERSION} file, found "
-                         f"{state.get('format') if isinstance(state, dict) else type(state).__name__}")
+        found = (f"{state.get('format')} version {state.get('version')}" if isinstance(state, dict)
+                 else type(state).__name__)
+        raise ValueError(f"{path}: expected a {FORMAT} version {VERSION} file, found {found}")
     saved = {k: v for k, v in state["config"].items() if k != "quiet"}
     wanted = {k: v for k, v in config.items() if k != "quiet"}
     differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))

@@ -98,8 +98,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float, help=f"SGD Nesterov momentum ({DEFAULTS.momentum})")
     p.add_argument("--weight-decay", type=float, help=f"({DEFAULTS.weight_decay})")
     p.add_argument("--schedule", choices=SCHEDULES,
-                   help=f"learning rate per stage: cosine, or step (x0.1 at 40%% and 60%%, x0.5 at 80%%) "
-                        f"({DEFAULTS.schedule})")
+                   help="learning rate over the whole run (both stages): cosine, or step (x0.1 at 40%% and "
+                        f"60%% of the epochs, x0.5 at 80%%) ({DEFAULTS.schedule})")
     p.add_argument("--batch-size", type=int, help=f"global batch, split over the ranks ({DEFAULTS.batch_size})")
     p.add_argument("--input-size", type=int, help=f"image folder crop size ({DEFAULTS.input_size})")
     p.add_argument("--eval-images", type=int,

@@ -1,8 +1,9 @@
-"""One training stage, epoch by epoch: the optimizer and learning-rate schedule of the recipe, the WPC penalty
-on the prunable layers, global batches split over the data-parallel ranks (``distributed.py``).
+"""One training stage, epoch by epoch: the WPC penalty on the prunable layers, global batches split over the
+data-parallel ranks (``distributed.py``), and the run's optimizer and learning-rate schedule (``RunOptimizer``).
 
-A stage's state (optimizer, schedule) goes into the checkpoint after every epoch, so a resumed stage goes on
-exactly where it stopped.
+The stages of a run share one ``RunOptimizer``, so the learning rate follows one schedule over the whole run,
+as the papers' recipes do (no restart at the fine-tune stage). Its state goes into the checkpoint after every
+epoch, so a resumed run goes on exactly where it stopped.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .wpc import WPCConfig, wpc_penalty
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "step")
-STEP_MILESTONES = ((0.4, 0.1), (0.6, 0.1), (0.8, 0.5))  # WACV'19: x0.1 at 80 and 120, x0.5 at 160 of 200
+STEP_MILESTONES = ((0.4, 0.1), (0.6, 0.1), (0.8, 0.5))  # of the run's epochs: x0.1 at 80 and 120, x0.5 at 160 of 200
 
 
 def to_input(x_int, scale: float) -> torch.Tensor:
@@ -27,20 +28,21 @@ def to_input(x_int, scale: float) -> torch.Tensor:
     return torch.as_tensor(x_int).to(torch.float32) * scale
 
 
-def lr_factor(schedule: str, step: int, steps: int) -> float:
-    """Learning-rate multiplier at ``step`` of ``steps`` (the stage's)."""
+def lr_factor(schedule: str, step: int, epochs: int, per_epoch: int) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` of a run of ``epochs`` epochs of ``per_epoch`` steps:
+    cosine over the steps, or step per epoch (each milestone applies from the first epoch at or past it)."""
     if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * step / steps))
-    factor = 1.0
-    for at, gamma in STEP_MILESTONES:
-        if step >= at * steps:
-            factor *= gamma
-    return factor
+        return 0.5 * (1 + math.cos(math.pi * step / (epochs * per_epoch)))
+    epoch = step // per_epoch
+    return math.prod(gamma for at, gamma in STEP_MILESTONES if epoch >= at * epochs)
 
 
-def steps_per_epoch(data: DataSpec, batch_size: int) -> int:
+def steps_per_epoch(data: DataSpec, batch_size: int, world: World = World()) -> int:
+    """The optimizer steps of an epoch: the global batches ``epoch_batches`` yields (it skips batches with fewer
+    images than ranks), so that the schedule's epochs are the loop's."""
     n = len(data.data[0]) if isinstance(data.data, tuple) else len(data.data)
-    return math.ceil(n / batch_size)
+    full, last = divmod(n, batch_size)
+    return max(1, full * (batch_size >= world.size) + (last >= world.size))
 
 
 def epoch_batches(data: DataSpec, batch_size: int, gen: torch.Generator, world: World, epoch: int,
@@ -69,22 +71,27 @@ def epoch_batches(data: DataSpec, batch_size: int, gen: torch.Generator, world: 
         yield xb, torch.as_tensor(yb), len(g)
 
 
-class Stage:
-    """``epochs`` epochs of ``net`` (the model, or its DistributedDataParallel wrapper) under ``wpc``."""
+class RunOptimizer:
+    """The optimizer of the recipe (SGD with Nesterov momentum, or Adam) and its learning-rate schedule over
+    ``epochs`` epochs of ``per_epoch`` steps, stepped once per batch."""
 
-    def __init__(self, net: torch.nn.Module, model: torch.nn.Module, cfg, wpc: WPCConfig, epochs: int,
-                 data: DataSpec, world: World, after_step=None, workers: int = 0):
-        self.net, self.model, self.cfg, self.wpc, self.data, self.world = net, model, cfg, wpc, data, world
-        self.after_step, self.workers = after_step, workers
-        params = model.parameters()
+    def __init__(self, params, cfg, epochs: int, per_epoch: int):
         if cfg.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                                        weight_decay=cfg.weight_decay)
         else:
             self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps = max(1, epochs * steps_per_epoch(data, cfg.batch_size))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda i: lr_factor(cfg.schedule, i, steps))
-        self.prunable = [m.weight for m in model.prunable().values()]
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda i: lr_factor(cfg.schedule, i, epochs, per_epoch))
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return self.sched.get_last_lr()[0]
+
+    def step(self) -> None:
+        self.opt.step()
+        self.sched.step()
 
     def state_dict(self) -> dict:
         return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
@@ -93,9 +100,25 @@ class Stage:
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
 
+
+class Stage:
+    """Epochs of ``net`` (the model, or its DistributedDataParallel wrapper) under ``wpc``, stepping ``optim``:
+    the run's, shared with its other stages; None: one of this stage's own, its schedule over ``epochs``."""
+
+    def __init__(self, net: torch.nn.Module, model: torch.nn.Module, cfg, wpc: WPCConfig, epochs: int,
+                 data: DataSpec, world: World, after_step=None, workers: int = 0, optim: RunOptimizer | None = None):
+        self.net, self.model, self.cfg, self.wpc, self.data, self.world = net, model, cfg, wpc, data, world
+        self.after_step, self.workers = after_step, workers
+        if optim is None:
+            optim = RunOptimizer(model.parameters(), cfg, epochs, steps_per_epoch(data, cfg.batch_size, world))
+        self.optim = optim
+        self.prunable = [m.weight for m in model.prunable().values()]
+
     def epoch(self, gen: torch.Generator, epoch: int) -> dict:
-        """Train one epoch; returns the global loss, training accuracy and last WPC penalty."""
+        """Train one epoch; returns the learning rate of its first step, the global loss, the training accuracy
+        and the last WPC penalty."""
         self.net.train()
+        lr = self.optim.lr
         total, correct, seen = 0.0, 0, 0
         penalty = torch.zeros(())
         for xb, yb, n in epoch_batches(self.data, self.cfg.batch_size, gen, self.world, epoch, self.workers):
@@ -104,10 +127,9 @@ class Stage:
             # the averaged gradient is that of the global batch's mean loss
             loss = F.cross_entropy(out, yb, reduction="sum") * (self.world.size / n)
             penalty = wpc_penalty(self.prunable, self.wpc)
-            self.opt.zero_grad()
+            self.optim.opt.zero_grad()
             (loss + penalty).backward()
-            self.opt.step()
-            self.sched.step()
+            self.optim.step()
             if self.after_step is not None:
                 self.after_step()
             total += float(loss.detach()) * n / self.world.size  # this rank's summed loss
@@ -117,5 +139,5 @@ class Stage:
         if active():
             dist.all_reduce(stats)
         total, correct, seen = stats.tolist()
-        return {"loss": round(total / seen, 6), "train_accuracy": round(correct / seen, 6),
+        return {"lr": lr, "loss": round(total / seen, 6), "train_accuracy": round(correct / seen, 6),
                 "wpc_penalty": float(penalty.detach())}

@@ -18,7 +18,7 @@ from .datasets import DataSpec, make_dataset
 from .distributed import World
 from .export import export, logit_scale, snap_requant
 from .init_weights import load_float_init
-from .loop import OPTIMIZERS, SCHEDULES, Stage, to_input
+from .loop import OPTIMIZERS, SCHEDULES, RunOptimizer, Stage, steps_per_epoch, to_input
 from .models import MODELS, TernaryCNN, TernaryResNet
 from .prune import DEFAULT_KEEP_FRACTION, SELECTIONS, Pruner, group_scores, per_pe_kept, select_masks
 from .quant import DEFAULT_DELTA, TernaryConv2d, TernaryLinear, check_ternary_options, configure_ternary
@@ -60,7 +60,7 @@ class TrainConfig:
     lr: float = 3e-3
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # per stage: cosine, or step (x0.1 at 40% and 60%, x0.5 at 80%)
+    schedule: str = "cosine"  # over the whole run: cosine, or step (x0.1 at 40% and 60% of the epochs, x0.5 at 80%)
     batch_size: int = 64
     eval_images: int = 0  # held-out images measured at the end; 0: all (an image folder: FOLDER_EVAL_IMAGES)
     quiet: bool = False
@@ -200,8 +200,9 @@ def _build(cfg: TrainConfig, spec: DataSpec, report: dict | None = None) -> Tern
 def train_model(cfg: TrainConfig, world: World = World(), ckpt: str | None = None, resume: bool = False,
                 workers: int = 0) -> Trained:
     """Train with WPC, prune (``cfg.selection``), fine-tune with the masks held, snap the BatchNorm scales onto
-    the integer multipliers. Deterministic for a seed (at a fixed thread count). ``ckpt``: checkpoint file
-    written after every epoch (by rank 0); ``resume``: continue from it."""
+    the integer multipliers. One optimizer and one learning-rate schedule span both stages. Deterministic for
+    a seed (at a fixed thread count). ``ckpt``: checkpoint file written after every epoch (by rank 0);
+    ``resume``: continue from it."""
     cfg.check()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -217,10 +218,12 @@ def train_model(cfg: TrainConfig, world: World = World(), ckpt: str | None = Non
     if world.size > 1:
         distributed.globalize_batchnorm(model)
         net = torch.nn.parallel.DistributedDataParallel(model)
+    optim = RunOptimizer(model.parameters(), cfg, cfg.epochs, steps_per_epoch(train, cfg.batch_size, world))
     state = checkpoint.load(ckpt, asdict(cfg)) if resume else None
     done, masks, log, share = 0, {}, [], 0.0
     if state is not None:
         model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["rng"])
         done, log, share = state["epochs_done"], list(state["log"]), state["pruned_norm_share"]
@@ -230,8 +233,6 @@ def train_model(cfg: TrainConfig, world: World = World(), ckpt: str | None = Non
                disable=cfg.quiet or not world.main)
 
     def run_stage(stage: Stage, first: int, last: int) -> None:
-        if state is not None and first == done and state.get("stage") == stage_name(first):
-            stage.load_state_dict(state["stage_state"])
         for e in range(first, last):
             record = {"stage": stage_name(e), **stage.epoch(gen, e)}
             if world.main:
@@ -240,8 +241,8 @@ def train_model(cfg: TrainConfig, world: World = World(), ckpt: str | None = Non
                 bar.set_description(record["stage"])
                 bar.update()
                 if ckpt is not None:
-                    checkpoint.save(ckpt, {"config": asdict(cfg), "epochs_done": e + 1, "stage": record["stage"],
-                                           "model": model.state_dict(), "stage_state": stage.state_dict(),
+                    checkpoint.save(ckpt, {"config": asdict(cfg), "epochs_done": e + 1,
+                                           "model": model.state_dict(), "optimizer": optim.state_dict(),
                                            "generator": gen.get_state(), "rng": torch.get_rng_state(),
                                            "masks": {k: torch.from_numpy(v) for k, v in masks.items()},
                                            "log": log, "pruned_norm_share": share})
@@ -251,13 +252,14 @@ def train_model(cfg: TrainConfig, world: World = World(), ckpt: str | None = Non
 
     wpc = WPCConfig(cfg.lam, cfg.ratio, cfg.lanes, mode=cfg.wpc_mode, pe=cfg.pe, keep_fraction=cfg.keep_fraction)
     if done < e1:
-        run_stage(Stage(net, model, cfg, wpc, e1, train, world, workers=workers), done, e1)
+        run_stage(Stage(net, model, cfg, wpc, e1, train, world, workers=workers, optim=optim), done, e1)
     layers = model.prunable()
     if not masks:
         masks.update(select_masks(layers, cfg.pe, cfg.lanes, cfg.keep_fraction, cfg.selection))
         share = _pruned_norm_share(layers, masks, cfg.lanes)
     pruner = Pruner(layers, masks, cfg.lanes)
-    fine = Stage(net, model, cfg, WPCConfig(0.0, cfg.ratio, cfg.lanes), e2, train, world, pruner.enforce, workers)
+    fine = Stage(net, model, cfg, WPCConfig(0.0, cfg.ratio, cfg.lanes), e2, train, world, pruner.enforce, workers,
+                 optim)
     run_stage(fine, max(done, e1), cfg.epochs)
     bar.close()
     distributed.check_in_sync(model)
