@@ -1,4 +1,4 @@
-"""The IR: the contract between training and hardware (DESIGN.md §4).
+"""The IR: the contract between training and hardware (docs/design.md §4).
 
 One file, a zip archive written deterministically: ``manifest.json`` (format, version, the layer list and
 a SHA-256 of every array) plus one ``.npy`` member per array, read back with ``allow_pickle=False``.

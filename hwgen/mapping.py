@@ -1,6 +1,6 @@
 """PE-wise groups and the wave schedule: the one definition shared by training and hardware.
 
-A *group* is output channel o x input block j x the whole kernel: W[o, jL:(j+1)L, ...] (DESIGN.md §2).
+A *group* is output channel o x input block j x the whole kernel: W[o, jL:(j+1)L, ...] (docs/design.md §2).
 Output channel o belongs to PE (o mod N) and is that PE's local channel o // N. In input block j the array
 runs ``waves[j]`` waves; in wave w every PE handles its w-th kept group of block j (or idles).
 

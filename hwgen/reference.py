@@ -1,6 +1,6 @@
 """The integer reference: executes an IR exactly, in int64, and returns every layer's output.
 
-This module *defines* the integer semantics the hardware must match (DESIGN.md §4):
+This module *defines* the integer semantics the hardware must match (docs/design.md §4):
     acc = sum(ternary * activation)                       conv / linear / avgpool (sum over the map)
     y   = clamp((acc * mul + bias) >> shift, lo, hi)      per output channel, >> is floor (arithmetic)
     maxpool: y = max over the window (padding never wins)

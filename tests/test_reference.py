@@ -18,7 +18,7 @@ def test_float64_conv_path_equals_int64_path():
 
 
 def _by_loops(model, images) -> dict[str, np.ndarray]:
-    """Every layer's output from the IR's semantics (DESIGN.md §4) in plain loops over numpy int64, using
+    """Every layer's output from the IR's semantics (docs/design.md §4) in plain loops over numpy int64, using
     nothing of hwgen.reference: acc = sum of weight * activation over the window's taps inside the map,
     y = clamp(((acc * mul + bias) >> shift) + residual, lo, hi) with lo = 0 under ReLU; maxpool takes the
     max over the window's taps inside the map (padding never wins)."""

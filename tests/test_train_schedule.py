@@ -1,5 +1,5 @@
 """The learning rate over a whole run, both stages, as the training loop's own optimizer and schedule set it:
-each recipe against the papers' schedule (DESIGN.md §2), the milestones scaled to other epoch counts, and a
+each recipe against the papers' schedule (docs/design.md §2), the milestones scaled to other epoch counts, and a
 resumed run going on with the same sequence. The runs train on a handful of digits (the schedule does not
 depend on what the images show), one optimizer step an epoch when the batch holds them all."""
 import dataclasses

@@ -1,4 +1,4 @@
-"""Local data sets for the DESIGN.md §2 recipes: CIFAR-10 (python batches), ImageNet-style image folders, and
+"""Local data sets for the docs/design.md §2 recipes: CIFAR-10 (python batches), ImageNet-style image folders, and
 the digits set (``train/data.py``), with the recipes' augmentations as plain torch functions.
 
 Nothing is ever downloaded: every loader reads files that are already on disk and says where it expected them.

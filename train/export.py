@@ -1,6 +1,6 @@
 """Trained ``TernaryCNN`` or ``TernaryResNet`` -> ``hwgen.ir.Model``: ternary weights, group masks and
 per-channel integer requantization with BatchNorm, the ternary scale α and the activation scales folded in
-(DESIGN.md §4).
+(docs/design.md §4).
 
 For a conv with input scale s_in, ternary scale α, BatchNorm (γ, β, μ, σ = sqrt(var + eps)) and output
 scale s_out, the float model computes relu(γ (α s_in acc - μ) / σ + β) and quantizes it to s_out, so

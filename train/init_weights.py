@@ -1,4 +1,4 @@
-"""Float initial weights for the ternary ResNets (DESIGN.md §2: ImageNet runs fine-tune from float weights).
+"""Float initial weights for the ternary ResNets (docs/design.md §2: ImageNet runs fine-tune from float weights).
 
 A local state dict is read with ``torch.load(weights_only=True)``, which rebuilds tensors and containers only and
 never runs pickled code. Keys may use torchvision's ResNet names (conv1, bn1, layer1.0.conv1,

@@ -1,5 +1,5 @@
 """Quantizers: ternary weights (He, Gong, Fan, WACV 2019) and integer activations, with straight-through
-gradients, plus the ternary Conv2d / Linear layers built on them (DESIGN.md §2). Threshold rules: Δ = δ·max|W|
+gradients, plus the ternary Conv2d / Linear layers built on them (docs/design.md §2). Threshold rules: Δ = δ·max|W|
 (the paper, δ = 0.05 by default) or Δ = 0.7·mean|W|; residual expansion (tex = 2, 4) sums tex ternary branches
 of one latent weight under one shared scale α (see :func:`threshold_and_scale`).
 

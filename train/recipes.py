@@ -1,4 +1,4 @@
-"""Named training recipes: the papers' hyper-parameters (DESIGN.md §2) as TrainConfig overrides.
+"""Named training recipes: the papers' hyper-parameters (docs/design.md §2) as TrainConfig overrides.
 
 ``python -m train --recipe NAME ...`` starts from the recipe; any option given on the command line wins.
 Where a paper leaves a value open (the ImageNet epoch count, the share of groups kept), the recipe says

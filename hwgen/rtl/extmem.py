@@ -1,7 +1,7 @@
 """Memories (and one register) as small hand-written Verilog modules, instantiated from Amaranth.
 
 - ``hwgen_rom``: contents in a ``$readmemh`` image file named by a parameter, so conversion time and
-  Verilog size do not grow with the weights (DESIGN.md §7);
+  Verilog size do not grow with the weights (docs/design.md §7);
 - ``hwgen_ram``: activation buffers with per-lane write enables and no initial contents (Amaranth writes
   an initial value for every word of a Memory: 9 MB of Verilog for ResNet-18's 224x224 buffers);
 - ``hwgen_copy_reg``: a register that Yosys may not merge with an identical one (``keep_hierarchy``), so a

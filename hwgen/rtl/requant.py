@@ -1,6 +1,6 @@
 """Requantization in the drain path: y = clamp(((acc * mul + bias) >> shift) + res, lo, hi).
 
-This is the only multiplier of the design: one per PE, used once per output value (DESIGN.md §4).
+This is the only multiplier of the design: one per PE, used once per output value (docs/design.md §4).
 """
 from __future__ import annotations
 
