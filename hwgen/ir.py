@@ -250,6 +250,7 @@ def prunable(layers):
     weighted = [l for l in layers if l.kind in ("conv", "linear")]
     return [l for l in weighted[1:-1] if not is_identity_shortcut(l)]
 
+
 def acc_bound(layer: Layer, in_max: int) -> int:
     """Largest |acc| any input with |x| <= in_max can produce (used for widths and overflow checks)."""
     if layer.kind == "avgpool":
