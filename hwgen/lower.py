@@ -168,6 +168,14 @@ class Capacity:
     acc_bits: int
     bias_bits: int
     shift_bits: int
+    # the controller's coordinates and address offsets hold these (roms.widths); None: as large as dim
+    reach: int | None = None  # largest distance of a kernel tap from its output pixel's anchor
+    stride: int | None = None  # largest stride
+
+    def __post_init__(self):
+        for name in ("reach", "stride"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.dim)
 
     def check_fits(self, need: "Capacity") -> None:
         for name, have in vars(self).items():
@@ -301,7 +309,9 @@ def own_capacity(prog: Program) -> Capacity:
         rq_words=max(1, sum(l.locals(prog.pe) for l in prog.layers)), locals=prog.max_locals,
         dim=max(d for l in prog.layers for d in l.in_shape[1:] + l.out_shape[1:]), buf_depth=prog.buf_depth,
         res_depth=prog.res_depth, n_bufs=prog.n_bufs, act_bits=prog.act_bits, out_bits=prog.out_bits,
-        acc_bits=prog.acc_bits, bias_bits=prog.bias_bits, shift_bits=prog.shift_bits)
+        acc_bits=prog.acc_bits, bias_bits=prog.bias_bits, shift_bits=prog.shift_bits,
+        reach=max(max(l.pad, l.kh - 1 - l.pad, l.kw - 1 - l.pad) for l in prog.layers),
+        stride=max(l.stride for l in prog.layers))
 
 
 # ---------------------------------------------------------------- cycle model

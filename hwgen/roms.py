@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from amaranth import Shape
+from amaranth.lib import data
 
 from . import mapping
 from .encoding import REQUANT_MUL_BITS, WEIGHT_BITS, lane_weights, pack_lanes
@@ -18,25 +20,47 @@ def _twos(value: int, bits: int) -> int:
     return value & ((1 << bits) - 1)
 
 
+def pack_struct(layout: data.StructLayout, values: dict) -> int:
+    """The word of ``layout`` holding ``values``; a value its field cannot hold is refused (Amaranth's
+    ``layout.const`` would keep its low bits)."""
+    for name, value in values.items():
+        shape = Shape.cast(layout[name].shape)
+        lo, hi = (-(1 << (shape.width - 1)), 1 << (shape.width - 1)) if shape.signed else (0, 1 << shape.width)
+        if not lo <= value < hi:
+            raise OverflowError(f"field {name}: {value} does not fit {shape!r}")
+    return layout.const(values).as_value().value
+
+
 @dataclass(frozen=True)
 class Widths:
     """Field widths of descriptors and schedule entries, derived from the program."""
 
-    dim: int  # signed coordinates and offsets within a map
+    dim: int  # signed coordinates within a map and tap offsets (dy, dx)
     addr: int  # buffer addresses
     off: int  # signed schedule offsets
     step: int  # schedule / PE-ROM addresses
     lo: int  # local channel index
     rq: int  # requant ROM addresses
+    stride: int  # descriptor stride
+    row: int  # descriptor row_step (stride * w_in)
+
+
+def _signed_bits(magnitude: int) -> int:
+    return magnitude.bit_length() + 1
 
 
 def widths(prog: Program) -> Widths:
     """From the hardware sizes only (``prog.cap``), so that images of any program fitted into the same
-    capacity have the same layout."""
+    capacity have the same layout. Each width holds every value its field can take within the capacity;
+    the ``max`` keeps the layouts of networks whose values fit the map-size widths."""
     c = prog.cap
     addr = max(1, (max(c.buf_depth, c.res_depth) - 1).bit_length())
-    return Widths(dim=c.dim.bit_length() + 2, addr=addr, off=addr + 2, step=max(1, c.steps.bit_length()),
-                  lo=max(1, (c.locals - 1).bit_length()), rq=max(1, c.rq_words.bit_length()))
+    dim = max(c.dim.bit_length() + 2, _signed_bits(c.reach))
+    # j*H*W + dy*W + dx: the block part is below buf_depth, |dy*W + dx| at most reach * (dim + 1)
+    off = max(addr + 2, _signed_bits(c.buf_depth - 1 + c.reach * (c.dim + 1)))
+    return Widths(dim=dim, addr=addr, off=off, step=max(1, c.steps.bit_length()),
+                  lo=max(1, (c.locals - 1).bit_length()), rq=max(1, c.rq_words.bit_length()),
+                  stride=max(dim, c.stride.bit_length()), row=max(addr + 2, (c.stride * c.dim).bit_length()))
 
 
 def schedule_rom(prog: Program, wd: Widths) -> list[int]:

@@ -19,7 +19,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..lower import DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, Program
-from ..roms import Widths, descriptors, widths
+from ..roms import Widths, descriptors, pack_struct, widths
 from .delay import delayed
 from .extmem import ImageROM
 
@@ -37,7 +37,7 @@ def descriptor_layout(prog: Program, wd: Widths) -> data.StructLayout:
         "in_buf": buf, "out_buf": buf, "to_result": 1, "has_res": 1, "res_buf": buf, "res_signed": 1,
         "max_mode": 1, "in_signed": 1,
         "h_in": unsigned(wd.dim), "w_in": unsigned(wd.dim), "w_out": unsigned(wd.dim),
-        "n_pix": unsigned(wd.addr + 1), "stride": unsigned(wd.dim), "row_step": unsigned(wd.addr + 2),
+        "n_pix": unsigned(wd.addr + 1), "stride": unsigned(wd.stride), "row_step": unsigned(wd.row),
         "n_steps": unsigned(wd.step + 1), "sched_base": unsigned(wd.step + 1),
         "locals": unsigned(wd.lo + 1), "lo_per_word": count(prog.lanes), "rq_base": unsigned(wd.rq + 1),
         "lo": signed(prog.clamp_bits + 1), "hi": signed(prog.clamp_bits + 1),
@@ -48,11 +48,13 @@ def descriptor_words(prog: Program) -> list[int]:
     """The descriptor ROM image: one packed ``descriptor_layout`` word per layer. Descriptors are an image,
     not Verilog, so the Verilog depends only on the hardware sizes (``prog.cap``)."""
     layout = descriptor_layout(prog, widths(prog))
-    return [layout.const(d).as_value().value for d in descriptors(prog)]
+    return [pack_struct(layout, d) for d in descriptors(prog)]
 
 
 class Walker:
-    """Output-pixel position as (ox, iy0, ix0, base, rowbase) registers, advanced one pixel at a time."""
+    """Output-pixel position as (ox, iy0, ix0, base, rowbase) registers, advanced one pixel at a time.
+    base and rowbase may wrap (a far anchor, a wide row_step): only the low ``addr`` bits of base + offset
+    address the buffer, and modulo 2**addr they stay exact."""
 
     def __init__(self, prefix: str, wd: Widths):
         self.ox = Signal(wd.dim, name=f"{prefix}_ox")
