@@ -2,7 +2,7 @@
 
 Every IR kind the engine runs becomes a convolution: ``linear`` is a 1x1 conv on a 1x1 map, and the global
 ``avgpool`` is a conv whose kernel covers the whole map with identity weights (one kept group per output
-channel), so the logic is one engine whatever the network (DESIGN.md §5).
+channel), so the logic is one engine whatever the network (docs/design.md §5).
 """
 from __future__ import annotations
 
@@ -231,7 +231,7 @@ class Program:
 def _im2col_stem(layer: HwLayer, lanes: int, pe_kind: str) -> HwLayer | None:
     """The first conv as a 1x1 conv over the host's im2col of the input (channel c*k*k + ky*k + kx), when
     that takes fewer steps: a 3-channel 7x7 stem fills 3 of 16 lanes in 49 steps per wave, but 147 packed
-    channels fill 10 words in 10 steps (DESIGN.md §5, worked figures)."""
+    channels fill 10 words in 10 steps (docs/design.md §5, worked figures)."""
     c, _, _ = layer.in_shape
     k = layer.kh
     if layer.kind != "conv" or k == 1 or mapping.num_blocks(c * k * k, lanes) >= mapping.num_blocks(c, lanes) * k * k:
@@ -343,7 +343,7 @@ def real_lanes(layer: HwLayer, lanes: int) -> np.ndarray:
 
 def useful_lane_slots(prog: Program, layer: HwLayer) -> int:
     """Lane-slots that carry a real input channel of a kept group (zeros inside a kept group count as used;
-    padded lanes, idle waves, drain and flush cycles do not): DESIGN.md §5."""
+    padded lanes, idle waves, drain and flush cycles do not): docs/design.md §5."""
     real = real_lanes(layer, prog.lanes)[None, :]
     return sum(int((k * real).sum()) for k in layer.plane_kept) * layer.kh * layer.kw * layer.n_pix
 
