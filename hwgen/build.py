@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
 
-from . import __version__
+from . import __version__, outdir
 from .ir import Model
 from .lower import Capacity, Program, layer_cycles, lower, predicted_cycles, utilization
 from .roms import pe_rom_width, pe_roms, rq_roms, rq_width, schedule_rom, widths
@@ -40,7 +38,7 @@ def manifest(model: Model, prog: Program) -> dict:
     kept = sum(int(l.kept.sum()) for l in prog.layers)
     total = sum(l.kept.size for l in prog.layers)
     return {
-        "generator": f"hwgen {__version__}", "model": model.name, "top": TOP_NAME,
+        "generator": f"{outdir.HWGEN.name} {__version__}", "model": model.name, "top": TOP_NAME,
         "pe": prog.pe, "lanes": prog.lanes, "tile": prog.tile, "pe_kind": prog.pe_kind,
         "predicted_cycles": predicted_cycles(prog), "utilization": round(utilization(prog), 6),
         "rom_bits": rom_bits, "kept_groups": kept, "total_groups": total,
@@ -86,28 +84,16 @@ def images(prog: Program) -> dict[str, str]:
     return files
 
 
-def swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``out``; a previous ``out`` is moved aside first and removed
-    after, so ``out`` is never half-written."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
-
-
 def write_atomically(files: dict[str, str], out: Path) -> None:
-    """Write into a temporary sibling folder and rename it into place: a failure leaves nothing behind,
-    and an existing output folder is replaced only by a complete one."""
+    """Write into a temporary sibling folder and rename it into place (hwgen.outdir): a failure leaves the
+    previous output intact, and only an output of hwgen is replaced. ``files`` holds manifest.json, which
+    marks the folder as hwgen's."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = outdir.sibling(out)
     try:
         for name, text in files.items():
             (tmp / name).write_text(text)
-        swap_in(tmp, out)
+        outdir.swap_in(tmp, out, outdir.HWGEN)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -116,6 +102,7 @@ def write_atomically(files: dict[str, str], out: Path) -> None:
 def build_images(model: Model, cfg: BuildConfig, out: Path) -> dict:
     """The ROM images and manifest.json alone, no Verilog: enough to run the network on a model compiled
     from any build with the same pe, lanes, tile and capacity (hwgen.simulate.compile_model)."""
+    outdir.check(out, outdir.HWGEN)  # before any work
     prog = lower(model, cfg.pe, cfg.lanes, cfg.tile, capacity=cfg.capacity, pe_kind=cfg.pe_kind)
     man = manifest(model, prog)
     write_atomically({**images(prog), "manifest.json": json.dumps(man, indent=1) + "\n"}, out)
@@ -123,6 +110,7 @@ def build_images(model: Model, cfg: BuildConfig, out: Path) -> dict:
 
 
 def build(model: Model, cfg: BuildConfig, out: Path, note: str = "", compare_unbalanced: bool = False) -> dict:
+    outdir.check(out, outdir.HWGEN)  # before any work
     files = generate(model, cfg, note, compare_unbalanced)
     write_atomically(files, out)
     return json.loads(files["manifest.json"])

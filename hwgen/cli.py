@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ir, mapping
+from . import ir, mapping, outdir
 from .build import BuildConfig, build
 from .encoding import PE_KINDS
 from .lower import UnsupportedError
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
 
     try:
         return _report(args) if args.verb == "report" else run(args)
-    except (ir.IRError, UnsupportedError, UsageError, mapping.ConfigError, ReportError) as e:
+    except (ir.IRError, UnsupportedError, UsageError, mapping.ConfigError, ReportError, outdir.OutDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (hwgen synth): outputs were already cleaned up

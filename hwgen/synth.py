@@ -6,7 +6,8 @@ icepack) through the board's amaranth-boards platform; Xilinx and Intel boards g
 (``rtl/uart.py``), so what is built is what runs on the board.
 
 Every run writes into a temporary sibling of the output folder and renames it into place when done: a
-failed run leaves no output folder (its logs move to ``<out>.failed``).
+failed run leaves the previous output as it was (its own files move to ``<out>.failed``). Both ``out`` and
+``<out>.failed`` are replaced only when they hold an earlier hwgen output (hwgen.outdir).
 """
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import BuildConfig, generate, swap_in
+from . import outdir
+from .build import BuildConfig, generate
 from .ir import Model
 from .lower import Program, lower
 from .rtl.uart import UARTLink, baud_divisor
@@ -152,6 +153,18 @@ def synthesized_program(model: Model, build_cfg: BuildConfig) -> Program:
     return lower(model, build_cfg.pe, build_cfg.lanes, build_cfg.tile, pe_kind=build_cfg.pe_kind)
 
 
+def failed_path(out: Path) -> Path:
+    """Where the files of a failed run go."""
+    return out.with_name(out.name + ".failed")
+
+
+def check_out(out: Path) -> None:
+    """Raise outdir.OutDirError unless ``out`` and ``<out>.failed`` may be replaced by this run."""
+    outdir.check(out, outdir.HWGEN)
+    failed = failed_path(out)
+    outdir.check(failed, outdir.HWGEN, f"--out {out}: {failed} (where a failed run's files go)")
+
+
 def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path, progress=print) -> dict:
     """Build ``model`` for the target of ``cfg`` into ``out``. Returns synth_report.json's content."""
     t_start = time.monotonic()
@@ -160,6 +173,8 @@ def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path
         baud_divisor(clk, cfg.baud)  # refuse a baud rate the clock cannot make before anything else
     except ValueError as e:
         raise SynthError(str(e)) from None
+    out = Path(out)
+    check_out(out)  # before any work
     prog = synthesized_program(model, build_cfg)
     open_tools = family in OPEN_FAMILIES
     est = None
@@ -169,13 +184,11 @@ def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path
                  f"{est['lut4']:,}/{part.lut:,} LUT4")
         check_estimate(est, part)
     files = generate(model, build_cfg)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = outdir.sibling(out)
     try:
+        (tmp / "manifest.json").write_text(files["manifest.json"])  # first: it marks <out>.failed as hwgen's
         _plan(prog, family, platform, clk, pll, cfg, files).extract(tmp)
-        for name in ("manifest.json", "report.md"):
-            (tmp / name).write_text(files[name])
+        (tmp / "report.md").write_text(files["report.md"])
         base = {"generator": json.loads(files["manifest.json"])["generator"], "model": model.name,
                 "pe": prog.pe, "lanes": prog.lanes, "board": cfg.board,
                 "part": part.name if open_tools else part, "family": family, "clock_mhz": clk / 1e6,
@@ -188,13 +201,15 @@ def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path
         report["wall_s"] = round(time.monotonic() - t_start, 1)
         (tmp / "synth_report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "synth_summary.md").write_text(summary(report))
-        _replace(tmp, out)
+        outdir.swap_in(tmp, out, outdir.HWGEN)
+        outdir.remove(failed_path(out), outdir.HWGEN)
         return report
     except BaseException:
-        failed = out.with_name(out.name + ".failed")
         if tmp.exists():
-            shutil.rmtree(failed, ignore_errors=True)
-            tmp.rename(failed)
+            try:
+                outdir.swap_in(tmp, failed_path(out), outdir.HWGEN)
+            except outdir.OutDirError:  # a user's path since the check: never replaced, the run's files go
+                shutil.rmtree(tmp)
         raise
 
 
@@ -228,11 +243,6 @@ def _run_open(tmp: Path, family: str, part, base: dict, progress) -> dict:
             "logs": {"yosys": f"{NAME}.rpt", "nextpnr": f"{NAME}.tim"}}
 
 
-def _replace(tmp: Path, out: Path) -> None:
-    swap_in(tmp, out)
-    shutil.rmtree(out.with_name(out.name + ".failed"), ignore_errors=True)
-
-
 def summary(r: dict) -> str:
     head = (f"# Synthesis of {r['model']} ({r['pe']} PEs x {r['lanes']} lanes) for "
             f"{r['board'] or r['part']} ({r['part']})\n\n")
@@ -258,7 +268,6 @@ def summary(r: dict) -> str:
         lines.append(f"\n**Timing failed**: the bitstream is written, but the design is not guaranteed to run "
                      f"at {r['clock_mhz']:g} MHz; build again with a lower `--clock-mhz`.")
     return "\n".join(lines) + "\n"
-
 
 
 def add_arguments(p) -> None:
@@ -289,6 +298,7 @@ def main(args, model: Model, build_cfg: BuildConfig, out: Path) -> int:
                       args.baud, args.pnr_seed)
     if args.out is None:
         out = out.with_name(f"{out.name}_{(cfg.board or cfg.device).lower()}")
+    check_out(out)  # a refused --out prints its error alone
     t0 = time.monotonic()
     # a terminated run (kill, a CI timeout) unwinds like Ctrl-C: the running tool is stopped and the
     # half-built folder moved to <out>.failed, never left beside the results
@@ -299,8 +309,9 @@ def main(args, model: Model, build_cfg: BuildConfig, out: Path) -> int:
     try:
         r = synthesize(model, build_cfg, cfg, out, progress)
     except (SynthError, FitError) as e:
-        failed = out.with_name(out.name + ".failed")
-        raise type(e)(f"{e}{f' (files of the failed run: {failed})' if failed.exists() else ''}") from None
+        failed = failed_path(out)
+        kept = failed.exists() and outdir.foreign(failed, outdir.HWGEN) is None
+        raise type(e)(f"{e}{f' (files of the failed run: {failed})' if kept else ''}") from None
     print(summary(r).split("\n", 2)[2].rstrip())
     print(f"done in {time.monotonic() - t0:.0f} s -> {out / 'synth_report.json'}, {out / 'synth_summary.md'}")
     return 0 if not r["built"] or r["timing_passed"] else 1

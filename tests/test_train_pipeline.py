@@ -162,16 +162,31 @@ def test_cli_malformed_args_exit_2_with_one_line(tmp_path, capsys, args, message
 def test_cli_refuses_foreign_folder(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("keep me")
     assert main(["--model", "digits", "--pe", "4", "--out", str(tmp_path)]) == 2
-    assert "must be a new folder or a previous output" in capsys.readouterr().err
+    assert "found a folder train did not write (holding notes.txt)" in capsys.readouterr().err
     assert os.listdir(tmp_path) == ["notes.txt"]
 
 
+def test_cli_replaces_previous_output_and_keeps_user_files_in_the_checkpoint_folder(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"generator": "train 0.0.1"}')  # an earlier run's
+    (out / "model.ir").write_text("earlier")
+    (tmp_path / "run.ckpt").mkdir()
+    (tmp_path / "run.ckpt" / "notes.txt").write_text("keep me")
+    (tmp_path / "run.ckpt" / "last.pt.tmp99999").write_text("half-written by a killed run")
+    assert main(["--model", "digits", "--pe", "4", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["generator"].startswith("train ")
+    assert ir.load(out / "model.ir").meta["pe"] == 4
+    assert sorted(os.listdir(tmp_path)) == ["run", "run.ckpt"]  # nothing moved aside is left
+    assert os.listdir(tmp_path / "run.ckpt") == ["notes.txt"]  # the checkpoints went, the user's file stayed
+
+
 def test_replace_swaps_previous_output(tmp_path):
-    from train.cli import _replace
+    from hwgen import outdir
     new, out = tmp_path / "new", tmp_path / "out"
     for d, text in ((new, "new"), (out, "old")):
         d.mkdir()
-        (d / "metrics.json").write_text(text)
-    _replace(str(new), str(out))
-    assert (out / "metrics.json").read_text() == "new"
+        (d / "metrics.json").write_text(json.dumps({"generator": "train 0.1.0", "text": text}))
+    outdir.swap_in(new, out, outdir.TRAIN)
+    assert json.loads((out / "metrics.json").read_text())["text"] == "new"
     assert os.listdir(tmp_path) == ["out"]

@@ -1,22 +1,25 @@
 """``python -m train``: parse and check the options once, run the stage, write DIR/model.ir and
 DIR/metrics.json. The files are written into a temporary folder beside DIR, renamed into place at the end,
-so a failed run leaves no output folder behind. Checkpoints go to DIR.ckpt/ after every epoch (``--resume``
-continues from there) and are removed when the run completes. Under ``torchrun`` the ranks train together
-and rank 0 writes."""
+so a failed run leaves no output folder behind; an existing DIR is replaced only when it is an earlier
+output of train (hwgen.outdir). Checkpoints go to DIR.ckpt/ after every epoch (``--resume`` continues from
+there) and are removed when the run completes. Under ``torchrun`` the ranks train together and rank 0
+writes."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import json
 import os
 import shutil
 import sys
-import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from hwgen import ir
+from hwgen import __version__, ir, outdir
 
 from . import checkpoint, distributed
 from .loop import OPTIMIZERS, SCHEDULES
@@ -30,12 +33,6 @@ from .wpc import MODES
 DEFAULTS = TrainConfig()
 OUTPUTS = ("model.ir", "metrics.json", "test_images.npy", "test_labels.npy", "train_log.jsonl")
 THREADS = 1  # more threads gain little on these small convs and stall badly when cores are busy
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder holding the data set's files")
     p.add_argument("--pe", type=int, required=True, help="PEs of the target array (divides --lanes)")
     p.add_argument("--lanes", type=int, help=f"input channels per group, a power of two ({DEFAULTS.lanes})")
-    p.add_argument("--out", required=True, help="output folder: new, or a previous output to replace")
+    p.add_argument("--out", required=True, help="output folder: new, empty, or a previous output to replace")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run of this --out")
     p.add_argument("--init", help="float state dict to start from (torchvision ResNet names accepted; "
                                   "loaded with weights_only=True)")
@@ -123,19 +120,14 @@ def config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**fields).check()
 
 
-def _replace(new: str, out: str) -> None:
-    """Rename ``new`` to ``out``; a previous output there is swapped aside first, restored on failure."""
-    if not os.path.exists(out):
-        os.rename(new, out)
-        return
-    old = f"{new}.old"
-    os.rename(out, old)
-    try:
-        os.rename(new, out)
-    except OSError:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old)
+def _remove_checkpoint(path: str) -> None:
+    """The run is complete: nothing to resume. Only the checkpoint goes, with any half-written one a killed
+    run left (checkpoint.save's ``<path>.tmp<pid>``); its folder stays if a user put anything else in it."""
+    for name in [path, *glob.glob(glob.escape(path) + ".tmp*")]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))
 
 
 def _fail(msg: str) -> int:
@@ -154,11 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"--workers must be >= 0, not {args.workers}")
     out = os.path.abspath(args.out)
     ckpt = checkpoint.path_for(out)
-    if os.path.exists(out) and not (os.path.isdir(out) and set(os.listdir(out)) <= set(OUTPUTS)):
-        return _fail(f"--out must be a new folder or a previous output (only {', '.join(OUTPUTS)}), found {out}")
+    try:
+        outdir.check(Path(out), outdir.TRAIN, f"--out {args.out}")
+    except outdir.OutDirError as e:
+        return _fail(str(e))
+    ckpt_dir = os.path.dirname(ckpt)
+    if os.path.lexists(ckpt_dir) and not os.path.isdir(ckpt_dir):
+        return _fail(f"--out {args.out}: found a file at {ckpt_dir}, where the run's checkpoints go; expected "
+                     "a folder or nothing there")
     parent = os.path.dirname(out)
-    if os.path.exists(parent) and not os.path.isdir(parent):
-        return _fail(f"--out must be inside a folder, found the file {parent}")
     if os.path.exists(ckpt) and not args.resume:
         return _fail(f"found the checkpoint of an interrupted run at {ckpt}: add --resume to continue it, or "
                      "delete it to start over")
@@ -179,15 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             return _fail(f"rank {world.rank}: {e}")
         return 0
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    tmp = str(outdir.sibling(Path(out)))
     done = False
     try:
         try:
             result = run(cfg, world, ckpt, args.resume, args.workers)
         except ValueError as e:  # bad data, init weights or checkpoint: one line, the checkpoint is kept
             return _fail(str(e))
-        metrics = result.metrics
+        # the generator marks the folder as train's: a later run may replace it (hwgen.outdir)
+        metrics = {"generator": f"{outdir.TRAIN.name} {__version__}", **result.metrics}
         metrics["seconds"] = round(time.perf_counter() - start, 1)
         ir.save(result.ir, os.path.join(tmp, OUTPUTS[0]))
         with open(os.path.join(tmp, OUTPUTS[1]), "w") as f:
@@ -200,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         small = images.min() >= 0 and images.max() <= 255  # CIFAR's 10,000 test images: 30 MB, not 245 MB
         np.save(os.path.join(tmp, OUTPUTS[2]), images.astype(np.uint8 if small else np.int64), allow_pickle=False)
         np.save(os.path.join(tmp, OUTPUTS[3]), result.test_y.astype(np.int64), allow_pickle=False)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
-        _replace(tmp, out)
+        try:
+            outdir.swap_in(Path(tmp), Path(out), outdir.TRAIN, f"--out {args.out}")
+        except outdir.OutDirError as e:  # made meanwhile; the checkpoint is kept
+            return _fail(str(e))
         done = True
-        shutil.rmtree(os.path.dirname(ckpt), ignore_errors=True)  # the run is complete: nothing to resume
+        _remove_checkpoint(ckpt)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
