@@ -47,7 +47,7 @@ def manifest(model: Model, prog: Program) -> dict:
         "out_signed": prog.out_signed, "input_beats": prog.input_beats, "output_beats": prog.output_beats,
         "input_shape": list(model.input.shape), "stream_shape": list(prog.input_shape),
         "im2col": list(prog.im2col) if prog.im2col else None, "output_shape": list(prog.layers[-1].out_shape),
-        "buffer_bits": 2 * prog.buf_depth * prog.lanes * prog.act_bits + prog.res_depth * prog.pe * prog.out_bits,
+        "buffer_bits": buffer_bits(prog),
         "files": list(VERILOG_FILES), "capacity": dataclasses.asdict(prog.cap),
         "layers": [{
             "name": l.name, "kind": l.kind, "in_shape": list(l.in_shape), "out_shape": list(l.out_shape),
@@ -57,6 +57,11 @@ def manifest(model: Model, prog: Program) -> dict:
             "utilization": round(utilization(prog, [l]), 6),
         } for l in prog.layers],
     }
+
+
+def buffer_bits(prog: Program) -> int:
+    """Bits of the activation buffers and the result memory, as rtl.top instantiates them."""
+    return prog.n_bufs * prog.buf_depth * prog.lanes * prog.act_bits + prog.res_depth * prog.pe * prog.out_bits
 
 
 def generate(model: Model, cfg: BuildConfig, note: str = "", compare_unbalanced: bool = False) -> dict[str, str]:

@@ -1,5 +1,7 @@
 """The command line on bad input: one line naming what is wrong, exit code 2, nothing written."""
 import dataclasses
+import json
+import re
 import subprocess
 import sys
 
@@ -7,6 +9,9 @@ import pytest
 
 from hwgen import ir
 from hwgen.build import BuildConfig, generate
+from hwgen.lower import lower
+from hwgen.rtl.extmem import RAM_MODULE
+from hwgen.synthetic import resnet_cifar
 from irfiles import edit_manifest
 
 
@@ -90,11 +95,21 @@ def test_build_is_byte_identical_and_machine_independent(small_model):
     assert "/" not in "".join(line for line in a["hwgen_top.v"].splitlines() if "src" in line)
 
 
+@pytest.mark.parametrize("network, buffers", [("digits", 2), ("resnet20", 3)])
+def test_manifest_buffer_bits_are_the_rams_the_rtl_instantiates(small_model, network, buffers):
+    model = small_model if network == "digits" else resnet_cifar(20, 8, lanes=16, pe=4, density=0.765, seed=0)
+    files = generate(model, BuildConfig(pe=4))
+    rams = [dict(re.findall(r"\.(\w+)\(32'd(\d+)\)", params))
+            for params in re.findall(rf"{RAM_MODULE} #\((.*?)\) \w+ \(", files["hwgen_top.v"], re.S)]
+    assert len(rams) == buffers + 1 == lower(model, 4, 16).n_bufs + 1  # the activation buffers and the result
+    bits = sum(int(r["LANES"]) * int(r["LANE_WIDTH"]) * int(r["DEPTH"]) for r in rams)
+    assert json.loads(files["manifest.json"])["buffer_bits"] == bits
+
+
 def test_build_writes_manifest(saved, tmp_path):
     out = tmp_path / "out"
     res = _hwgen("build", "--ir", saved, "--pe", 4, "--out", out, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    import json
     man = json.loads((out / "manifest.json").read_text())
     assert man["predicted_cycles"] > 0 and man["rom_bits"] > 0
     assert 0 < man["kept_groups"] < man["total_groups"]
