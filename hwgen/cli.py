@@ -18,20 +18,35 @@ DIGITS_CONVS = [(16, 3, 1, 1), (32, 3, 2, 1), (32, 3, 1, 1), (64, 1, 1, 0)]  # t
 SYNTHETIC_MODELS = ("digits", "resnet18", "resnet20", "resnet32", "resnet44", "resnet56")
 DEFAULT_INPUT_SIZE = {"digits": 8, "resnet18": 224}  # CIFAR ResNets: 32
 PAPER_GROUP_DENSITY = 0.765  # ResNet-18 / ImageNet in Yang, He, Fan (AAAI 2020): 16 / 0.765 ~ 21x
+MAX_LANES = 1024  # the widest array built here (digits: 37 s to generate); the papers use 16 and 64
 
 
 class UsageError(ValueError):
     pass
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {value}")
-    return value
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line on stderr and exit status 2 (argparse would print the usage too)."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(low: int, high: int | None = None):
+    """An argparse type: an integer from ``low`` (0 or 1) up to ``high``."""
+    expected = ("a non-negative" if low == 0 else "a positive") + " integer" + (f" up to {high}" if high else "")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {value}")
+        return value
+    return parse
+
+
+_positive = _integer(1)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -42,16 +57,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=_positive, help="input height and width of a --model network "
                    "(default 224 for resnet18, 32 for the CIFAR ResNets, 8 for digits)")
     p.add_argument("--pe", type=_positive, required=True, help="number of PEs (a divisor of --lanes)")
-    p.add_argument("--lanes", type=_positive, default=16, help="input channels one PE adds per cycle (default 16)")
+    p.add_argument("--lanes", type=_integer(1, MAX_LANES), default=16,
+                   help="input channels one PE adds per cycle (default 16)")
     p.add_argument("--tile", type=_positive, default=16, help="output pixels per tile, a power of two (default 16)")
     p.add_argument("--pe-kind", choices=PE_KINDS, default="ternary", help="ternary (add/subtract PEs, the design; "
                    "default) or mac (int8 multiply-accumulate PEs in the same array: a baseline for comparison)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic network and random images")
+    p.add_argument("--seed", type=_integer(0), default=0, help="seed of the synthetic network and random images")
     p.add_argument("--out", type=Path, help="output folder (default rtl_out/<model>_pe<N>)")
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m hwgen", description=__doc__)
+    top = _Parser(prog="python -m hwgen", description=__doc__)
     verbs = top.add_subparsers(dest="verb", required=True)
     b = verbs.add_parser("build", help="IR -> Verilog, ROM images, manifest.json")
     _common(b)
@@ -103,7 +119,11 @@ def _images(args, model: ir.Model) -> np.ndarray:
     from .simulate import random_images
 
     if args.inputs is None:
-        return random_images(model, args.images, args.seed)
+        try:
+            return random_images(model, args.images, args.seed)
+        except MemoryError:
+            raise UsageError(f"--images {args.images}: that many random {list(model.input.shape)} images do not "
+                             "fit in memory") from None
     try:
         images = np.load(args.inputs, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -115,7 +135,13 @@ def _images(args, model: ir.Model) -> np.ndarray:
         raise UsageError(f"--inputs must hold integers, found {images.dtype}")
     if len(images) < args.images:
         raise UsageError(f"--images {args.images} asked, but --inputs holds only {len(images)}")
-    return images[:args.images].astype(np.int64)
+    images = images[:args.images]
+    lo, hi = ir.value_range(model.input.bits, model.input.signed)
+    if images.min() < lo or images.max() > hi:  # checked before the int64 cast, which wraps large uint64
+        kind = "signed" if model.input.signed else "unsigned"
+        raise UsageError(f"--inputs values must be in [{lo}, {hi}] (the IR's {model.input.bits}-bit {kind} input), "
+                         f"found [{images.min()}, {images.max()}]")
+    return images.astype(np.int64)
 
 
 def run(args) -> int:

@@ -11,7 +11,9 @@ failed run leaves the previous output as it was (its own files move to ``<out>.f
 """
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -58,7 +60,7 @@ def target(cfg: SynthConfig):
         board = BOARDS[cfg.board]
         platform = board_platform(board)
         osc = int(platform.default_clk_frequency)
-        clk = cfg.clock_hz or (100_000_000 if board.family == "ecp5" else osc)
+        clk = cfg.clock_hz if cfg.clock_hz is not None else (100_000_000 if board.family == "ecp5" else osc)
         pll = None
         if clk != osc:
             if board.family != "ecp5":
@@ -71,7 +73,7 @@ def target(cfg: SynthConfig):
         part = PARTS.get(board.part, board.part)
         return part, board.family, platform, clk, pll
     part = PARTS[cfg.device]
-    clk = cfg.clock_hz or (100_000_000 if part.family == "ecp5" else 12_000_000)
+    clk = cfg.clock_hz if cfg.clock_hz is not None else (100_000_000 if part.family == "ecp5" else 12_000_000)
     return part, part.family, device_platform(part, clk), clk, None
 
 
@@ -270,14 +272,38 @@ def summary(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+MAX_CLOCK_MHZ = 1000  # well above what any FPGA fabric here reaches (ECP5: a few hundred MHz)
+
+
+def _clock_mhz(text: str) -> float:
+    try:
+        mhz = float(text)
+    except ValueError:
+        mhz = math.nan
+    if not 0 < mhz <= MAX_CLOCK_MHZ:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a clock in MHz above 0 and at most {MAX_CLOCK_MHZ}, "
+                                         f"found {text!r}")
+    return mhz
+
+
+def _baud(text: str) -> int:
+    try:
+        baud = int(text)
+    except ValueError:
+        baud = 0
+    if baud < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer baud rate, found {text!r}")
+    return baud
+
+
 def add_arguments(p) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--board", choices=sorted(BOARDS), help="an amaranth-boards board: ECP5 and iCE40 boards "
                        "are built here; Xilinx and Intel boards get the vendor build plan, not run")
     where.add_argument("--device", choices=sorted(PARTS), help="a bare part: nextpnr places the I/O")
-    p.add_argument("--clock-mhz", type=float, help="accelerator clock (default 100 MHz on ECP5, from the board's "
-                   "oscillator through a PLL; the oscillator's frequency elsewhere; 12 MHz on a bare iCE40)")
-    p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200)")
+    p.add_argument("--clock-mhz", type=_clock_mhz, help="accelerator clock (default 100 MHz on ECP5, from the "
+                   "board's oscillator through a PLL; the oscillator's frequency elsewhere; 12 MHz on a bare iCE40)")
+    p.add_argument("--baud", type=_baud, default=115200, help="UART baud rate (default 115200)")
     p.add_argument("--pnr-seed", type=int, default=1, help="nextpnr placement seed (default 1)")
 
 

@@ -5,10 +5,12 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from hwgen import ir
 from hwgen.build import BuildConfig, generate
+from hwgen.cli import main
 from hwgen.lower import lower
 from hwgen.rtl.extmem import RAM_MODULE
 from hwgen.synthetic import resnet_cifar
@@ -60,8 +62,61 @@ def test_invalid_pe_or_lanes(saved, tmp_path, pe, lanes, fragment):
 
 
 def test_nonpositive_pe_is_a_usage_error(saved, tmp_path):
-    res = _hwgen("build", "--ir", saved, "--pe", 0, cwd=tmp_path)
-    assert res.returncode == 2 and "expected a positive integer, found 0" in res.stderr
+    out = tmp_path / "out"
+    _assert_refused(_hwgen("build", "--ir", saved, "--pe", 0, "--out", out, cwd=tmp_path), out,
+                    "argument --pe: expected a positive integer, found 0 (see python -m hwgen build --help)")
+
+
+DIGITS = ["--model", "digits", "--pe", "4"]
+
+
+@pytest.mark.parametrize("verb, args, fragment", [
+    ("build", ["--model", "digits", "--pe", "99999999999999999999"],
+     "pe must be a positive divisor of lanes (16), not 99999999999999999999"),
+    ("build", DIGITS + ["--lanes", "0"], "argument --lanes: expected a positive integer up to 1024, found 0"),
+    ("build", DIGITS + ["--lanes", "2048"], "argument --lanes: expected a positive integer up to 1024, found 2048"),
+    ("build", DIGITS + ["--lanes", str(2 ** 40)], "expected a positive integer up to 1024, found 1099511627776"),
+    ("build", DIGITS + ["--tile", "0"], "argument --tile: expected a positive integer, found 0"),
+    ("build", DIGITS + ["--tile", "12"], "--tile must be a power of two, not 12"),
+    ("build", DIGITS + ["--input-size", "0"], "argument --input-size: expected a positive integer, found 0"),
+    ("build", ["--model", "resnet20", "--pe", "4", "--input-size", "7"],
+     "--input-size of resnet20 must be at least 8, not 7"),
+    ("build", DIGITS + ["--seed", "-1"], "argument --seed: expected a non-negative integer, found -1"),
+    ("sim", DIGITS + ["--images", "0"], "argument --images: expected a positive integer, found 0"),
+    ("sim", DIGITS + ["--images", str(10 ** 15)], f"--images {10 ** 15}: that many random [1, 8, 8] images do "
+                                                  "not fit in memory"),
+    ("sim", DIGITS + ["--stall", "1.5"], "--stall must be a probability in [0, 1), not 1.5"),
+    ("sim", DIGITS + ["--stall", "-0.1"], "--stall must be a probability in [0, 1), not -0.1"),
+    ("sim", DIGITS + ["--stall", "nan"], "--stall must be a probability in [0, 1), not nan"),
+    ("synth", DIGITS + ["--device", "LFE5U-25F", "--clock-mhz", "0"],
+     "argument --clock-mhz: expected a clock in MHz above 0 and at most 1000, found '0'"),
+    ("synth", DIGITS + ["--device", "LFE5U-25F", "--clock-mhz", "nan"], "found 'nan'"),
+    ("synth", DIGITS + ["--device", "LFE5U-25F", "--clock-mhz", "1e30"], "found '1e30'"),
+    ("synth", DIGITS + ["--device", "LFE5U-25F", "--baud", "0"],
+     "argument --baud: expected a positive integer baud rate, found '0'"),
+])
+def test_numbers_at_and_past_their_limits(tmp_path, capsys, verb, args, fragment):
+    """Refused in one line, exit status 2, before anything is written (in-process: no build is started)."""
+    out = tmp_path / "out"
+    try:
+        code = main([verb, *args, "--out", str(out)])
+    except SystemExit as e:  # argparse
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("values, dtype, found", [([0, 256], np.int64, "[0, 256]"), ([-1, 3], np.int16, "[-1, 3]"),
+                                                  ([1, 2 ** 63 + 1], np.uint64, f"[0, {2 ** 63 + 1}]")])
+def test_inputs_out_of_range_are_refused_before_the_build(saved, tmp_path, values, dtype, found):
+    images = np.zeros((2, 1, 8, 8), dtype=dtype)
+    images[0, 0, 0, :2] = values  # the uint64 value would wrap to a negative int64
+    np.save(tmp_path / "images.npy", images)
+    out = tmp_path / "out"
+    _assert_refused(_hwgen("sim", "--ir", saved, "--pe", 4, "--inputs", tmp_path / "images.npy", "--images", 2,
+                           "--out", out, cwd=tmp_path), out,
+                    f"--inputs values must be in [0, 255] (the IR's 8-bit unsigned input), found {found}")
 
 
 def test_unknown_layer_kind(saved, tmp_path):
