@@ -9,15 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ir, mapping, outdir
+from . import ir, mapping, outdir, zoo
 from .build import BuildConfig, build
 from .encoding import PE_KINDS
 from .lower import UnsupportedError
+from .zoo import PAPER_GROUP_DENSITY
 
-DIGITS_CONVS = [(16, 3, 1, 1), (32, 3, 2, 1), (32, 3, 1, 1), (64, 1, 1, 0)]  # the shape of train's digits CNN
-SYNTHETIC_MODELS = ("digits", "resnet18", "resnet20", "resnet32", "resnet44", "resnet56")
-DEFAULT_INPUT_SIZE = {"digits": 8, "resnet18": 224}  # CIFAR ResNets: 32
-PAPER_GROUP_DENSITY = 0.765  # ResNet-18 / ImageNet in Yang, He, Fan (AAAI 2020): 16 / 0.765 ~ 21x
 MAX_LANES = 1024  # the widest array built here (digits: 37 s to generate); the papers use 16 and 64
 
 
@@ -52,7 +49,7 @@ _positive = _integer(1)
 def _common(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ir", type=Path, help="trained model (an IR file written by `python -m train`)")
-    src.add_argument("--model", choices=SYNTHETIC_MODELS,
+    src.add_argument("--model", choices=zoo.NAMES,
                      help="build a seeded synthetic ternary network of this shape instead of a trained one")
     p.add_argument("--input-size", type=_positive, help="input height and width of a --model network "
                    "(default 224 for resnet18, 32 for the CIFAR ResNets, 8 for digits)")
@@ -100,19 +97,7 @@ def load_model(args) -> ir.Model:
         if args.input_size is not None:
             raise UsageError("--input-size applies to --model networks; a trained IR fixes its own input size")
         return ir.load(args.ir)
-    from . import synthetic
-
-    size = args.input_size or DEFAULT_INPUT_SIZE.get(args.model, 32)
-    options = dict(lanes=args.lanes, pe=args.pe, density=PAPER_GROUP_DENSITY, seed=args.seed)
-    if args.model == "digits":
-        return synthetic.chain_model("digits", (1, size, size), DIGITS_CONVS, 10, **options)
-    if args.model == "resnet18":
-        if size < 32:
-            raise UsageError(f"--input-size of resnet18 must be at least 32, not {size}")
-        return synthetic.resnet18(size, **options)
-    if size < 8:
-        raise UsageError(f"--input-size of {args.model} must be at least 8, not {size}")
-    return synthetic.resnet_cifar(int(args.model[6:]), size, **options)
+    return zoo.build(args.model, pe=args.pe, lanes=args.lanes, input_size=args.input_size, seed=args.seed)
 
 
 def _images(args, model: ir.Model) -> np.ndarray:
@@ -212,7 +197,8 @@ def main(argv=None) -> int:
 
     try:
         return _report(args) if args.verb == "report" else run(args)
-    except (ir.IRError, UnsupportedError, UsageError, mapping.ConfigError, ReportError, outdir.OutDirError) as e:
+    except (ir.IRError, UnsupportedError, UsageError, mapping.ConfigError, ReportError, outdir.OutDirError,
+            zoo.ZooError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (hwgen synth): outputs were already cleaned up

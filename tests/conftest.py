@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from hwgen.cli import DIGITS_CONVS
 from hwgen.simulate import verilator_on_path
 from hwgen.synthetic import chain_model
+from hwgen.zoo import DIGITS_CONVS
 
 verilator_on_path()
 

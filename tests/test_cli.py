@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import hwgen
-from hwgen import ir
+from hwgen import ir, zoo
 from hwgen.build import BuildConfig, generate
 from hwgen.cli import main
 from hwgen.lower import lower
@@ -84,7 +84,7 @@ DIGITS = ["--model", "digits", "--pe", "4"]
     ("build", DIGITS + ["--tile", "12"], "--tile must be a power of two, not 12"),
     ("build", DIGITS + ["--input-size", "0"], "argument --input-size: expected a positive integer, found 0"),
     ("build", ["--model", "resnet20", "--pe", "4", "--input-size", "7"],
-     "--input-size of resnet20 must be at least 8, not 7"),
+     "input size of resnet20 must be at least 8, not 7"),
     ("build", DIGITS + ["--seed", "-1"], "argument --seed: expected a non-negative integer, found -1"),
     ("sim", DIGITS + ["--images", "0"], "argument --images: expected a positive integer, found 0"),
     ("sim", DIGITS + ["--images", str(10 ** 15)], f"--images {10 ** 15}: that many random [1, 8, 8] images do "
@@ -109,6 +109,21 @@ def test_numbers_at_and_past_their_limits(tmp_path, capsys, verb, args, fragment
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
     assert not out.exists()
+
+
+def test_zoo_refuses_an_unknown_name():
+    """A name is looked up, never parsed: resnet26 is not in the zoo, though 26 is a valid CIFAR depth."""
+    with pytest.raises(zoo.ZooError, match=r"^model must be one of digits, resnet18, resnet20, resnet32, resnet44, "
+                                           r"resnet56, not 'resnet26'$"):
+        zoo.build("resnet26", pe=16)
+
+
+@pytest.mark.parametrize("name, depth", [("resnet18", 18), ("resnet20", 20), ("resnet32", 32), ("resnet44", 44),
+                                         ("resnet56", 56)])
+def test_each_zoo_resnet_has_the_depth_of_its_name(name, depth):
+    model = zoo.build(name, pe=16, input_size=zoo.MODELS[name].min_input_size)
+    weighted = [l for l in model.layers if l.kind == "linear" or (l.kind == "conv" and l.kernel > 1)]
+    assert model.name == name and len(weighted) == depth  # 1x1 shortcuts do not count in a ResNet's depth
 
 
 @pytest.mark.parametrize("values, dtype, found", [([0, 256], np.int64, "[0, 256]"), ([-1, 3], np.int16, "[-1, 3]"),

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from hwgen import zoo
+
 from .quant import ActQuant, GridAvgPool, TernaryConv2d, TernaryLinear  # GridAvgPool: re-exported
 
 
@@ -74,7 +76,7 @@ class TernaryCNN(nn.Module):
         return {**dict(zip(self.block_names(), (b.conv for b in self.blocks))), "fc": self.fc}
 
 
-DIGITS_CONVS = [ConvSpec(16, 3, 1, 1), ConvSpec(32, 3, 2, 1), ConvSpec(32, 3, 1, 1), ConvSpec(64, 1, 1, 0)]
+DIGITS_CONVS = [ConvSpec(*conv) for conv in zoo.DIGITS_CONVS]  # the shape `hwgen build --model digits` builds
 
 
 def digits_cnn(input_scale: float = 1 / 16, **options) -> TernaryCNN:
