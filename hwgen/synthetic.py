@@ -13,6 +13,48 @@ from .encoding import average_constants, requant_constants
 from .ir import InputSpec, Layer, Model, prunable, validate
 
 UNIT = (np.ones, np.zeros, np.zeros)  # mul, bias, shift of an exact pass-through
+TERNARY = np.array([-1, 0, 1], np.int8)
+
+
+def ternary(rng: np.random.Generator, shape) -> np.ndarray:
+    """Random ternary weights, -1 and +1 with probability 0.3 each."""
+    return rng.choice(TERNARY, size=shape, p=[0.3, 0.4, 0.3])
+
+
+def zero_pruned(weight: np.ndarray, mask: np.ndarray, lanes: int) -> np.ndarray:
+    """A copy of ``weight`` [out, c, ...] with the groups that ``mask`` [out, blocks] does not keep zeroed."""
+    pruned = weight.copy()
+    flat = pruned.reshape(*weight.shape[:2], -1)
+    for j, (s, e) in enumerate(mapping.block_bounds(weight.shape[1], lanes)):
+        flat[~mask[:, j], s:e] = 0
+    return pruned
+
+
+def prune_groups(rng: np.random.Generator, weight: np.ndarray, lanes: int, pe: int, density: float,
+                 balanced: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, kept mask [out, blocks]): groups pruned by random scores to ``density``, the same number
+    kept for every PE (mapping.balanced_mask) when ``balanced``, else each kept with that probability."""
+    scores = rng.random((weight.shape[0], mapping.num_blocks(weight.shape[1], lanes)))
+    mask = mapping.balanced_mask(scores, pe, density) if balanced else scores < density
+    return zero_pruned(weight, mask, lanes), mask
+
+
+def accumulator_spread(model: Model, layer: Layer, x: torch.Tensor) -> np.ndarray:
+    """Per output channel of ``layer`` (appended to ``model``), the 99th percentile of |accumulator| on the
+    inputs ``x``, at least 1: what requantization calibrates against."""
+    n = layer.out_shape[0]
+    probe = Layer(**{**layer.__dict__, "mul": np.ones(n, np.int64), "bias": np.zeros(n, np.int64),
+                     "shift": np.zeros(n, np.int64), "out_bits": 32, "out_signed": True, "relu": False,
+                     "residual": None})
+    acc = reference.run_layer(model, probe, x).double()
+    return torch.quantile(acc.transpose(0, 1).reshape(n, -1).abs(), 0.99, dim=1).clamp(min=1.0).numpy()
+
+
+def with_requant(layer: Layer, scales_offsets) -> Layer:
+    """``layer`` with per-channel requant constants for the (scale, offset) pairs (encoding.requant_constants)."""
+    consts = [requant_constants(scale, offset) for scale, offset in scales_offsets]
+    mul, bias, shift = (np.array(c, np.int64) for c in zip(*consts))
+    return Layer(**{**layer.__dict__, "mul": mul, "bias": bias, "shift": shift})
 
 
 class NetBuilder:
@@ -34,13 +76,7 @@ class NetBuilder:
         return self.model.input.shape if name == "input" else self.model.layer(name).out_shape
 
     def _ternary(self, out, c, k, density):
-        w = self.rng.choice(np.array([-1, 0, 1], np.int8), size=(out, c, k, k), p=[0.3, 0.4, 0.3])
-        scores = self.rng.random((out, mapping.num_blocks(c, self.lanes)))
-        mask = (mapping.balanced_mask(scores, self.pe, density) if self.balanced else scores < density)
-        wb = w.reshape(out, c, -1)
-        for j, (s, e) in enumerate(mapping.block_bounds(c, self.lanes)):
-            wb[~mask[:, j], s:e] = 0
-        return w, mask
+        return prune_groups(self.rng, ternary(self.rng, (out, c, k, k)), self.lanes, self.pe, density, self.balanced)
 
     def _add(self, layer: Layer, calibrate: bool) -> str:
         x = self.values[layer.source]
@@ -55,16 +91,9 @@ class NetBuilder:
 
     def _calibrate(self, layer: Layer, x, target: float) -> Layer:
         """Per channel, map the 99th percentile of |acc| to ``target`` of the output range."""
-        n = layer.out_shape[0]
-        probe = Layer(**{**layer.__dict__, "mul": np.ones(n, np.int64), "bias": np.zeros(n, np.int64),
-                         "shift": np.zeros(n, np.int64), "out_bits": 32, "out_signed": True, "relu": False,
-                         "residual": None})
-        acc = reference.run_layer(self.model, probe, x).double()
-        spread = torch.quantile(acc.transpose(0, 1).reshape(n, -1).abs(), 0.99, dim=1).clamp(min=1.0).numpy()
         hi = layer.out_range[1]
-        consts = [requant_constants(target * hi / s, float(self.rng.integers(-2, 3))) for s in spread]
-        mul, bias, shift = (np.array(c, np.int64) for c in zip(*consts))
-        return Layer(**{**layer.__dict__, "mul": mul, "bias": bias, "shift": shift})
+        return with_requant(layer, [(target * hi / s, float(self.rng.integers(-2, 3)))
+                                    for s in accumulator_spread(self.model, layer, x)])
 
     def conv(self, out, k, stride=1, pad=None, *, source=None, residual=None, relu=True, dense=False,
              name=None, tex=1) -> str:
@@ -183,9 +212,6 @@ def with_unbalanced_pruning(model: Model, pe: int, seed: int = 0) -> Model:
         mask = np.zeros(l.mask.size, bool)
         mask[np.argsort(-scores, kind="stable")[:int(l.mask.sum())]] = True
         mask = mask.reshape(l.mask.shape)
-        weight = np.ones_like(l.weight)
-        wb = weight.reshape(weight.shape[0], weight.shape[1], -1)
-        for j, (s, e) in enumerate(mapping.block_bounds(weight.shape[1], model.lanes)):
-            wb[~mask[:, j], s:e] = 0
-        layers[i] = Layer(**{**l.__dict__, "weight": weight, "mask": mask})
+        layers[i] = Layer(**{**l.__dict__, "weight": zero_pruned(np.ones_like(l.weight), mask, model.lanes),
+                             "mask": mask})
     return Model(model.name, model.lanes, model.input, tuple(layers), {**model.meta, "pruning": "unbalanced"})

@@ -9,38 +9,27 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from hwgen import mapping, reference
+from hwgen import reference
 from hwgen.encoding import requant_constants
 from hwgen.ir import InputSpec, Layer, Model, validate, value_range
+from hwgen.synthetic import TERNARY, accumulator_spread, prune_groups, ternary, with_requant
 
 PE, LANES, TILE = 4, 8, 8
 KINDS = ("conv", "linear", "avgpool", "maxpool", "residual")
 
 
 def _weights(rng, out, c, k, density, balanced, tex=1):
-    w = rng.choice(np.array([-1, 0, 1], np.int8), size=(out, c, k, k), p=[0.3, 0.4, 0.3])
-    for _ in range(tex - 1):
-        w = w + rng.choice(np.array([-1, 0, 1], np.int8), size=w.shape) * (w != 0)
-    scores = rng.random((out, mapping.num_blocks(c, LANES)))
-    mask = mapping.balanced_mask(scores, PE, density) if balanced else scores < density
-    flat = w.reshape(out, c, -1)
-    for j, (s, e) in enumerate(mapping.block_bounds(c, LANES)):
-        flat[~mask[:, j], s:e] = 0
-    return w.astype(np.int8), mapping.kept_groups(w, LANES) | mask
+    w = ternary(rng, (out, c, k, k))
+    for _ in range(tex - 1):  # residual expansion, each extra level uniform
+        w = w + rng.choice(TERNARY, size=w.shape) * (w != 0)
+    return prune_groups(rng, w, LANES, PE, density, balanced)
 
 
 def _calibrate(model: Model, layer: Layer, x: torch.Tensor, rng) -> Layer:
     """Per channel, the 99th percentile of |acc| maps to a random fraction of the output range."""
-    n = layer.out_shape[0]
-    probe = Layer(**{**layer.__dict__, "mul": np.ones(n, np.int64), "bias": np.zeros(n, np.int64),
-                     "shift": np.zeros(n, np.int64), "out_bits": 32, "out_signed": True, "relu": False,
-                     "residual": None})
-    acc = reference.run_layer(model, probe, x).double().transpose(0, 1).reshape(n, -1).abs()
-    spread = torch.quantile(acc, 0.99, dim=1).clamp(min=1.0).numpy()
-    lo, hi = layer.out_range
-    consts = [requant_constants(rng.uniform(0.3, 1.3) * max(hi, 1) / s, rng.uniform(-3, 3)) for s in spread]
-    mul, bias, shift = (np.array(v, np.int64) for v in zip(*consts))
-    return Layer(**{**layer.__dict__, "mul": mul, "bias": bias, "shift": shift})
+    hi = max(layer.out_range[1], 1)
+    return with_requant(layer, [(rng.uniform(0.3, 1.3) * hi / s, rng.uniform(-3, 3))
+                                for s in accumulator_spread(model, layer, x)])
 
 
 @st.composite
