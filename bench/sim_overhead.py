@@ -98,11 +98,12 @@ def cocotb_clock_cycles(build_dir: Path, period_ns: int = 10) -> int | None:
 
 def main() -> int:
     from hwgen.build import BuildConfig, build
-    from hwgen.cli import SYNTHETIC_MODELS, load_model
+    from hwgen.cli import load_model
+    from hwgen.zoo import NAMES
     from hwgen.simulate import compile_model, expected_beats, random_images, simulate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", choices=SYNTHETIC_MODELS, default="resnet20")
+    ap.add_argument("--model", choices=NAMES, default="resnet20")
     ap.add_argument("--input-size", type=int, help="as `hwgen build --input-size` (default: the model's)")
     ap.add_argument("--pe", type=int, default=16)
     ap.add_argument("--images", type=int, default=10)
