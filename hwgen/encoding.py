@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from .mapping import conv_out_size, num_blocks
+
 CODE = {0: 0b00, 1: 0b01, -1: 0b11}
 WEIGHT_BITS = {"ternary": 2, "mac": 8}  # bits of one lane's weight in a PE ROM word, per PE kind
 PE_KINDS = tuple(WEIGHT_BITS)
@@ -118,7 +120,7 @@ def im2col(image: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndar
     c, h, w = image.shape
     padded = np.zeros((c, h + 2 * padding, w + 2 * padding), np.int64)
     padded[:, padding:padding + h, padding:padding + w] = image
-    ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    ho, wo = conv_out_size(h, kernel, stride, padding), conv_out_size(w, kernel, stride, padding)
     taps = [padded[:, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
             for ky in range(kernel) for kx in range(kernel)]
     return np.stack(taps, axis=1).reshape(c * kernel * kernel, ho, wo)
@@ -130,7 +132,7 @@ def pack_input(image: np.ndarray, lanes: int, bits: int, im2col_params=None) -> 
     if im2col_params is not None:
         image = im2col(image, *im2col_params)
     c, h, w = image.shape
-    blocks = -(-c // lanes)
+    blocks = num_blocks(c, lanes)
     padded = np.zeros((blocks * lanes, h, w), np.int64)
     padded[:c] = image
     lanes_major = padded.reshape(blocks, lanes, h * w)

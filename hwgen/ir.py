@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .encoding import REQUANT_MAX_SHIFT, REQUANT_MUL_BITS
+from .mapping import block_bounds, conv_out_size, num_blocks
 
 FORMAT = "ternary-cnn-ir"
 VERSION = 2  # 2: full-precision layers (``precision``, ``offset``); version 1 files load unchanged
@@ -131,15 +132,12 @@ def _fail(where: str, what: str, expected, found) -> IRError:
 
 def _expected_out_shape(l: Layer) -> tuple[int, int, int]:
     c, h, w = l.in_shape
-    if l.kind == "conv":
-        size = lambda n: (n + 2 * l.padding - l.kernel) // l.stride + 1
-        return (l.out_shape[0], size(h), size(w))
     if l.kind == "linear":
         return (l.out_shape[0], 1, 1)
     if l.kind == "avgpool":
         return (c, 1, 1)
-    size = lambda n: (n + 2 * l.padding - l.kernel) // l.stride + 1
-    return (c, size(h), size(w))
+    channels = l.out_shape[0] if l.kind == "conv" else c  # maxpool keeps its channels
+    return (channels, conv_out_size(h, l.kernel, l.stride, l.padding), conv_out_size(w, l.kernel, l.stride, l.padding))
 
 
 def validate(model: Model) -> Model:
@@ -195,7 +193,7 @@ def validate(model: Model) -> Model:
                 raise _fail(where, name, "an array", type(arr).__name__)
             dtype, shape_of = _ARRAYS[name]
             dtype = np.float32 if full and name == "weight" else dtype
-            shape = ((l.out_shape[0], -(-l.in_shape[0] // model.lanes)) if name == "mask" else shape_of(l))
+            shape = (l.out_shape[0], num_blocks(l.in_shape[0], model.lanes)) if name == "mask" else shape_of(l)
             if arr.dtype != dtype:
                 raise _fail(where, f"{name} dtype", np.dtype(dtype).name, arr.dtype.name)
             if arr.shape != shape:
@@ -210,8 +208,8 @@ def validate(model: Model) -> Model:
                 expected = "ternary (-1, 0, 1)" if l.tex == 1 else f"in [-{l.tex}, {l.tex}] (tex = {l.tex})"
                 raise _fail(where, "weight values", expected, int(l.weight[bad][0]))
             w = l.weight.reshape(l.weight.shape[0], l.weight.shape[1], -1)
-            for j in range(l.mask.shape[1]):
-                blk = w[:, j * model.lanes:(j + 1) * model.lanes]
+            for j, (start, end) in enumerate(block_bounds(l.in_shape[0], model.lanes)):
+                blk = w[:, start:end]
                 stray = np.flatnonzero(~l.mask[:, j] & (blk != 0).any(axis=(1, 2)))
                 if stray.size:
                     raise _fail(where, "weight", f"zero in pruned group (o={stray[0]}, block={j})", "nonzero")

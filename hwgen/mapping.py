@@ -5,6 +5,8 @@ Output channel o belongs to PE (o mod N) and is that PE's local channel o // N. 
 runs ``waves[j]`` waves; in wave w every PE handles its w-th kept group of block j (or idles).
 
 Functions here take numpy arrays; ``group_sq_norms`` also takes torch tensors (only slicing and sums).
+The sizes a layer maps to (blocks of a channel count, the output size of a window) are defined here too, so
+that the IR, the exporter, the lowering and the stream encoding read the same rule.
 """
 from __future__ import annotations
 
@@ -26,7 +28,14 @@ def check_pe_lanes(pe: int, lanes: int) -> None:
 
 
 def num_blocks(channels: int, lanes: int) -> int:
+    """Input blocks of ``channels`` channels: lane words per pixel, the last one zero-padded."""
     return -(-channels // lanes)
+
+
+def conv_out_size(n: int, kernel: int, stride: int, padding: int) -> int:
+    """Output rows (or columns) of a convolution or pooling window over ``n`` input rows, zero-padded by
+    ``padding`` on both sides."""
+    return (n + 2 * padding - kernel) // stride + 1
 
 
 def block_bounds(channels: int, lanes: int) -> list[tuple[int, int]]:

@@ -45,3 +45,21 @@ def test_kept_groups_and_norms_agree():
 def test_check_pe_lanes_messages(pe, lanes, message):
     with pytest.raises(mapping.ConfigError, match=message):
         mapping.check_pe_lanes(pe, lanes)
+
+
+def test_conv_out_size_is_torchs_output_size():
+    """The one rule behind the IR's out_shape, the exporter and the host's im2col, against torch's conv2d and
+    max_pool2d over every small size, kernel, stride and padding (a rectangular map: rows and columns)."""
+    import torch
+
+    for n in range(1, 10):
+        for k in range(1, 6):
+            for s in range(1, 4):
+                for p in range(k):
+                    if n + 2 * p < k:
+                        continue
+                    x = torch.zeros(1, 1, n, n + 1)
+                    want = (mapping.conv_out_size(n, k, s, p), mapping.conv_out_size(n + 1, k, s, p))
+                    assert torch.nn.functional.conv2d(x, torch.zeros(1, 1, k, k), stride=s, padding=p).shape[2:] == want
+                    if 2 * p <= k:  # torch pads a pooling window by at most half of it
+                        assert torch.nn.functional.max_pool2d(x, k, s, p).shape[2:] == want

@@ -19,7 +19,7 @@ import torch
 
 from hwgen import ir
 from hwgen.encoding import average_constants, requant_constants
-from hwgen.mapping import kept_groups, num_blocks
+from hwgen.mapping import conv_out_size, kept_groups, num_blocks
 
 from .models import TernaryCNN, TernaryResNet
 from .quant import TernaryConv2d, TernaryLinear
@@ -32,10 +32,6 @@ def _requant(scale: np.ndarray, offset: np.ndarray) -> dict[str, np.ndarray]:
     consts = [requant_constants(float(s), float(b)) for s, b in zip(scale, offset)]
     mul, bias, shift = (np.array(c, np.int64) for c in zip(*consts))
     return {"mul": mul, "bias": bias, "shift": shift}
-
-
-def _conv_out(n: int, k: int, stride: int, pad: int) -> int:
-    return (n + 2 * pad - k) // stride + 1
 
 
 @torch.no_grad()
@@ -68,7 +64,7 @@ def _conv(name: str, source: str, shape: tuple, cb, s_in: float, s_out: float, l
     offset = (beta - gamma * mu / sigma) / s_out
     k, st, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
     o = conv.weight.shape[0]
-    out_shape = (o, _conv_out(shape[1], k, st, p), _conv_out(shape[2], k, st, p))
+    out_shape = (o, conv_out_size(shape[1], k, st, p), conv_out_size(shape[2], k, st, p))
     if not isinstance(conv, TernaryConv2d):
         if residual is not None:
             raise ValueError(f"layer '{name}': a full-precision layer cannot take a residual")
@@ -140,7 +136,7 @@ def _identity_shortcut(name: str, source: str, shape: tuple, out: int, stride: i
     weight[np.arange(c), np.arange(c)] = 1
     one, zero = np.ones(out, np.int64), np.zeros(out, np.int64)
     return ir.Layer(name=name, kind="conv", source=source, in_shape=tuple(shape),
-                    out_shape=(out, _conv_out(h, 1, stride, 0), _conv_out(w, 1, stride, 0)), out_bits=bits,
+                    out_shape=(out, conv_out_size(h, 1, stride, 0), conv_out_size(w, 1, stride, 0)), out_bits=bits,
                     out_signed=False, relu=True, kernel=1, stride=stride, padding=0, weight=weight,
                     mask=kept_groups(weight, lanes), mul=one, bias=zero, shift=zero)
 
@@ -152,7 +148,7 @@ def _resnet_layers(model: TernaryResNet, lanes: int, masks: dict) -> tuple[list[
     if model.use_maxpool:  # 3x3/2, pad 1; no requantization, so it keeps its source's bits and scale
         c, h, w = layers[-1].out_shape
         layers.append(ir.Layer(name="maxpool", kind="maxpool", source="stem", in_shape=(c, h, w),
-                               out_shape=(c, _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)), out_bits=bits,
+                               out_shape=(c, conv_out_size(h, 3, 2, 1), conv_out_size(w, 3, 2, 1)), out_bits=bits,
                                out_signed=False, relu=True, kernel=3, stride=2, padding=1))
     for name, b in zip(model.block_names, model.blocks):
         x, shape = layers[-1].name, layers[-1].out_shape
