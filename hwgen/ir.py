@@ -108,6 +108,12 @@ def value_range(bits: int, signed: bool) -> tuple[int, int]:
     return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
 
 
+def signed_width(bound: int) -> int:
+    """Bits of a two's complement value that holds every integer in [-bound, bound]: the accumulator width
+    proven from ``acc_bound``."""
+    return bound.bit_length() + 1
+
+
 _ARRAYS = {  # field -> (dtype, shape as a function of the layer)
     "weight": (np.int8, lambda l: (l.out_shape[0], l.in_shape[0]) + ((l.kernel,) * 2 if l.kind == "conv" else ())),
     "mask": (np.bool_, None),

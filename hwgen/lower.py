@@ -12,8 +12,7 @@ import numpy as np
 
 from . import mapping
 from .encoding import check_pe_kind
-from .ir import Model
-from .reference import acc_bound, input_range
+from .ir import Model, acc_bound, input_range, signed_width
 from .rtl.pe import partial_width
 
 RESULT_BUF = -1  # out_buf of the last layer: the result memory, not an activation buffer
@@ -280,8 +279,8 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool =
     # acc_bound holds for the values the ROMs store (the IR's, for either kind); the second term lets an
     # entry hold any one PE sum its kind can produce (PEArray checks it)
     worst = max(l.acc_bound for l in layers)
-    acc_bits = max((worst.bit_length() + 1), partial_width(lanes, act_bits, pe_kind))
-    bias_bits = max(int(np.abs(l.bias).max()).bit_length() for l in layers) + 1
+    acc_bits = max(signed_width(worst), partial_width(lanes, act_bits, pe_kind))
+    bias_bits = max(signed_width(int(np.abs(l.bias).max())) for l in layers)
     shift_bits = max(1, max(int(l.shift.max()) for l in layers).bit_length())
     tensors = [layers[0].in_shape] + [l.out_shape for l in model.layers[:-1]]
     buf_depth = max(mapping.num_blocks(c, lanes) * h * w for c, h, w in tensors)

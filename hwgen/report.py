@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import is_identity_shortcut, prunable  # noqa: F401  (prunable: the report's layer selection)
+from .ir import is_identity_shortcut, prunable, signed_width  # noqa: F401  (prunable: the report's layer selection)
 from .lower import HwLayer, Program, layer_cycles, lower, predicted_cycles, real_lanes, utilization
 
 def compression(prog: Program) -> dict:
@@ -31,7 +31,6 @@ def balanced_cycles(prog: Program, layer: HwLayer) -> int:
 
 
 def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None = None) -> str:
-    acc_bits = lambda bound: bound.bit_length() + 1
     comp = compression(prog)
     lines = [
         f"# {manifest['model']}: {prog.pe} PEs x {prog.lanes} lanes", "",
@@ -69,7 +68,7 @@ def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None 
             f"| {l.name} | {l.kind}{' +res' if l.res_buf is not None else ''} | {'x'.join(map(str, l.in_shape))} | "
             f"{'x'.join(map(str, l.out_shape))} | {l.kh}x{l.kw}/{l.stride} | {int(l.kept.sum())}/{l.kept.size} | "
             f"{wave_text} | {entry['cycles']:,} | {entry['utilization']:.3f} | "
-            f"{l.n_steps * prog.pe * rom_word:,} | {acc_bits(l.acc_bound)} |")
+            f"{l.n_steps * prog.pe * rom_word:,} | {signed_width(l.acc_bound)} |")
     return "\n".join(lines) + "\n"
 
 
