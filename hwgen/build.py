@@ -30,6 +30,11 @@ class BuildConfig:
     capacity: Capacity | None = None  # hardware sizes to fit the network into (default: its own)
     pe_kind: str = "ternary"  # encoding.PE_KINDS; "mac" is the int8 multiply-accumulate baseline
 
+    def lower(self, model: Model) -> Program:
+        """The program this configuration builds ``model`` into: the one lowering every stage (build, sim,
+        synth, run) works from."""
+        return lower(model, self.pe, self.lanes, self.tile, capacity=self.capacity, pe_kind=self.pe_kind)
+
 
 def manifest(model: Model, prog: Program) -> dict:
     wd = widths(prog)
@@ -64,14 +69,16 @@ def buffer_bits(prog: Program) -> int:
     return prog.n_bufs * prog.buf_depth * prog.lanes * prog.act_bits + prog.res_depth * prog.pe * prog.out_bits
 
 
-def generate(model: Model, cfg: BuildConfig, note: str = "", compare_unbalanced: bool = False) -> dict[str, str]:
-    """All output files as name -> text. Pure: the same model and config give the same bytes."""
-    prog = lower(model, cfg.pe, cfg.lanes, cfg.tile, capacity=cfg.capacity, pe_kind=cfg.pe_kind)
+def generate(model: Model, cfg: BuildConfig, note: str = "", compare_unbalanced: bool = False,
+             prog: Program | None = None) -> dict[str, str]:
+    """All output files as name -> text. Pure: the same model and config give the same bytes. ``prog`` is
+    ``cfg.lower(model)`` when the caller has it already, so that a model is lowered once."""
+    prog = cfg.lower(model) if prog is None else prog
     files = {"hwgen_top.v": verilog.convert(Top(prog), name=TOP_NAME, emit_src=False), "hwgen_mem.v": MEM_VERILOG}
     files.update(images(prog))
     man = manifest(model, prog)
     files["manifest.json"] = json.dumps(man, indent=1) + "\n"
-    unbalanced = unbalanced_program(model, cfg.pe, cfg.lanes, cfg.tile, 0) if compare_unbalanced else None
+    unbalanced = unbalanced_program(model, cfg) if compare_unbalanced else None
     files["report.md"] = render(man, prog, note or f"Model '{model.name}' from its IR.", unbalanced)
     return files
 
@@ -108,7 +115,7 @@ def build_images(model: Model, cfg: BuildConfig, out: Path) -> dict:
     """The ROM images and manifest.json alone, no Verilog: enough to run the network on a model compiled
     from any build with the same pe, lanes, tile and capacity (hwgen.simulate.compile_model)."""
     outdir.check(out, outdir.HWGEN)  # before any work
-    prog = lower(model, cfg.pe, cfg.lanes, cfg.tile, capacity=cfg.capacity, pe_kind=cfg.pe_kind)
+    prog = cfg.lower(model)
     man = manifest(model, prog)
     write_atomically({**images(prog), "manifest.json": json.dumps(man, indent=1) + "\n"}, out)
     return man

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from . import encoding
-from .build import BuildConfig, generate
+from .build import BuildConfig, images as rom_images
 from .ir import Model
-from .lower import Program, lower
+from .lower import Program
 from .rtl.extmem import MEM_VERILOG
 from .rtl.uart import CYCLE_BYTES, FRAME_IN, FRAME_OUT, UARTLink
 
@@ -134,7 +134,7 @@ def main(args, model: Model, build_cfg: BuildConfig) -> int:
     if args.count is not None and args.count < 1:
         raise HostError(f"--count must be a positive integer, found {args.count}")
     images = load_images(args.images, model)[:args.count]
-    link = Link.of(lower(model, build_cfg.pe, build_cfg.lanes, build_cfg.tile, pe_kind=build_cfg.pe_kind))
+    link = Link.of(build_cfg.lower(model))
     print(f"sending {len(images)} images to {args.port} at {args.baud} baud "
           f"({len(link.frame(images[0]))} bytes each, {link.answer_bytes} back)", flush=True)
     outputs, cycles = run_serial(args.port, args.baud, link, images, args.timeout,
@@ -162,9 +162,9 @@ def simulate_uart(model: Model, build_cfg: BuildConfig, images: np.ndarray, out:
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    prog = lower(model, build_cfg.pe, build_cfg.lanes, build_cfg.tile, pe_kind=build_cfg.pe_kind)
+    prog = build_cfg.lower(model)
     link_rtl = UARTLink(prog, clk_hz, baud)
-    files = {name: text for name, text in generate(model, build_cfg).items() if name.endswith(".hex")}
+    files = rom_images(prog)  # the Verilog is the link's, below, with the top inside
     files.update({"hwgen_mem.v": MEM_VERILOG, f"{UART_TOP}.v": verilog.convert(link_rtl, name=UART_TOP, emit_src=False)})
     for name, text in files.items():
         (out / name).write_text(text)

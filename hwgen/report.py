@@ -2,10 +2,12 @@
 and accumulator widths, totals, compression, and what unbalanced pruning would cost."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .ir import is_identity_shortcut, prunable, signed_width  # noqa: F401  (prunable: the report's layer selection)
-from .lower import HwLayer, Program, layer_cycles, lower, predicted_cycles, real_lanes, utilization
+from .lower import HwLayer, Program, layer_cycles, predicted_cycles, real_lanes, utilization
 
 def compression(prog: Program) -> dict:
     """The papers' figure (docs/design.md §2) over the prunable layers: 32-bit float weights against
@@ -72,7 +74,10 @@ def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None 
     return "\n".join(lines) + "\n"
 
 
-def unbalanced_program(model, pe: int, lanes: int, tile: int, seed: int) -> Program:
+def unbalanced_program(model, cfg, seed: int = 0) -> Program:
+    """``model`` with paper-style pruning (hwgen.synthetic.with_unbalanced_pruning), lowered as ``cfg``
+    (build.BuildConfig) lowers but at its own sizes: it needs more steps than a capacity the balanced network
+    fits."""
     from .synthetic import with_unbalanced_pruning
 
-    return lower(with_unbalanced_pruning(model, pe, seed), pe, lanes, tile)
+    return replace(cfg, capacity=None).lower(with_unbalanced_pruning(model, cfg.pe, seed))

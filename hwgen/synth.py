@@ -25,7 +25,7 @@ from pathlib import Path
 from . import outdir
 from .build import BuildConfig, generate
 from .ir import Model
-from .lower import Program, lower
+from .lower import Program
 from .rtl.uart import UARTLink, baud_divisor
 from .synth_fit import (CELLS, FitError, check_estimate, check_synthesized, dsp_by_unit, estimate, memories,
                         nextpnr_figures, yosys_counts)
@@ -152,7 +152,7 @@ def _drop_locations(tmp: Path, family: str) -> None:
 
 def synthesized_program(model: Model, build_cfg: BuildConfig) -> Program:
     """The program the bitstream runs: lowered with the build's PE kind, as ``generate`` writes its images."""
-    return lower(model, build_cfg.pe, build_cfg.lanes, build_cfg.tile, pe_kind=build_cfg.pe_kind)
+    return build_cfg.lower(model)
 
 
 def failed_path(out: Path) -> Path:
@@ -185,7 +185,7 @@ def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path
         progress(f"fit estimate on {part.name}: {est['bram']}/{part.bram} block RAMs, about "
                  f"{est['lut4']:,}/{part.lut:,} LUT4")
         check_estimate(est, part)
-    files = generate(model, build_cfg)
+    files = generate(model, build_cfg, prog=prog)
     tmp = outdir.sibling(out)
     try:
         (tmp / "manifest.json").write_text(files["manifest.json"])  # first: it marks <out>.failed as hwgen's
