@@ -1,71 +1,21 @@
-"""ROM images of a lowered program: schedule entries, PE weight words, requant words and layer descriptors,
-with the field widths they share (derived from the hardware capacity, so one compiled model reads the images
-of any program fitted into it)."""
+"""ROM images of a lowered program: schedule entries, PE weight words, requant words, layer descriptors and
+the net word, each packed through its layout in ``contract`` (the layouts the RTL reads; their widths come
+from the hardware capacity, so one compiled model reads the images of any program fitted into it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-from amaranth import Shape
-from amaranth.lib import data
 
 from . import mapping
-from .encoding import REQUANT_MUL_BITS, WEIGHT_BITS, lane_weights, pack_lanes
+from .contract import pack_struct  # noqa: F401 (re-exported: tests pack descriptors with it)
+from .contract import (Widths, descriptor_layout, net_layout, packer, pe_word_layout, requant_layout,
+                       schedule_layout, widths)
+from .encoding import lane_weights
 from .lower import RESULT_BUF, Program, weight_planes
 
 
-def _twos(value: int, bits: int) -> int:
-    if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
-        raise OverflowError(f"{value} does not fit {bits} signed bits")
-    return value & ((1 << bits) - 1)
-
-
-def pack_struct(layout: data.StructLayout, values: dict) -> int:
-    """The word of ``layout`` holding ``values``; a value its field cannot hold is refused (Amaranth's
-    ``layout.const`` would keep its low bits)."""
-    for name, value in values.items():
-        shape = Shape.cast(layout[name].shape)
-        lo, hi = (-(1 << (shape.width - 1)), 1 << (shape.width - 1)) if shape.signed else (0, 1 << shape.width)
-        if not lo <= value < hi:
-            raise OverflowError(f"field {name}: {value} does not fit {shape!r}")
-    return layout.const(values).as_value().value
-
-
-@dataclass(frozen=True)
-class Widths:
-    """Field widths of descriptors and schedule entries, derived from the program."""
-
-    dim: int  # signed coordinates within a map and tap offsets (dy, dx)
-    addr: int  # buffer addresses
-    off: int  # signed schedule offsets
-    step: int  # schedule / PE-ROM addresses
-    lo: int  # local channel index
-    rq: int  # requant ROM addresses
-    stride: int  # descriptor stride
-    row: int  # descriptor row_step (stride * w_in)
-
-
-def _signed_bits(magnitude: int) -> int:
-    return magnitude.bit_length() + 1
-
-
-def widths(prog: Program) -> Widths:
-    """From the hardware sizes only (``prog.cap``), so that images of any program fitted into the same
-    capacity have the same layout. Each width holds every value its field can take within the capacity;
-    the ``max`` keeps the layouts of networks whose values fit the map-size widths."""
-    c = prog.cap
-    addr = max(1, (max(c.buf_depth, c.res_depth) - 1).bit_length())
-    dim = max(c.dim.bit_length() + 2, _signed_bits(c.reach))
-    # j*H*W + dy*W + dx: the block part is below buf_depth, |dy*W + dx| at most reach * (dim + 1)
-    off = max(addr + 2, _signed_bits(c.buf_depth - 1 + c.reach * (c.dim + 1)))
-    return Widths(dim=dim, addr=addr, off=off, step=max(1, c.steps.bit_length()),
-                  lo=max(1, (c.locals - 1).bit_length()), rq=max(1, c.rq_words.bit_length()),
-                  stride=max(dim, c.stride.bit_length()), row=max(addr + 2, (c.stride * c.dim).bit_length()))
-
-
 def schedule_rom(prog: Program, wd: Widths) -> list[int]:
-    """One entry per step: (offset, dy, dx) packed low to high, each field two's complement."""
-    words = []
+    """One ``contract.schedule_layout`` entry per step."""
+    entry, words = packer(schedule_layout(wd)), []
     for l in prog.layers:
         hw_in = l.in_shape[1] * l.in_shape[2]
         for j in l.schedule.block:
@@ -73,16 +23,16 @@ def schedule_rom(prog: Program, wd: Widths) -> list[int]:
                 for kx in range(l.kw):
                     dy, dx = ky - l.pad, kx - l.pad
                     off = int(j) * hw_in + dy * l.in_shape[2] + dx
-                    words.append(_twos(off, wd.off) | _twos(dy, wd.dim) << wd.off | _twos(dx, wd.dim) << (wd.off + wd.dim))
+                    words.append(entry({"off": off, "dy": dy, "dx": dx}))
     return words
 
 
 def pe_roms(prog: Program, wd: Widths) -> list[list[int]]:
-    """Per PE, one word per step: the L lane weights of its group at that kernel position (ternary codes, or
-    int8 for the mac kind: encoding.lane_weights), and its local output channel. Idle slots hold zero
+    """Per PE, one ``contract.pe_word_layout`` word per step: the lane weights of its group at that kernel
+    position (ternary codes, or int8 for the mac kind) and its local output channel. Idle slots hold zero
     weights (they add nothing)."""
     L, roms = prog.lanes, [[] for _ in range(prog.pe)]
-    bits = WEIGHT_BITS[prog.pe_kind]
+    word = packer(pe_word_layout(prog, wd))
     for l in prog.layers:
         c = l.in_shape[0]
         planes = []
@@ -99,22 +49,15 @@ def pe_roms(prog: Program, wd: Widths) -> list[list[int]]:
                         if o < 0:
                             roms[p].append(0)
                         else:
-                            lane_codes = pack_lanes(codes[o, j * L:(j + 1) * L, ky, kx], bits)
-                            roms[p].append(lane_codes | (o // prog.pe) << (bits * L))
+                            lanes = codes[o, j * L:(j + 1) * L, ky, kx]
+                            roms[p].append(word({"weights": lanes, "lo": o // prog.pe}))
     return roms
 
 
-def pe_rom_width(prog: Program, wd: Widths) -> int:
-    return WEIGHT_BITS[prog.pe_kind] * prog.lanes + wd.lo
-
-
-def rq_width(prog: Program) -> int:
-    return REQUANT_MUL_BITS + prog.bias_bits + prog.shift_bits
-
-
 def rq_roms(prog: Program) -> list[list[int]]:
-    """Per PE, one word per local output channel of each layer: mul | bias | shift (padded channels 0)."""
-    roms = [[] for _ in range(prog.pe)]
+    """Per PE, one ``contract.requant_layout`` word per local output channel of each layer (padded channels
+    0)."""
+    word, roms = packer(requant_layout(prog)), [[] for _ in range(prog.pe)]
     for l in prog.layers:
         for lo in range(l.locals(prog.pe)):
             for p in range(prog.pe):
@@ -122,15 +65,12 @@ def rq_roms(prog: Program) -> list[list[int]]:
                 if o >= l.out_shape[0]:
                     roms[p].append(0)
                     continue
-                mul = _twos(int(l.mul[o]), REQUANT_MUL_BITS)
-                bias = _twos(int(l.bias[o]), prog.bias_bits)
-                roms[p].append(mul | bias << REQUANT_MUL_BITS
-                               | int(l.shift[o]) << (REQUANT_MUL_BITS + prog.bias_bits))
+                roms[p].append(word({"mul": l.mul[o], "bias": l.bias[o], "shift": l.shift[o]}))
     return roms
 
 
 def descriptors(prog: Program) -> list[dict]:
-    """Layer descriptors for the controller (field names match rtl/controller.py)."""
+    """Layer descriptors for the controller, as ``contract.descriptor_layout`` names their fields."""
     out, step, rq = [], 0, 0
     for l in prog.layers:
         _, h_in, w_in = l.in_shape
@@ -145,3 +85,16 @@ def descriptors(prog: Program) -> list[dict]:
         step += l.n_steps
         rq += l.locals(prog.pe)
     return out
+
+
+def descriptor_words(prog: Program) -> list[int]:
+    """The descriptor ROM image: one packed ``contract.descriptor_layout`` word per layer. Descriptors are an
+    image, not Verilog, so the Verilog depends only on the hardware sizes (``prog.cap``)."""
+    word = packer(descriptor_layout(prog, widths(prog)))
+    return [word(d) for d in descriptors(prog)]
+
+
+def net_word(prog: Program) -> int:
+    """The ``contract.net_layout`` word of the network's stream sizes."""
+    return packer(net_layout(prog))({"in_beats": prog.input_beats, "out_c": prog.layers[-1].out_shape[0],
+                                     "out_pix": prog.layers[-1].n_pix})

@@ -12,12 +12,10 @@ import shutil
 import numpy as np
 import pytest
 
+from hwgen.contract import DESC_IMAGE, PE_ROM_READ, descriptor_layout, pe_image, pe_rom_width, rq_image, widths
 from hwgen.encoding import REQUANT_MUL_BITS
 from hwgen.lower import lower
-from hwgen.roms import pe_rom_width, widths
-from hwgen.rtl.controller import DESC_IMAGE, descriptor_layout
 from hwgen.rtl.extmem import rom_word_position
-from hwgen.rtl.top import PE_ROM_READ, pe_image, rq_image
 from hwgen.simulate import simulate
 from netgen import CAPACITY, LANES, PE, TILE, compiled_model, mutation_images, mutation_net
 

@@ -1,7 +1,16 @@
-"""Unit tests of the PE and the requant unit in amaranth.sim, against plain integer models."""
+"""Unit tests of the PE and the requant unit in amaranth.sim, against plain integer models, and of the ROM
+words as the RTL reads them."""
 import random
 
+import pytest
+from amaranth import Module, Shape, Signal
+from amaranth.lib import data
+from amaranth.sim import Simulator
+
+from hwgen.contract import (Hardware, descriptor_layout, hardware, net_layout, packer, pe_word_layout,
+                            requant_layout, schedule_layout, widths)
 from hwgen.encoding import CODE, pack_lanes, requant_constants
+from hwgen.lower import Capacity
 from hwgen.netlist import cell_counts, multipliers
 from hwgen.rtl.array import PEArray
 from hwgen.rtl.pe import TernaryPE
@@ -70,3 +79,81 @@ def test_logic_does_not_grow_with_depth():
             for d in (20, 32)]
     assert tops[0] == tops[1]
     assert multipliers(tops[0]) == 4
+
+
+CAP = Capacity(layers=5, steps=700, rq_words=40, locals=6, dim=14, buf_depth=900, res_depth=300, n_bufs=3,
+               act_bits=8, out_bits=16, acc_bits=24, bias_bits=30, shift_bits=6, reach=3, stride=2)
+
+
+def _layouts(pe_kind: str) -> dict[str, data.StructLayout]:
+    hw = Hardware(pe=4, lanes=8, tile=16, pe_kind=pe_kind, cap=CAP)
+    wd = widths(hw)
+    return {"schedule": schedule_layout(wd), "pe word": pe_word_layout(hw, wd), "requant": requant_layout(hw),
+            "descriptor": descriptor_layout(hw, wd), "net": net_layout(hw)}
+
+
+def _leaves(layout, view, rng):
+    """(value drawn at the limits or inside the field's range, the view's expression of that field) for
+    every plain field, and the values as ``packer`` takes them."""
+    if isinstance(layout, data.StructLayout):
+        pairs, values = [], {}
+        for name, field in layout:
+            sub_pairs, values[name] = _leaves(field.shape, view[name], rng)
+            pairs += sub_pairs
+        return pairs, values
+    if isinstance(layout, data.ArrayLayout):
+        pairs, values = [], []
+        for i in range(layout.length):
+            sub_pairs, value = _leaves(layout.elem_shape, view[i], rng)
+            pairs, values = pairs + sub_pairs, values + [value]
+        return pairs, values
+    shape = Shape.cast(layout)
+    lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed else (0, (1 << shape.width) - 1)
+    value = rng.choice((lo, hi, rng.randint(lo, hi)))
+    return [(value, view)], value
+
+
+@pytest.mark.parametrize("pe_kind", ["ternary", "mac"])
+def test_rtl_reads_back_every_field_roms_packs(pe_kind):
+    """Each ROM word layout of the contract, packed by ``packer`` (as roms.py fills the images) and read
+    through a ``data.View`` of the word in simulation (as rtl/ slices the ROM data): every field comes
+    back, at its limits and in between."""
+    rng = random.Random(5)
+    for name, layout in _layouts(pe_kind).items():
+        word = Signal(layout.size, name="word")
+        view = data.View(layout, word)
+        for _ in range(20):
+            pairs, values = _leaves(layout, view, rng)
+            sim = Simulator(Module())
+
+            async def bench(ctx):
+                ctx.set(word, packer(layout)(values))
+                assert [ctx.get(field) for _, field in pairs] == [v for v, _ in pairs], (name, values)
+
+            sim.add_testbench(bench)
+            sim.run()
+
+
+def test_a_value_its_field_cannot_hold_is_refused():
+    layouts = _layouts("ternary")
+    pe_word, rq = packer(layouts["pe word"]), packer(layouts["requant"])
+    lo_bits = Shape.cast(layouts["pe word"]["lo"].shape).width
+    with pytest.raises(OverflowError, match=f"field lo: {1 << lo_bits} does not fit unsigned\\({lo_bits}\\)"):
+        pe_word({"weights": [0] * 8, "lo": 1 << lo_bits})
+    with pytest.raises(OverflowError, match=r"field weights\[3\]: 4 does not fit unsigned\(2\)"):
+        pe_word({"weights": [0, 0, 0, 4, 0, 0, 0, 0], "lo": 0})
+    with pytest.raises(ValueError, match="field weights: expected 8 elements, found 7"):
+        pe_word({"weights": [0] * 7, "lo": 0})
+    with pytest.raises(OverflowError, match=r"field mul: -131073 does not fit signed\(18\)"):
+        rq({"mul": -(1 << 17) - 1, "bias": 0, "shift": 0})
+    with pytest.raises(OverflowError, match=r"field shift: -1 does not fit unsigned\(6\)"):
+        rq({"mul": 0, "bias": 0, "shift": -1})
+    with pytest.raises(TypeError, match="field bias: expected an integer, found 0.5"):
+        rq({"mul": 0, "bias": 0.5, "shift": 0})
+    with pytest.raises(ValueError, match="expected the fields mul, bias, shift, found mul, shift"):
+        rq({"mul": 0, "shift": 0})
+
+
+def test_hardware_of_something_else_is_refused():
+    with pytest.raises(TypeError, match="expected a Hardware or a lowered program with a capacity, found dict"):
+        hardware({"pe": 4})

@@ -12,10 +12,11 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..contract import partial_width
 from ..encoding import WEIGHT_BITS, check_pe_kind
 from .delay import delayed
 from .extmem import CopyRegister
-from .pe import PE_LATENCY, MacPE, TernaryPE, partial_width, ternary_operands
+from .pe import PE_LATENCY, MacPE, TernaryPE, ternary_operands
 
 # Cycles from a compute input of the array to its accumulator write: the operand register (ternary PEs
 # get each lane's value and its negation), the per-PE copy register, the PE, the registered partial sum

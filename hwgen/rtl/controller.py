@@ -14,41 +14,16 @@ j*H*W + dy*w_in + dx and (dy, dx) for the bounds check that zero-pads the border
 """
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..lower import DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, Program
-from ..roms import Widths, descriptors, pack_struct, widths
+from ..contract import (DESC_IMAGE, DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, SCHED_IMAGE, SCHED_ROM_READ, Hardware,
+                        Widths, descriptor_layout, hardware, schedule_layout, widths)
 from .delay import delayed
 from .extmem import ImageROM
 
 ADDRESS_LATENCY = 2  # ``act_addr`` and ``inb`` follow their issue by this many cycles
-SCHED_ROM_READ = 2  # schedule ROM: block RAM read, then a register at each block RAM (extmem.rom_layout)
-
-SCHED_IMAGE = "sched.hex"
-DESC_IMAGE = "desc.hex"
-
-
-def descriptor_layout(prog: Program, wd: Widths) -> data.StructLayout:
-    count = lambda n: unsigned(max(1, n.bit_length()))
-    buf = unsigned(max(1, (prog.n_bufs - 1).bit_length()))
-    return data.StructLayout({
-        "in_buf": buf, "out_buf": buf, "to_result": 1, "has_res": 1, "res_buf": buf, "res_signed": 1,
-        "max_mode": 1, "in_signed": 1,
-        "h_in": unsigned(wd.dim), "w_in": unsigned(wd.dim), "w_out": unsigned(wd.dim),
-        "n_pix": unsigned(wd.addr + 1), "stride": unsigned(wd.stride), "row_step": unsigned(wd.row),
-        "n_steps": unsigned(wd.step + 1), "sched_base": unsigned(wd.step + 1),
-        "locals": unsigned(wd.lo + 1), "lo_per_word": count(prog.lanes), "rq_base": unsigned(wd.rq + 1),
-        "lo": signed(prog.clamp_bits + 1), "hi": signed(prog.clamp_bits + 1),
-    })
-
-
-def descriptor_words(prog: Program) -> list[int]:
-    """The descriptor ROM image: one packed ``descriptor_layout`` word per layer. Descriptors are an image,
-    not Verilog, so the Verilog depends only on the hardware sizes (``prog.cap``)."""
-    layout = descriptor_layout(prog, widths(prog))
-    return [pack_struct(layout, d) for d in descriptors(prog)]
 
 
 class Walker:
@@ -91,35 +66,37 @@ class Controller(wiring.Component):
     - compute: ``issue``, ``step`` (PE-ROM address), ``t``, ``bank``; ``act_addr`` and ``inb`` (inside the
       map) of that issue ``ADDRESS_LATENCY`` cycles later
     - drain: ``drain``, ``drain_lo``, ``drain_t``, ``rq_addr``, ``out_addr``, ``out_grp`` (of bank ~``bank``)
-    - per layer (registered): ``desc``, the current layer's descriptor (see ``descriptor_layout``)
+    - per layer (registered): ``desc``, the current layer's descriptor (``contract.descriptor_layout``)
+
+    ``hw``: a ``contract.Hardware`` (or a lowered program, of which only its sizes are used).
     """
 
-    def __init__(self, prog: Program):
-        self.prog, self.wd = prog, widths(prog)
-        self.layout = descriptor_layout(prog, self.wd)
-        wd, t_bits = self.wd, max(1, (prog.tile - 1).bit_length())
+    def __init__(self, hw: Hardware):
+        self.hw = hw = hardware(hw)
+        self.wd = widths(hw)
+        self.layout = descriptor_layout(hw, self.wd)
+        wd, t_bits = self.wd, max(1, (hw.tile - 1).bit_length())
         super().__init__({
             "start": In(1), "done": Out(1), "layer_done": Out(1), "busy": Out(1), "bank": Out(1),
             "issue": Out(1), "step": Out(wd.step), "act_addr": Out(wd.addr), "inb": Out(1),
             "t": Out(t_bits),
             "drain": Out(1), "drain_lo": Out(wd.lo), "drain_t": Out(t_bits), "rq_addr": Out(wd.rq),
-            "out_addr": Out(wd.addr), "out_grp": Out(unsigned(max(1, prog.lanes.bit_length()))),
+            "out_addr": Out(wd.addr), "out_grp": Out(unsigned(max(1, hw.lanes.bit_length()))),
             "desc": Out(self.layout),
         })
 
     def elaborate(self, platform):
         m = Module()
-        prog, wd = self.prog, self.wd
-        desc_rd = m.submodules.desc_rom = ImageROM(self.layout.size, prog.cap.layers, DESC_IMAGE)
-        sched = m.submodules.sched_rom = ImageROM(wd.off + 2 * wd.dim, prog.cap.steps, SCHED_IMAGE, SCHED_ROM_READ)
-        entry_off = sched.data[:wd.off].as_signed()
-        entry_dy = sched.data[wd.off:wd.off + wd.dim].as_signed()
-        entry_dx = sched.data[wd.off + wd.dim:].as_signed()
+        hw, wd = self.hw, self.wd
+        desc_rd = m.submodules.desc_rom = ImageROM(self.layout.size, hw.cap.layers, DESC_IMAGE)
+        entry_layout = schedule_layout(wd)
+        sched = m.submodules.sched_rom = ImageROM(entry_layout.size, hw.cap.steps, SCHED_IMAGE, SCHED_ROM_READ)
+        entry = data.View(entry_layout, sched.data)
 
         desc = self.desc
-        layer = Signal(range(prog.cap.layers + 1))
+        layer = Signal(range(hw.cap.layers + 1))
         tile_pix = Signal(wd.addr + 1)
-        n_t = Signal(range(prog.tile + 1))
+        n_t = Signal(range(hw.tile + 1))
         s = Signal(wd.step + 1)
         s_next = Signal.like(s)
         t = Signal.like(self.t)
@@ -141,11 +118,11 @@ class Controller(wiring.Component):
         # leaves no time for logic after it: SCHED_ROM_READ); the address and bounds check come after.
         base1, iy01, ix01 = (delayed(m, v, SCHED_ROM_READ - 1, n) for v, n in (
             (cur.base, "base"), (cur.iy0, "iy0"), (cur.ix0, "ix0")))
-        iy, ix = iy01 + entry_dy, ix01 + entry_dx
-        m.d.sync += [self.act_addr.eq(base1 + entry_off),
+        iy, ix = iy01 + entry.dy, ix01 + entry.dx
+        m.d.sync += [self.act_addr.eq(base1 + entry.off),
                      self.inb.eq((iy >= 0) & (iy < desc.h_in) & (ix >= 0) & (ix < desc.w_in))]
         remaining = desc.n_pix - tile_pix
-        last_tile = remaining <= prog.tile
+        last_tile = remaining <= hw.tile
 
         with m.FSM(name="compute"):
             with m.State("IDLE"):
@@ -161,7 +138,7 @@ class Controller(wiring.Component):
                 m.next = "TILE"
             with m.State("TILE"):
                 m.d.comb += [self.busy.eq(1), s_next.eq(desc.sched_base)]
-                n_tile = Mux(last_tile, remaining, prog.tile)
+                n_tile = Mux(last_tile, remaining, hw.tile)
                 m.d.sync += [s.eq(desc.sched_base), t.eq(0), n_t.eq(n_tile),
                              s_last.eq(desc.sched_base + desc.n_steps - 1), t_last.eq(n_tile - 1)]
                 m.d.sync += cur.eq(tile_start)

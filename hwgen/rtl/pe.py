@@ -6,15 +6,8 @@ from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..encoding import CODE, WEIGHT_BITS, check_pe_kind
-
-
-def partial_width(lanes: int, act_bits: int, pe_kind: str = "ternary") -> int:
-    """Signed width of one PE's sum for any weights of its kind: ``lanes`` products of an activation in
-    [-2^act_bits, 2^act_bits] and a weight of magnitude at most 1 (ternary) or 2^7 (mac, int8)."""
-    check_pe_kind(pe_kind)
-    weight_log2 = 0 if pe_kind == "ternary" else WEIGHT_BITS[pe_kind] - 1
-    return act_bits + 2 + weight_log2 + (lanes - 1).bit_length()
+from ..contract import partial_width
+from ..encoding import CODE, WEIGHT_BITS
 
 
 PE_LATENCY = 1  # cycles from a PE's inputs to its ``sum``: one register splits the adder tree

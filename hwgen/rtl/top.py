@@ -8,7 +8,7 @@ selected and zeroed outside the map, and goes with the PE-ROM words into the PE 
 entry read, and written at 9.
 A drain issue: 1 addresses registered, then the accumulator entry and requant constants are read; 2 onwards
 the requant pipeline (``requant.REQUANT_LATENCY``); 8 the value is written to the output buffer.
-``lower.COMPUTE_WRITE_STAGE`` / ``DRAIN_READ_STAGE`` / ``DRAIN_WRITE_STAGE`` are these numbers; the
+``contract.COMPUTE_WRITE_STAGE`` / ``DRAIN_READ_STAGE`` / ``DRAIN_WRITE_STAGE`` are these numbers; the
 controller's waits and the cycle model follow from them, and the asserts below check that they add up.
 """
 from __future__ import annotations
@@ -17,9 +17,8 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..encoding import REQUANT_MUL_BITS, WEIGHT_BITS
-from ..lower import COMPUTE_WRITE_STAGE, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE, Program
-from ..roms import pe_rom_width, rq_width
+from ..contract import (COMPUTE_WRITE_STAGE, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE, NET_IMAGE, PE_ROM_READ, Hardware,
+                        hardware, net_layout, pe_image, pe_word_layout, requant_layout, rq_image)
 from .array import COMPUTE_LATENCY, DRAIN_LATENCY, PEArray
 from .controller import ADDRESS_LATENCY, Controller
 from .delay import delayed
@@ -27,7 +26,6 @@ from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
 from .extmem import ImageROM, LaneRAM
 
 BUFFER_READ = 2  # activation buffers: block RAM read, then a register right at its output
-PE_ROM_READ = 2  # PE ROMs: block RAM read, then a register at each block RAM (extmem.rom_layout)
 ARRAY_INPUT = ADDRESS_LATENCY + BUFFER_READ  # the word, selected and masked, goes straight in
 assert ARRAY_INPUT + COMPUTE_LATENCY == COMPUTE_WRITE_STAGE
 assert DRAIN_LATENCY - 1 == DRAIN_READ_STAGE  # the array registers the address, then reads
@@ -50,29 +48,6 @@ def select(m: Module, index, choices: list, name: str) -> Signal:
     return out
 
 
-def pe_image(p: int) -> str:
-    return f"pe{p}.hex"
-
-
-def rq_image(p: int) -> str:
-    return f"rq{p}.hex"
-
-
-NET_IMAGE = "net.hex"
-
-
-def net_layout(prog: Program) -> data.StructLayout:
-    """The one word of ``net.hex``: the stream sizes of the network, so that they are not Verilog constants."""
-    cap = prog.cap
-    return data.StructLayout({"in_beats": range(cap.buf_depth + 1), "out_c": range(cap.locals * prog.pe + 1),
-                              "out_pix": range(cap.res_depth + 1)})
-
-
-def net_word(prog: Program) -> int:
-    return net_layout(prog).const({"in_beats": prog.input_beats, "out_c": prog.layers[-1].out_shape[0],
-                                   "out_pix": prog.layers[-1].n_pix}).as_value().value
-
-
 class Top(wiring.Component):
     """Ports (AXI4-Stream in valid/ready/payload form, beat format in docs/stream.md):
 
@@ -84,37 +59,37 @@ class Top(wiring.Component):
     - ``layer_done``: pulses when a layer's output is complete in its buffer (for debugging testbenches).
 
     Images are processed one at a time: the input is accepted whole, the engine runs, the result streams
-    out."""
+    out. ``hw``: a ``contract.Hardware`` (or a lowered program, of which only its sizes are used)."""
 
-    def __init__(self, prog: Program):
-        self.prog = prog
+    def __init__(self, hw: Hardware):
+        self.hw = hw = hardware(hw)
         super().__init__({
-            "inp": In(stream.Signature(data.StructLayout({"data": prog.lanes * prog.act_bits, "last": 1}))),
-            "out": Out(stream.Signature(data.StructLayout({"data": prog.out_bits, "last": 1}))),
+            "inp": In(stream.Signature(data.StructLayout({"data": hw.lanes * hw.cap.act_bits, "last": 1}))),
+            "out": Out(stream.Signature(data.StructLayout({"data": hw.cap.out_bits, "last": 1}))),
             "cycles": Out(CYCLE_COUNTER_BITS),
             "layer_done": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        prog = self.prog
-        N, L, B = prog.pe, prog.lanes, prog.act_bits
-        ctrl = m.submodules.ctrl = Controller(prog)
-        wd = ctrl.wd
-        cap = prog.cap  # every size below comes from the capacity, never from the network's layers
-        array = m.submodules.array = PEArray(N, L, B, prog.acc_bits, cap.locals, prog.tile, prog.pe_kind)
-        pe_roms = [ImageROM(pe_rom_width(prog, wd), cap.steps, pe_image(p), PE_ROM_READ) for p in range(N)]
-        rq_roms = [ImageROM(rq_width(prog), cap.rq_words, rq_image(p)) for p in range(N)]
-        net_rom = m.submodules.net_rom = ImageROM(net_layout(prog).size, 1, NET_IMAGE)
-        net = data.View(net_layout(prog), net_rom.data)  # constant after the first clock edge
-        rqs = [Requant(prog.acc_bits, prog.bias_bits, prog.shift_bits, prog.clamp_bits, B + 1) for _ in range(N)]
+        hw = self.hw
+        cap = hw.cap  # every size below comes from the capacity, never from the network's layers
+        N, L, B = hw.pe, hw.lanes, cap.act_bits
+        ctrl = m.submodules.ctrl = Controller(hw)
+        pe_word, rq_word = pe_word_layout(hw, ctrl.wd), requant_layout(hw)
+        array = m.submodules.array = PEArray(N, L, B, cap.acc_bits, cap.locals, hw.tile, hw.pe_kind)
+        pe_roms = [ImageROM(pe_word.size, cap.steps, pe_image(p), PE_ROM_READ) for p in range(N)]
+        rq_roms = [ImageROM(rq_word.size, cap.rq_words, rq_image(p)) for p in range(N)]
+        net_rom = m.submodules.net_rom = ImageROM(net_layout(hw).size, 1, NET_IMAGE)
+        net = data.View(net_layout(hw), net_rom.data)  # constant after the first clock edge
+        rqs = [Requant(cap.acc_bits, cap.bias_bits, cap.shift_bits, hw.clamp_bits, B + 1) for _ in range(N)]
         for p in range(N):
             m.submodules[f"pe_rom{p}"], m.submodules[f"rq_rom{p}"] = pe_roms[p], rq_roms[p]
             m.submodules[f"requant{p}"] = rqs[p]
 
         desc = ctrl.desc
-        bufs = [LaneRAM(L, B, prog.buf_depth, read_latency=BUFFER_READ) for _ in range(prog.n_bufs)]
-        result = LaneRAM(N, prog.out_bits, prog.res_depth)
+        bufs = [LaneRAM(L, B, cap.buf_depth, read_latency=BUFFER_READ) for _ in range(cap.n_bufs)]
+        result = LaneRAM(N, cap.out_bits, cap.res_depth)
         for i, b in enumerate(bufs):
             m.submodules[f"buf{i}"] = b
         m.submodules.result = result
@@ -131,10 +106,9 @@ class Top(wiring.Component):
                      array.acts.eq(Mux(inb, word, 0)),
                      array.act_signed.eq(desc.in_signed), array.max_mode.eq(desc.max_mode)]
         step = delayed(m, ctrl.step, ARRAY_INPUT - PE_ROM_READ, "step")  # read beside the activation word
-        wbits = WEIGHT_BITS[prog.pe_kind] * L  # the PE ROM word: lane weights, then the local channel
         for p in range(N):
-            m.d.comb += [pe_roms[p].addr.eq(step), array.codes[p].eq(pe_roms[p].data[:wbits]),
-                         array.los[p].eq(pe_roms[p].data[wbits:])]
+            word_pe = data.View(pe_word, pe_roms[p].data)
+            m.d.comb += [pe_roms[p].addr.eq(step), array.codes[p].eq(word_pe.weights), array.los[p].eq(word_pe.lo)]
 
         # ---- drain: issue registered (1), accumulator and requant constants read (2), requant, write (7)
         m.d.comb += [array.drain.eq(ctrl.drain), array.drain_bank.eq(~ctrl.bank), array.drain_lo.eq(ctrl.drain_lo),
@@ -169,15 +143,13 @@ class Top(wiring.Component):
             value = Mux(desc.has_res, Mux(desc.res_signed, raw.as_signed(), raw), 0)
             res_lanes.append(delayed(m, value, 1, f"res_value{p}"))  # a register is all requant sees
         for p in range(N):
-            word_rq = rq_roms[p].data
+            word_rq = data.View(rq_word, rq_roms[p].data)
             m.d.comb += [rq_roms[p].addr.eq(rq_addr), rqs[p].acc.eq(array.accs[p]),
-                         rqs[p].mul.eq(word_rq[:REQUANT_MUL_BITS]),
-                         rqs[p].bias.eq(word_rq[REQUANT_MUL_BITS:REQUANT_MUL_BITS + prog.bias_bits]),
-                         rqs[p].shift.eq(word_rq[REQUANT_MUL_BITS + prog.bias_bits:]),
+                         rqs[p].mul.eq(word_rq.mul), rqs[p].bias.eq(word_rq.bias), rqs[p].shift.eq(word_rq.shift),
                          rqs[p].lo.eq(desc.lo), rqs[p].hi.eq(desc.hi), rqs[p].res.eq(res_lanes[p])]
         lane_values = Cat(rqs[l % N].y[:B] for l in range(L))  # lane l of a word comes from PE l mod N
         lane_groups = Cat(grp_w == l // N for l in range(L))
-        m.d.comb += [result.waddr.eq(addr_w), result.wdata.eq(Cat(r.y[:prog.out_bits] for r in rqs)),
+        m.d.comb += [result.waddr.eq(addr_w), result.wdata.eq(Cat(r.y[:cap.out_bits] for r in rqs)),
                      result.wen.eq(Mux(dvw & desc.to_result, (1 << N) - 1, 0))]
 
         # ---- top-level sequence: load, run, stream out
@@ -185,13 +157,13 @@ class Top(wiring.Component):
         out_o = Signal(range(cap.locals * N + 1))
         out_p = Signal(range(N + 1))
         out_px = Signal(range(cap.res_depth + 1))
-        out_lobase = Signal(range(max(2, prog.res_depth + 1)))
+        out_lobase = Signal(range(max(2, cap.res_depth + 1)))
         out_sel = Signal.like(out_p)
         n_pix_f = net.out_pix
         m.d.comb += net_rom.addr.eq(0)
         m.d.comb += [result.raddr.eq(out_lobase + out_px), result.ren.eq(0)]
         m.d.comb += self.out.payload.data.eq(
-            select(m, out_sel, [lane(result.rdata, p, prog.out_bits) for p in range(N)], "out_value"))
+            select(m, out_sel, [lane(result.rdata, p, cap.out_bits) for p in range(N)], "out_value"))
         m.d.comb += self.layer_done.eq(ctrl.layer_done)
         with m.If(ctrl.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)

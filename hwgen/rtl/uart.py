@@ -14,7 +14,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from ..lower import Program
+from ..contract import Hardware, hardware
 from .delay import delayed
 from .top import CYCLE_COUNTER_BITS, Top
 
@@ -101,19 +101,19 @@ class UARTTx(wiring.Component):
 class UARTLink(wiring.Component):
     """The accelerator (``Top``) behind a UART. Ports: ``rx`` (from the host), ``tx`` (to the host).
 
-    ``clk_hz`` is the frequency of the ``sync`` domain, ``baud`` the line rate (8N1)."""
+    ``hw`` is a ``contract.Hardware`` (or a lowered program, of which only its sizes are used), ``clk_hz``
+    the frequency of the ``sync`` domain, ``baud`` the line rate (8N1)."""
 
-    def __init__(self, prog: Program, clk_hz: int, baud: int):
-        self.prog, self.clk_hz, self.baud = prog, clk_hz, baud
+    def __init__(self, hw: Hardware, clk_hz: int, baud: int):
+        self.hw, self.clk_hz, self.baud = hardware(hw), clk_hz, baud
         self.divisor = baud_divisor(clk_hz, baud)
-        self.in_bytes = -(-prog.lanes * prog.act_bits // 8)
-        self.out_bytes = -(-prog.out_bits // 8)
+        self.in_bytes = -(-self.hw.lanes * self.hw.cap.act_bits // 8)
+        self.out_bytes = -(-self.hw.cap.out_bits // 8)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):
         m = Module()
-        prog = self.prog
-        top = m.submodules.top = Top(prog)
+        top = m.submodules.top = Top(self.hw)
         urx = m.submodules.rx = UARTRx(self.divisor)
         utx = m.submodules.tx = UARTTx(self.divisor)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]

@@ -1,0 +1,233 @@
+"""The hardware contract: everything the Verilog is a function of, declared once for the side that fills the
+ROM images (``roms.py``) and the side that reads them (``rtl/``).
+
+- ``Hardware``: the sizes (pe, lanes, tile, pe_kind and the capacity). Programs with equal ``Hardware``
+  get the same Verilog, so one compiled model runs them all; ``Widths`` follow from it.
+- Every ROM word as an ``amaranth.lib.data.StructLayout``: schedule entry, PE weight word, requant word,
+  layer descriptor, net word. ``packer`` fills a layout (refusing values that do not fit) and the RTL
+  reads the same layout through a ``data.View`` of the ROM's data.
+- The ROM image names and read latencies, the pipeline stage depths, and the width of a PE's sum.
+
+Only Amaranth and ``encoding`` are imported here (no lowering, no torch): ``rtl/`` imports nothing else of
+hwgen (tests/test_layering.py).
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from amaranth import Shape, signed, unsigned
+from amaranth.lib import data
+
+from .encoding import REQUANT_MUL_BITS, WEIGHT_BITS, check_pe_kind
+
+# ---------------------------------------------------------------- sizes
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The sizes the RTL is generated from, and nothing of the network (that lives in the ROM images)."""
+
+    pe: int
+    lanes: int
+    tile: int
+    pe_kind: str  # encoding.PE_KINDS
+    cap: Any  # lower.Capacity: every program fitted into this hardware lies within these sizes
+
+    @property
+    def clamp_bits(self) -> int:
+        """Width of a requantized value before it is stored: an activation or a result."""
+        return max(self.cap.act_bits, self.cap.out_bits)
+
+
+def hardware(source) -> Hardware:
+    """``source`` if it is a ``Hardware``, else the ``Hardware`` of a lowered program (``lower.Program``):
+    its sizes only, so what is built from it cannot depend on the network."""
+    if isinstance(source, Hardware):
+        return source
+    if getattr(source, "cap", None) is None:
+        raise TypeError(f"expected a Hardware or a lowered program with a capacity, found {type(source).__name__}")
+    return Hardware(source.pe, source.lanes, source.tile, source.pe_kind, source.cap)
+
+
+def partial_width(lanes: int, act_bits: int, pe_kind: str = "ternary") -> int:
+    """Signed width of one PE's sum for any weights of its kind: ``lanes`` products of an activation in
+    [-2^act_bits, 2^act_bits] and a weight of magnitude at most 1 (ternary) or 2^7 (mac, int8)."""
+    check_pe_kind(pe_kind)
+    weight_log2 = 0 if pe_kind == "ternary" else WEIGHT_BITS[pe_kind] - 1
+    return act_bits + 2 + weight_log2 + (lanes - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class Widths:
+    """Field widths of descriptors and schedule entries, derived from the capacity."""
+
+    dim: int  # signed coordinates within a map and tap offsets (dy, dx)
+    addr: int  # buffer addresses
+    off: int  # signed schedule offsets
+    step: int  # schedule / PE-ROM addresses
+    lo: int  # local channel index
+    rq: int  # requant ROM addresses
+    stride: int  # descriptor stride
+    row: int  # descriptor row_step (stride * w_in)
+
+
+def _signed_bits(magnitude: int) -> int:
+    return magnitude.bit_length() + 1
+
+
+def widths(source) -> Widths:
+    """From the hardware sizes only (``source`` as for ``hardware``), so that images of any program fitted
+    into the same capacity have the same layout. Each width holds every value its field can take within the
+    capacity; the ``max`` keeps the layouts of networks whose values fit the map-size widths."""
+    c = hardware(source).cap
+    addr = max(1, (max(c.buf_depth, c.res_depth) - 1).bit_length())
+    dim = max(c.dim.bit_length() + 2, _signed_bits(c.reach))
+    # j*H*W + dy*W + dx: the block part is below buf_depth, |dy*W + dx| at most reach * (dim + 1)
+    off = max(addr + 2, _signed_bits(c.buf_depth - 1 + c.reach * (c.dim + 1)))
+    return Widths(dim=dim, addr=addr, off=off, step=max(1, c.steps.bit_length()),
+                  lo=max(1, (c.locals - 1).bit_length()), rq=max(1, c.rq_words.bit_length()),
+                  stride=max(dim, c.stride.bit_length()), row=max(addr + 2, (c.stride * c.dim).bit_length()))
+
+
+# ---------------------------------------------------------------- ROM words, lowest field first
+
+
+def schedule_layout(wd: Widths) -> data.StructLayout:
+    """One schedule entry per step: the buffer offset j*H*W + dy*w_in + dx of the tap, and (dy, dx) for the
+    bounds check that zero-pads the borders."""
+    return data.StructLayout({"off": signed(wd.off), "dy": signed(wd.dim), "dx": signed(wd.dim)})
+
+
+def pe_word_layout(source, wd: Widths) -> data.StructLayout:
+    """One PE-ROM word per step: the L lane weights of the PE's group at that kernel position (lane 0
+    lowest; ``encoding.lane_weights``) and its local output channel."""
+    hw = hardware(source)
+    return data.StructLayout({"weights": data.ArrayLayout(unsigned(WEIGHT_BITS[hw.pe_kind]), hw.lanes),
+                              "lo": unsigned(wd.lo)})
+
+
+def requant_layout(source) -> data.StructLayout:
+    """One requant word per local output channel: y = clamp(((acc * mul + bias) >> shift) + res)."""
+    cap = hardware(source).cap
+    return data.StructLayout({"mul": signed(REQUANT_MUL_BITS), "bias": signed(cap.bias_bits),
+                              "shift": unsigned(cap.shift_bits)})
+
+
+def descriptor_layout(source, wd: Widths) -> data.StructLayout:
+    """One descriptor per layer, read by the controller (rtl/controller.py) and filled by
+    ``roms.descriptors``."""
+    hw = hardware(source)
+    count = lambda n: unsigned(max(1, n.bit_length()))
+    buf = unsigned(max(1, (hw.cap.n_bufs - 1).bit_length()))
+    return data.StructLayout({
+        "in_buf": buf, "out_buf": buf, "to_result": 1, "has_res": 1, "res_buf": buf, "res_signed": 1,
+        "max_mode": 1, "in_signed": 1,
+        "h_in": unsigned(wd.dim), "w_in": unsigned(wd.dim), "w_out": unsigned(wd.dim),
+        "n_pix": unsigned(wd.addr + 1), "stride": unsigned(wd.stride), "row_step": unsigned(wd.row),
+        "n_steps": unsigned(wd.step + 1), "sched_base": unsigned(wd.step + 1),
+        "locals": unsigned(wd.lo + 1), "lo_per_word": count(hw.lanes), "rq_base": unsigned(wd.rq + 1),
+        "lo": signed(hw.clamp_bits + 1), "hi": signed(hw.clamp_bits + 1),
+    })
+
+
+def net_layout(source) -> data.StructLayout:
+    """The one word of ``NET_IMAGE``: the stream sizes of the network, so that they are not Verilog constants."""
+    hw = hardware(source)
+    cap = hw.cap
+    return data.StructLayout({"in_beats": range(cap.buf_depth + 1), "out_c": range(cap.locals * hw.pe + 1),
+                              "out_pix": range(cap.res_depth + 1)})
+
+
+def pe_rom_width(source, wd: Widths) -> int:
+    return pe_word_layout(source, wd).size
+
+
+def rq_width(source) -> int:
+    return requant_layout(source).size
+
+
+def packer(layout: data.Layout) -> Callable[[Any], int]:
+    """The function packing values into one word of ``layout``: a dict of every field of a StructLayout, a
+    sequence for an ArrayLayout, an integer for a plain shape. A value its field cannot hold is refused
+    (Amaranth's ``layout.const`` would keep its low bits)."""
+    return _packer(layout, "")
+
+
+def pack_struct(layout: data.StructLayout, values: dict) -> int:
+    """One word of ``layout`` holding ``values`` (``packer``)."""
+    return packer(layout)(values)
+
+
+def _packer(shape, name: str) -> Callable[[Any], int]:
+    if isinstance(shape, data.StructLayout):
+        fields = [(field.offset, _packer(field.shape, f"{name}.{key}" if name else key)) for key, field in shape]
+        keys = [key for key, _ in shape]
+        key_set = set(keys)
+
+        def pack_fields(values) -> int:
+            if set(values) != key_set:
+                where = f"field {name}: " if name else ""
+                raise ValueError(f"{where}expected the fields {', '.join(keys)}, found {', '.join(map(str, values))}")
+            word = 0
+            for (offset, pack), key in zip(fields, keys):
+                word |= pack(values[key]) << offset
+            return word
+        return pack_fields
+    if isinstance(shape, data.ArrayLayout):
+        packs = [_packer(shape.elem_shape, f"{name}[{i}]") for i in range(shape.length)]
+        elem_width = Shape.cast(shape.elem_shape).width
+
+        def pack_elements(values) -> int:
+            if len(values) != shape.length:
+                raise ValueError(f"field {name}: expected {shape.length} elements, found {len(values)}")
+            word = 0
+            for i, (pack, value) in enumerate(zip(packs, values)):
+                word |= pack(value) << (i * elem_width)
+            return word
+        return pack_elements
+    shape = Shape.cast(shape)
+    width = shape.width
+    lo, hi = (-(1 << (width - 1)), 1 << (width - 1)) if shape.signed else (0, 1 << width)
+    mask = (1 << width) - 1
+
+    def pack_value(value) -> int:
+        try:
+            v = operator.index(value)
+        except TypeError:
+            raise TypeError(f"field {name}: expected an integer, found {value!r}") from None
+        if not lo <= v < hi:
+            raise OverflowError(f"field {name}: {v} does not fit {shape!r}")
+        return v & mask
+    return pack_value
+
+
+# ---------------------------------------------------------------- ROM images and pipeline
+
+SCHED_IMAGE = "sched.hex"
+DESC_IMAGE = "desc.hex"
+NET_IMAGE = "net.hex"
+
+
+def pe_image(p: int) -> str:
+    return f"pe{p}.hex"
+
+
+def rq_image(p: int) -> str:
+    return f"rq{p}.hex"
+
+
+# Read latencies of the ROMs the images are laid out for (extmem.rom_layout banks a 2-cycle ROM): block RAM
+# read, then a register at each block RAM.
+SCHED_ROM_READ = 2
+PE_ROM_READ = 2
+
+# Pipeline depths in cycles after the controller issues (rtl/top.py adds them up from its stages):
+COMPUTE_WRITE_STAGE = 9  # a compute issue's sum is written into its accumulator entry
+DRAIN_READ_STAGE = 1  # a drain issue reads its accumulator entry
+DRAIN_WRITE_STAGE = 8  # and its requantized value is written to the output buffer
+# so the drain machine waits before it reads a bank until the bank's last sums are written, and a layer
+# ends when its last outputs are written (a drain may start while the previous one's writes are in flight)
+DRAIN_PRE_CYCLES = COMPUTE_WRITE_STAGE - 1 - DRAIN_READ_STAGE
+DRAIN_POST_CYCLES = DRAIN_WRITE_STAGE
