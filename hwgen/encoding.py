@@ -1,9 +1,10 @@
-"""Every bit layout shared by the generator, the host side and the testbenches.
+"""The encodings of values shared by the generator, the host side and the testbenches (the ROM word layouts
+built from them are in ``contract.py``).
 
 - Ternary code, 2 bits per lane: 0 -> 0b00, +1 -> 0b01, -1 -> 0b11 (the 2-bit two's complement).
-- Weight ROM word of a PE: lane l's weight at bits [w*l, w*(l+1)), then the local output channel above
-  them; w = ``WEIGHT_BITS[pe_kind]``: the 2-bit code (``ternary``) or an 8-bit two's complement weight
-  (``mac``, the int8 multiply-accumulate baseline).
+- A lane's weight in a PE's weight ROM word (``contract.pe_word_layout``) is ``WEIGHT_BITS[pe_kind]`` bits:
+  the 2-bit code (``ternary``) or an 8-bit two's complement weight (``mac``, the int8 multiply-accumulate
+  baseline).
 - Requant constants: ``mul`` fits ``REQUANT_MUL_BITS`` signed bits so the drain multiplier is one
   18x18 DSP-sized operand on the constant side.
 - Stream beats: docs/stream.md. Input: the L activations of one pixel of one input block (lane l at bits
