@@ -12,11 +12,12 @@ from amaranth.back import verilog
 from . import __version__, outdir
 from .ir import Model
 from .lower import Capacity, Program, layer_cycles, lower, predicted_cycles, utilization
-from .roms import pe_rom_width, pe_roms, rq_roms, rq_width, schedule_rom, widths
-from .rtl.controller import DESC_IMAGE, SCHED_IMAGE, SCHED_ROM_READ, descriptor_layout, descriptor_words
+from .contract import (DESC_IMAGE, NET_IMAGE, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, descriptor_layout, net_layout,
+                       pe_image, pe_rom_width, rq_image, rq_width, widths)
+from .roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
 from .report import render, unbalanced_program
 from .rtl.extmem import MEM_VERILOG, hex_image
-from .rtl.top import NET_IMAGE, PE_ROM_READ, Top, net_layout, net_word, pe_image, rq_image
+from .rtl.top import Top
 
 TOP_NAME = "hwgen_top"
 VERILOG_FILES = ("hwgen_top.v", "hwgen_mem.v")

@@ -11,23 +11,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import mapping
+from .contract import DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, partial_width
 from .encoding import check_pe_kind
 from .ir import Model, acc_bound, input_range, signed_width
-from .rtl.pe import partial_width
 
 RESULT_BUF = -1  # out_buf of the last layer: the result memory, not an activation buffer
 LAYER_SETUP_CYCLES = 2  # descriptor fetch and latch
 LAYER_END_CYCLES = 1
 TILE_SETUP_CYCLES = 1
 HANDOFF_CYCLES = 1
-# Pipeline depths in cycles after the controller issues (rtl/top.py adds them up from its stages):
-COMPUTE_WRITE_STAGE = 9  # a compute issue's sum is written into its accumulator entry
-DRAIN_READ_STAGE = 1  # a drain issue reads its accumulator entry
-DRAIN_WRITE_STAGE = 8  # and its requantized value is written to the output buffer
-# so the drain machine waits before it reads a bank until the bank's last sums are written, and a layer
-# ends when its last outputs are written (a drain may start while the previous one's writes are in flight)
-DRAIN_PRE_CYCLES = COMPUTE_WRITE_STAGE - 1 - DRAIN_READ_STAGE
-DRAIN_POST_CYCLES = DRAIN_WRITE_STAGE
 
 
 class UnsupportedError(ValueError):

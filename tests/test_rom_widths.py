@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hwgen.build import BuildConfig, build, images
 from hwgen.lower import Capacity, UnsupportedError, lower, own_capacity
-from hwgen.roms import descriptors, pack_struct, schedule_rom, widths
-from hwgen.rtl.controller import descriptor_layout, descriptor_words
+from hwgen.contract import descriptor_layout
+from hwgen.roms import descriptor_words, descriptors, pack_struct, schedule_rom, widths
 from hwgen.simulate import random_images, simulate
 from hwgen.synthetic import NetBuilder
 
