@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .ir import Layer, Model, acc_bound, input_range, value_range  # noqa: F401  (re-exported)
+from .mapping import conv_out_size
 
 _INT64_LIMIT = 1 << 63
 _FLOAT64_EXACT = 1 << 53  # every integer of smaller magnitude is exact in float64
@@ -31,9 +32,8 @@ def conv(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int, bound: int) ->
 def conv_int64(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
     """Exact int64 convolution as a sum of k*k shifted channel contractions."""
     k = w.shape[-1]
+    ho, wo = (conv_out_size(n, k, stride, pad) for n in x.shape[2:])
     x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    ho = (x.shape[2] - k) // stride + 1
-    wo = (x.shape[3] - k) // stride + 1
     acc = torch.zeros((x.shape[0], w.shape[0], ho, wo), dtype=torch.int64)
     for ky in range(k):
         for kx in range(k):

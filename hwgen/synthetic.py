@@ -103,7 +103,7 @@ class NetBuilder:
         weight, mask = self._ternary(out, c, k, 1.0 if dense else self.density)
         for _ in range(tex - 1):  # residual expansion: a sum of tex ternary draws, 2*tex+1 levels
             weight = weight + self._ternary(out, c, k, 1.0)[0] * (weight != 0)
-        size = lambda n: (n + 2 * pad - k) // stride + 1
+        size = lambda n: mapping.conv_out_size(n, k, stride, pad)
         zeros = np.zeros(out, np.int64)
         return self._add(Layer(name or f"conv{len(self.model.layers)}", "conv", source, (c, h, w),
                                (out, size(h), size(w)), self.act_bits, False, relu, k, stride, pad,
@@ -116,7 +116,7 @@ class NetBuilder:
         c, h, w = self.shape(source)
         weight = np.zeros((out, c, 1, 1), np.int8)
         weight[np.arange(c), np.arange(c)] = 1
-        size = lambda n: (n - 1) // stride + 1
+        size = lambda n: mapping.conv_out_size(n, 1, stride, 0)
         return self._add(Layer(name or f"short{len(self.model.layers)}", "conv", source, (c, h, w),
                                (out, size(h), size(w)), self.act_bits, False, True, 1, stride, 0, weight,
                                mapping.kept_groups(weight, self.lanes), *(f(out, np.int64) for f in UNIT)),
@@ -124,7 +124,7 @@ class NetBuilder:
 
     def maxpool(self, k, stride, pad) -> str:
         c, h, w = self.shape()
-        size = lambda n: (n + 2 * pad - k) // stride + 1
+        size = lambda n: mapping.conv_out_size(n, k, stride, pad)
         return self._add(Layer(f"maxpool{len(self.model.layers)}", "maxpool", self.last, (c, h, w),
                                (c, size(h), size(w)), self.act_bits, False, True, k, stride, pad), calibrate=False)
 

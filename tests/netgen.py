@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from hwgen import reference
+from hwgen import mapping, reference
 from hwgen.encoding import requant_constants
 from hwgen.ir import InputSpec, Layer, Model, validate, value_range
 from hwgen.synthetic import TERNARY, accumulator_spread, prune_groups, ternary, with_requant
@@ -76,7 +76,7 @@ def cases(draw, kind: str):
             model = Model(model.name, LANES, spec, ())
         out = draw(st.integers(1, 20)) if kind == "conv" else draw(st.integers(1, 12))
         tex = draw(st.integers(1, 2))
-        size = lambda n: (n + 2 * pad - k) // stride + 1
+        size = lambda n: mapping.conv_out_size(n, k, stride, pad)
         weight, mask = _weights(rng, out, c, k, density, balanced, tex)
         first = Layer(name="conv", kind="conv", source="input", in_shape=(c, h, w), out_shape=(out, size(h), size(w)),
                       kernel=k, stride=stride, padding=pad, weight=weight, mask=mask, mul=zeros(out),
@@ -111,7 +111,7 @@ def cases(draw, kind: str):
         h, w = max(h, k), max(w, k)
         spec = InputSpec((c, h, w), bits, False, 1.0)
         images = rng.integers(0, hi + 1, size=(2, c, h, w))
-        size = lambda n: (n + 2 * pad - k) // stride + 1
+        size = lambda n: mapping.conv_out_size(n, k, stride, pad)
         model = Model(model.name, LANES, spec, (Layer(
             name="pool", kind="maxpool", source="input", in_shape=(c, h, w), out_shape=(c, size(h), size(w)),
             kernel=k, stride=stride, padding=pad, out_bits=bits, out_signed=False, relu=relu),))
