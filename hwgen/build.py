@@ -13,7 +13,7 @@ from . import __version__, outdir
 from .ir import Model
 from .lower import Capacity, Program, layer_cycles, lower, predicted_cycles, utilization
 from .contract import (DESC_IMAGE, NET_IMAGE, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, descriptor_layout, net_layout,
-                       pe_image, pe_rom_width, rq_image, rq_width, widths)
+                       pe_image, pe_rom_width, rq_image, rq_width, schedule_layout, widths)
 from .roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
 from .report import render, unbalanced_program
 from .rtl.extmem import MEM_VERILOG, hex_image
@@ -87,7 +87,7 @@ def generate(model: Model, cfg: BuildConfig, note: str = "", compare_unbalanced:
 def images(prog: Program) -> dict[str, str]:
     """The ROM images: all that differs between networks built into the same capacity."""
     wd = widths(prog)
-    files = {SCHED_IMAGE: hex_image(schedule_rom(prog, wd), wd.off + 2 * wd.dim, prog.cap.steps, SCHED_ROM_READ),
+    files = {SCHED_IMAGE: hex_image(schedule_rom(prog, wd), schedule_layout(wd).size, prog.cap.steps, SCHED_ROM_READ),
              DESC_IMAGE: hex_image(descriptor_words(prog), descriptor_layout(prog, wd).size),
              NET_IMAGE: hex_image([net_word(prog)], net_layout(prog).size)}
     for p, words in enumerate(pe_roms(prog, wd)):
