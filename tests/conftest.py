@@ -1,11 +1,8 @@
 import pytest
 import torch
 
-from hwgen.simulate import verilator_on_path
 from hwgen.synthetic import chain_model
 from hwgen.zoo import DIGITS_CONVS
-
-verilator_on_path()
 
 
 @pytest.fixture(scope="session")
