@@ -40,6 +40,17 @@ class Hardware:
         """Width of a requantized value before it is stored: an activation or a result."""
         return max(self.cap.act_bits, self.cap.out_bits)
 
+    # A byte link (the UART, rtl/uart.py and hwgen.uart_protocol) carries each beat zero-padded to whole bytes.
+    @property
+    def input_beat_bytes(self) -> int:
+        """Bytes of one input beat: ``lanes`` activations of ``act_bits``."""
+        return -(-self.lanes * self.cap.act_bits // 8)
+
+    @property
+    def output_beat_bytes(self) -> int:
+        """Bytes of one output beat: one result value of ``out_bits``."""
+        return -(-self.cap.out_bits // 8)
+
 
 def hardware(source) -> Hardware:
     """``source`` if it is a ``Hardware``, else the ``Hardware`` of a lowered program (``lower.Program``):

@@ -1,11 +1,12 @@
 """A UART host link around the streaming top: 8N1 serial in and out, one framed image at a time.
 
 Protocol (docs/synthesis.md): the host sends ``FRAME_IN`` then the image's input beats, each beat as
-``in_bytes`` bytes little-endian (the beat of docs/stream.md zero-padded to whole bytes). The device
-answers ``FRAME_OUT``, the output beats as ``out_bytes`` bytes each (``out_bits`` zero-padded, little-endian)
-and the engine's busy cycles as ``CYCLE_BYTES`` bytes little-endian. The host sends the next image only
-after the answer: the serial line has no flow control, and bytes that arrive outside a frame are ignored
-until the next ``FRAME_IN`` (so is a ``FRAME_IN`` sent while the accelerator is still busy).
+``Hardware.input_beat_bytes`` bytes little-endian (the beat of docs/stream.md zero-padded to whole bytes).
+The device answers ``FRAME_OUT``, the output beats as ``Hardware.output_beat_bytes`` bytes each
+(``out_bits`` zero-padded, little-endian) and the engine's busy cycles as ``CYCLE_BYTES`` bytes
+little-endian. The host sends the next image only after the answer: the serial line has no flow control,
+and bytes that arrive outside a frame are ignored until the next ``FRAME_IN`` (so is a ``FRAME_IN`` sent
+while the accelerator is still busy).
 """
 from __future__ import annotations
 
@@ -107,12 +108,11 @@ class UARTLink(wiring.Component):
     def __init__(self, hw: Hardware, clk_hz: int, baud: int):
         self.hw, self.clk_hz, self.baud = hardware(hw), clk_hz, baud
         self.divisor = baud_divisor(clk_hz, baud)
-        self.in_bytes = -(-self.hw.lanes * self.hw.cap.act_bits // 8)
-        self.out_bytes = -(-self.hw.cap.out_bits // 8)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):
         m = Module()
+        in_bytes, out_bytes = self.hw.input_beat_bytes, self.hw.output_beat_bytes
         top = m.submodules.top = Top(self.hw)
         urx = m.submodules.rx = UARTRx(self.divisor)
         utx = m.submodules.tx = UARTTx(self.divisor)
@@ -122,11 +122,11 @@ class UARTLink(wiring.Component):
         # The top counts the beats of an image and is ready only while loading one: a frame ends when the
         # top stops being ready with no beat pending, so the link needs no beat count of its own.
         in_frame = Signal()
-        byte_idx = Signal(range(max(2, self.in_bytes)))
+        byte_idx = Signal(range(max(2, in_bytes)))
         # a received byte is registered first: its valid enables the whole beat register, wherever the
         # placer puts the beat (beside the buffers) relative to the receiver
         byte_valid, byte = delayed(m, urx.data.valid, 1, "rx_valid"), delayed(m, urx.data.payload, 1, "rx_byte")
-        beat = Signal(8 * self.in_bytes)
+        beat = Signal(8 * in_bytes)
         beat_valid = Signal()
         m.d.comb += [top.inp.valid.eq(beat_valid), top.inp.payload.data.eq(beat)]
         with m.If(top.inp.ready):
@@ -136,13 +136,13 @@ class UARTLink(wiring.Component):
                 m.d.sync += [in_frame.eq(byte == FRAME_IN), byte_idx.eq(0)]
             with m.Else():
                 m.d.sync += [beat.eq(Cat(beat[8:], byte)), byte_idx.eq(byte_idx + 1)]  # little-endian
-                with m.If(byte_idx == self.in_bytes - 1):
+                with m.If(byte_idx == in_bytes - 1):
                     m.d.sync += [beat_valid.eq(1), byte_idx.eq(0)]
         with m.If(~top.inp.ready & ~beat_valid):
             m.d.sync += in_frame.eq(0)
 
         # ---- accelerator -> host: a header, the output beats, the cycle count
-        width = 8 * max(self.out_bytes, CYCLE_BYTES)
+        width = 8 * max(out_bytes, CYCLE_BYTES)
         shreg = Signal(width)
         count = Signal(range(width // 8 + 1))
         header_sent = Signal()
@@ -154,7 +154,7 @@ class UARTLink(wiring.Component):
                 m.d.sync += [shreg.eq(FRAME_OUT), count.eq(1), header_sent.eq(1)]
             with m.Elif(top.out.valid):
                 m.d.comb += top.out.ready.eq(1)
-                m.d.sync += [shreg.eq(top.out.payload.data), count.eq(self.out_bytes),
+                m.d.sync += [shreg.eq(top.out.payload.data), count.eq(out_bytes),
                              cycles_due.eq(top.out.payload.last), header_sent.eq(~top.out.payload.last)]
         with m.Else():
             m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(shreg[:8])]
