@@ -77,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--verbose", action="store_true", help="show Verilator and cocotb output")
     s.add_argument("--waves", action="store_true", help="write a waveform to <out>/waves.fst (waves.vcd when "
                    "lz4.h, which Verilator's FST writer needs, is not installed); a separate, slower build")
-    from . import host, synth
+    from . import synth
 
     y = verbs.add_parser("synth", help="synthesize for an FPGA board or part: bitstream and synth_report.json, "
                          "or a vendor build plan")
@@ -85,11 +85,20 @@ def parser() -> argparse.ArgumentParser:
     synth.add_arguments(y)
     h = verbs.add_parser("run", help="send images to the accelerator on a board over its UART, read the logits")
     _common(h)
-    host.add_arguments(h)
+    h.add_argument("--port", required=True, help="serial device of the board's UART (e.g. /dev/ttyUSB0) or a "
+                   "pyserial URL (socket://host:port)")
+    h.add_argument("--images", type=Path, required=True, help=".npy of integer images [K, C, H, W]")
+    h.add_argument("--count", type=_positive, help="send only the first COUNT images")
+    h.add_argument("--baud", type=int, default=115200, help="UART baud rate of the bitstream (default 115200)")
+    h.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
     r = verbs.add_parser("report", help="render DIR/report.html (plots) from a build folder's manifest.json, "
                          "and sim_result.json / synth_report.json when present")
     r.add_argument("dir", type=Path, help="a folder written by `hwgen build`, `sim` or `synth`")
     return top
+
+
+def build_config(args) -> BuildConfig:
+    return BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind)
 
 
 def load_model(args) -> ir.Model:
@@ -148,7 +157,7 @@ def run(args) -> int:
             f"group density {PAPER_GROUP_DENSITY}, the density of the paper's ResNet-18. The hardware, cycles and "
             f"memory sizes are those of a trained model of this shape; its outputs are not meaningful. "
             f"Pass `--ir FILE` for trained weights.")
-    man = build(model, BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind), out, note,
+    man = build(model, build_config(args), out, note,
                 compare_unbalanced=args.ir is None)
     print(f"built {model.name}{synthetic} for {args.pe} PEs x {args.lanes} lanes in "
           f"{time.perf_counter() - t0:.1f} s -> {out}")
@@ -174,14 +183,52 @@ def run(args) -> int:
 
 
 def _board_verb(args, model: ir.Model, out: Path) -> int:
-    from . import host, synth
+    from . import synth
+    from .uart_protocol import HostError
 
     try:
         if args.verb == "synth":
-            return synth.main(args, model, BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind), out)
-        return host.main(args, model, BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind))
-    except (synth.SynthError, synth.FitError, host.HostError) as e:
+            return synth.main(args, model, build_config(args), out)
+        return _run_on_board(args, model)
+    except (synth.SynthError, synth.FitError, HostError) as e:
         raise UsageError(str(e)) from None
+
+
+def _board_images(path: Path, model: ir.Model) -> np.ndarray:
+    """The images of ``hwgen run --images``: one [C, H, W] image or [K, C, H, W]."""
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise UsageError(f"--images {path}: not a readable .npy file ({e})") from None
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.input.shape):
+        raise UsageError(f"--images must hold [K, {', '.join(map(str, model.input.shape))}] images, "
+                         f"found shape {list(images.shape)}")
+    if not np.issubdtype(images.dtype, np.integer):
+        raise UsageError(f"--images must hold integers, found {images.dtype}")
+    if len(images) == 0:
+        raise UsageError(f"--images must hold at least one image, found none in {path}")
+    return images.astype(np.int64)
+
+
+def _run_on_board(args, model: ir.Model) -> int:
+    from .serial_runner import run_board
+    from .uart_protocol import Link
+
+    images = _board_images(args.images, model)[:args.count]
+    link = Link.of(build_config(args).lower(model))
+    print(f"sending {len(images)} images to {args.port} at {args.baud} baud "
+          f"({len(link.frame(images[0]))} bytes each, {link.answer_bytes} back)", flush=True)
+    result = run_board(model, link, images, args.port, args.baud, args.timeout,
+                       lambda message: print(f"  {message}", flush=True))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "run_result.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"  {len(images) - result['mismatches']}/{len(images)} images equal to the reference")
+    for line in result["mismatch_detail"]:
+        print(f"  mismatch: {line}")
+    return 0 if not result["mismatches"] else 1
 
 
 def _report(args) -> int:

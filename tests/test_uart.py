@@ -2,14 +2,18 @@
 integer reference (the same bytes a board would see)."""
 import dataclasses
 
+import numpy as np
 import pytest
 
+from hwgen import cli
 from hwgen.build import BuildConfig
+from hwgen.contract import Hardware, hardware
 from hwgen.encoding import pack_input
-from hwgen.host import HostError, Link, check, simulate_uart
 from hwgen.lower import lower, predicted_cycles
 from hwgen.rtl.uart import CYCLE_BYTES, FRAME_IN, FRAME_OUT, baud_divisor
 from hwgen.simulate import random_images
+from hwgen.uart_protocol import HostError, Link, check
+from hwgen.uart_sim import simulate_uart
 
 
 def test_baud_divisor():
@@ -36,6 +40,36 @@ def test_frame_and_parse(small_model):
     assert link.parse(answer) == (values, 1234)
     with pytest.raises(HostError, match=f"an answer must be {link.answer_bytes} bytes, found 3"):
         link.parse(answer[:3])
+
+
+def test_beat_bytes_are_the_contract_s(small_model):
+    """One home for the byte counts: whole bytes, rounded up, for any lanes and widths of the hardware."""
+    cap = lower(small_model, 4, 16, 16).cap
+    hw = Hardware(4, 4, 16, "ternary", dataclasses.replace(cap, act_bits=5, out_bits=9))
+    assert (hw.input_beat_bytes, hw.output_beat_bytes) == (3, 2)  # 4 lanes x 5 bits = 20 bits; 9 bits
+    link = Link(hw, True, 10, None)
+    assert (link.in_bytes, link.out_bytes, link.answer_bytes) == (3, 2, 1 + 10 * 2 + CYCLE_BYTES)
+    prog = lower(small_model, 4, 16, 16)
+    assert (Link.of(prog).in_bytes, Link.of(prog).out_bytes) == (hardware(prog).input_beat_bytes, 2) == (16, 2)
+
+
+def test_run_arguments_are_checked_at_the_edge(small_model, tmp_path, capsys):
+    """`hwgen run`: its options are the CLI's, refused in one line, and its build config is the other verbs'."""
+    from hwgen import ir
+
+    ir.save(small_model, tmp_path / "m.ir")
+    base = ["run", "--ir", str(tmp_path / "m.ir"), "--pe", "4", "--port", "loop://", "--images"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(base + [str(tmp_path / "x.npy"), "--count", "0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: argument --count: expected a positive integer, found 0 (see python -m hwgen run --help)"]
+    np.save(tmp_path / "bad.npy", random_images(small_model, 2)[:, :, :4])
+    assert cli.main(base + [str(tmp_path / "bad.npy")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --images must hold [K, 1, 8, 8] images, found shape [2, 1, 4, 8]"]
+    args = cli.parser().parse_args(base + ["x.npy", "--pe-kind", "mac", "--tile", "8"])
+    assert cli.build_config(args) == BuildConfig(4, 16, 8, pe_kind="mac")
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +108,6 @@ def test_run_against_an_emulated_board(small_model, tmp_path):
     import subprocess
     import sys
     import threading
-
-    import numpy as np
 
     from hwgen import ir
     from hwgen.simulate import expected_beats

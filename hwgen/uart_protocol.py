@@ -1,0 +1,70 @@
+"""The host side of the UART protocol (rtl/uart.py, docs/synthesis.md): an image as a frame of bytes, an
+answer's bytes as result values and engine cycles, and the check of results against the integer
+reference. Used by the serial runner (``hwgen run``) and by the link's simulation (``uart_sim``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import encoding
+from .contract import Hardware, hardware
+from .ir import Model
+from .lower import Program
+from .rtl.uart import CYCLE_BYTES, FRAME_IN, FRAME_OUT
+
+
+class HostError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Link:
+    """What the host needs to frame an image and read its answer."""
+    hw: Hardware
+    out_signed: bool
+    output_beats: int
+    im2col: tuple | None
+
+    @classmethod
+    def of(cls, prog: Program) -> "Link":
+        return cls(hardware(prog), prog.out_signed, prog.output_beats, prog.im2col)
+
+    @property
+    def in_bytes(self) -> int:
+        return self.hw.input_beat_bytes
+
+    @property
+    def out_bytes(self) -> int:
+        return self.hw.output_beat_bytes
+
+    @property
+    def answer_bytes(self) -> int:
+        return 1 + self.output_beats * self.out_bytes + CYCLE_BYTES
+
+    def frame(self, image: np.ndarray) -> bytes:
+        beats = encoding.pack_input(image, self.hw.lanes, self.hw.cap.act_bits, self.im2col)
+        return bytes([FRAME_IN]) + b"".join(b.to_bytes(self.in_bytes, "little") for b in beats)
+
+    def parse(self, answer: bytes) -> tuple[list[int], int]:
+        """(result values in stream order, engine cycles) of one answer."""
+        if len(answer) != self.answer_bytes:
+            raise HostError(f"an answer must be {self.answer_bytes} bytes, found {len(answer)}")
+        if answer[0] != FRAME_OUT:
+            raise HostError(f"an answer must start with 0x{FRAME_OUT:02x}, found 0x{answer[0]:02x}")
+        bits = self.hw.cap.out_bits
+        values = []
+        for k in range(self.output_beats):
+            raw = int.from_bytes(answer[1 + k * self.out_bytes:1 + (k + 1) * self.out_bytes], "little")
+            raw &= (1 << bits) - 1
+            values.append(raw - (1 << bits) if self.out_signed and raw >> (bits - 1) else raw)
+        return values, int.from_bytes(answer[-CYCLE_BYTES:], "little")
+
+
+def check(model: Model, images: np.ndarray, got: list[list[int]]) -> list[str]:
+    """One line per image whose results differ from the reference."""
+    from .simulate import expected_beats, first_mismatch
+
+    shape = model.layers[-1].out_shape
+    return [f"image {i}: {first_mismatch(g, e, shape)}" for i, (g, e) in
+            enumerate(zip(got, expected_beats(model, images))) if g != e]
