@@ -106,7 +106,7 @@ def test_cli_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(out)) == ["metrics.json", "model.ir", "test_images.npy", "test_labels.npy",
                                        "train_log.jsonl"]
-    log = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(len(log))) and len(log) >= 2
     assert {r["stage"] for r in log} == {"train+WPC", "fine-tune"}
     for r in log:
