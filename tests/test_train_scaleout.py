@@ -73,7 +73,7 @@ def _train(out, *extra, **popen):
 
 def test_killed_run_resumes_to_the_same_bytes(tmp_path, capsys):
     whole = _train(tmp_path / "whole")
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    assert (res := whole.communicate(timeout=300)) and whole.returncode == 0, res[1]  # communicate closes the pipe
     ckpt = tmp_path / "cut.ckpt" / "last.pt"
     cut = _train(tmp_path / "cut")
     deadline = time.monotonic() + 300
@@ -82,7 +82,7 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path, capsys):
             cut.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
-    assert cut.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert cut.communicate(timeout=60) and cut.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (tmp_path / "cut").exists()
 
     args = ["--model", "digits_resnet", "--pe", "16", "--epochs", "4", "--out", str(tmp_path / "cut"), "--quiet"]
@@ -91,7 +91,7 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert "add --resume to continue it" in err[0] and "seed: expected 0, found 1" in err[1]
     resumed = _train(tmp_path / "cut", "--resume")
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert (res := resumed.communicate(timeout=300)) and resumed.returncode == 0, res[1]
     assert (tmp_path / "cut" / "model.ir").read_bytes() == (tmp_path / "whole" / "model.ir").read_bytes()
     logs = [(tmp_path / d / "train_log.jsonl").read_text().splitlines() for d in ("whole", "cut")]
     assert logs[0] == logs[1] and len(logs[0]) == 4
