@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from hwgen import ir
 from hwgen.synthetic import chain_model
 from hwgen.zoo import DIGITS_CONVS
 
@@ -18,3 +19,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """One 3x3 conv of 8 channels and a classifier on a 4x4 image, 2 PEs x 4 lanes."""
+    return chain_model("tiny", (1, 4, 4), [(8, 3, 1, 1)], 4, lanes=4, pe=2, density=1.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_ir(tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ir") / "tiny.ir"
+    ir.save(tiny, path)
+    return path

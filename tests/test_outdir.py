@@ -7,10 +7,9 @@ import sys
 
 import pytest
 
-from hwgen import build, ir, outdir, synth
+from hwgen import build, outdir, synth
 from hwgen.build import BuildConfig
 from hwgen.outdir import HWGEN, TRAIN, OutDirError
-from hwgen.synthetic import chain_model
 
 EXPECTED = "expected a new path, an empty folder or a previous hwgen output"
 
@@ -42,19 +41,6 @@ def _previous_output(path, writer, text="previous"):
 
 def _entries(folder):
     return sorted(p.name for p in folder.iterdir())
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """One 3x3 conv of 8 channels and a classifier on a 4x4 image, 2 PEs x 4 lanes."""
-    return chain_model("tiny", (1, 4, 4), [(8, 3, 1, 1)], 4, lanes=4, pe=2, density=1.0, seed=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_ir(tiny, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ir") / "tiny.ir"
-    ir.save(tiny, path)
-    return path
 
 
 TINY = ("--pe", 2, "--lanes", 4, "--tile", 2)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hwgen import ir, synth
+from hwgen import synth
 from hwgen.build import BuildConfig
 from hwgen.synth_fit import FitError, check_synthesized
 from hwgen.synth_targets import PARTS, ecp5_pll
-from hwgen.synthetic import chain_model
 
 
 def _hwgen(*args, cwd):
@@ -25,19 +24,6 @@ def _refused(res, out, fragment):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], res.stderr
     assert not out.exists()
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """One 3x3 conv of 8 channels and a classifier on a 4x4 image, 2 PEs x 4 lanes."""
-    return chain_model("tiny", (1, 4, 4), [(8, 3, 1, 1)], 4, lanes=4, pe=2, density=1.0, seed=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_ir(tiny, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ir") / "tiny.ir"
-    ir.save(tiny, path)
-    return path
 
 
 @pytest.mark.slow
