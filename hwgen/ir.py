@@ -237,24 +237,6 @@ def validate(model: Model) -> Model:
     return model
 
 
-def is_identity_shortcut(layer) -> bool:
-    """An option-A shortcut (subsample, append zero channels) as ``train.export`` and ``hwgen.synthetic``
-    write it: a 1x1 conv whose weight is the identity on its input channels, with unit requantization (mul 1,
-    bias 0, shift 0), so the integers pass through. Told by what the layer is, not by its name (the exporter
-    calls it ``<block>_short``, the synthetic networks ``short<N>``). Takes an IR or a lowered layer."""
-    if layer.kind != "conv" or layer.mul is None or layer.weight.shape[2:] != (1, 1):
-        return False
-    return (np.array_equal(layer.weight[:, :, 0, 0], np.eye(*layer.weight.shape[:2]))
-            and (layer.mul == 1).all() and (layer.bias == 0).all() and (layer.shift == 0).all())
-
-
-def prunable(layers):
-    """The layers training prunes (IR or lowered): convs and linears except the first (stem) and the last
-    (classifier), which the papers leave dense, and the option-A shortcuts, which have no weights to learn."""
-    weighted = [l for l in layers if l.kind in ("conv", "linear")]
-    return [l for l in weighted[1:-1] if not is_identity_shortcut(l)]
-
-
 def acc_bound(layer: Layer, in_max: int) -> int:
     """Largest |acc| any input with |x| <= in_max can produce (used for widths and overflow checks)."""
     if layer.kind == "avgpool":

@@ -7,6 +7,8 @@ runs ``waves[j]`` waves; in wave w every PE handles its w-th kept group of block
 Functions here take numpy arrays; ``group_sq_norms`` also takes torch tensors (only slicing and sums).
 The sizes a layer maps to (blocks of a channel count, the output size of a window) are defined here too, so
 that the IR, the exporter, the lowering and the stream encoding read the same rule.
+Which layers training prunes (``prunable``: not the stem, the classifier or an option-A pass-through) is
+decided here as well.
 """
 from __future__ import annotations
 
@@ -124,3 +126,21 @@ def plane_schedule(planes: list[np.ndarray], lanes: int, pe: int) -> tuple[Sched
     plane = np.concatenate([np.full(p.rows, i, np.int64) for i, p in enumerate(parts)])
     return Schedule(pe, waves, np.concatenate([p.block for p in parts]),
                     np.concatenate([p.slots for p in parts]).reshape(-1, pe), plane), kept
+
+
+def is_identity_shortcut(layer) -> bool:
+    """An option-A shortcut (subsample, append zero channels) as ``train.export`` and ``hwgen.synthetic``
+    write it: a 1x1 conv whose weight is the identity on its input channels, with unit requantization (mul 1,
+    bias 0, shift 0), so the integers pass through. Told by what the layer is, not by its name (the exporter
+    calls it ``<block>_short``, the synthetic networks ``short<N>``). Takes an IR or a lowered layer."""
+    if layer.kind != "conv" or layer.mul is None or layer.weight.shape[2:] != (1, 1):
+        return False
+    return (np.array_equal(layer.weight[:, :, 0, 0], np.eye(*layer.weight.shape[:2]))
+            and (layer.mul == 1).all() and (layer.bias == 0).all() and (layer.shift == 0).all())
+
+
+def prunable(layers):
+    """The layers training prunes (IR or lowered): convs and linears except the first (stem) and the last
+    (classifier), which the papers leave dense, and the option-A shortcuts, which have no weights to learn."""
+    weighted = [l for l in layers if l.kind in ("conv", "linear")]
+    return [l for l in weighted[1:-1] if not is_identity_shortcut(l)]

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from .ir import is_identity_shortcut, prunable, signed_width  # noqa: F401  (prunable: the report's layer selection)
+from .ir import signed_width
+from .mapping import is_identity_shortcut, prunable  # noqa: F401  (prunable: the report's layer selection)
 from .lower import HwLayer, Program, layer_cycles, predicted_cycles, real_lanes, utilization
 
 def compression(prog: Program) -> dict:

@@ -10,7 +10,8 @@ import torch
 
 from . import mapping, reference
 from .encoding import average_constants, requant_constants
-from .ir import InputSpec, Layer, Model, prunable, validate
+from .ir import InputSpec, Layer, Model, validate
+from .mapping import prunable
 
 UNIT = (np.ones, np.zeros, np.zeros)  # mul, bias, shift of an exact pass-through
 TERNARY = np.array([-1, 0, 1], np.int8)
