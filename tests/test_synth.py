@@ -129,3 +129,12 @@ def test_clock_that_a_board_cannot_make():
         synth.synthesize(None, None, synth.SynthConfig(board="icebreaker", clock_hz=50_000_000), None)
     with pytest.raises(synth.SynthError, match="--clock-mhz 97.3 cannot be made exactly"):
         synth.synthesize(None, None, synth.SynthConfig(board="ulx3s-85f", clock_hz=97_300_000), None)
+
+
+def test_a_tool_the_flow_does_not_know_is_refused_not_skipped():
+    """A build plan step hwgen cannot run would leave a 'built' report without a bitstream: refused."""
+    plan = [["yosys", "-q"], ["nextpnr-ecp5", "--json"], ["ecppack", "a", "b"], ["openFPGALoader", "-b", "x"]]
+    assert [argv[0] for argv in synth.build_commands(plan)] == ["yosys", "nextpnr-ecp5", "ecppack"]
+    with pytest.raises(synth.SynthError, match="the build plan runs vivado, which hwgen synth cannot run "
+                                               r"\(expected one of yosys, nextpnr-ecp5, "):
+        synth.build_commands([*plan[:2], ["vivado", "-mode", "batch"], plan[2]])
