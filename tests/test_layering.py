@@ -1,6 +1,6 @@
-"""The RTL is a function of the hardware contract alone: ``hwgen/rtl`` imports only ``hwgen.contract`` and
-``hwgen.encoding`` (and Amaranth and the standard library), so building the Verilog never loads the
-lowering, the reference or torch."""
+"""No import runs back up the stages of hwgen (``LAYERS``), and the RTL is a function of the hardware contract
+alone: ``hwgen/rtl`` imports only ``hwgen.contract`` and ``hwgen.encoding`` (and Amaranth and the standard
+library), so building the Verilog never loads the lowering, the reference or torch."""
 import ast
 import subprocess
 import sys
@@ -73,3 +73,58 @@ def test_the_issue_s_one_line_check_holds():
     run = subprocess.run([sys.executable, "-c", "import sys, hwgen.rtl.top; assert 'torch' not in sys.modules"],
                          capture_output=True, text=True, cwd=HWGEN.parent)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+# The stages of hwgen from the bottom up: a module may import only modules of lower rows (and the RTL its
+# own package). Each new module gets a row here, which is the point: where it sits is decided, not drifted.
+LAYERS = [
+    ("mapping", "outdir", "netlist", "report_html"),  # numpy or standard library only
+    ("encoding",),
+    ("ir", "contract"),  # the IR (numpy) and the hardware contract (Amaranth)
+    ("reference", "lower", "rtl"),
+    ("synthetic", "roms", "synth_targets"),
+    ("report", "zoo"),
+    ("build",),
+    ("simulate", "synth_fit"),
+    ("uart_protocol", "synth"),
+    ("uart_sim", "serial_runner"),
+    ("cli",),
+    ("__main__",),
+]
+
+
+def back_arrows(root: Path = HWGEN) -> list[str]:
+    rank = {name: i for i, row in enumerate(LAYERS) for name in row}
+    bad = []
+    for path in sorted(root.glob("*.py")) + sorted((root / "rtl").glob("*.py")):
+        name = "rtl" if path.parent.name == "rtl" else path.stem
+        if name == "__init__":
+            continue
+        if name not in rank:
+            bad.append(f"hwgen/{path.name} has no row in LAYERS")
+            continue
+        for module in sorted(imported_modules(path, root.parent)):
+            parts = module.split(".")
+            if parts[0] != "hwgen" or len(parts) == 1 or parts[1] == "__version__":
+                continue
+            target = parts[1]
+            if target == name == "rtl":
+                continue
+            if target not in rank or rank[target] >= rank[name]:
+                bad.append(f"{path.relative_to(root.parent).as_posix()} imports {module}, "
+                           f"which is not below it in LAYERS")
+    return bad
+
+
+def test_no_import_runs_back_up_the_layers():
+    assert not back_arrows(), "\n".join(back_arrows())
+
+
+def test_the_layer_check_sees_a_back_arrow(tmp_path):
+    pkg = tmp_path / "hwgen"
+    (pkg / "rtl").mkdir(parents=True)
+    (pkg / "lower.py").write_text("from .rtl.pe import partial_width\n")  # the arrow this issue removed
+    (pkg / "mapping.py").write_text("import numpy\n")
+    (pkg / "newstage.py").write_text("")
+    assert back_arrows(pkg) == ["hwgen/lower.py imports hwgen.rtl.pe, which is not below it in LAYERS",
+                                "hwgen/newstage.py has no row in LAYERS"]
