@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hwgen import encoding  # noqa: E402
 from hwgen.build import VERILOG_FILES  # noqa: E402
-from hwgen.simulate import MAKE_OVERRIDES, verilator_on_path  # noqa: E402
+from hwgen.simulate import simulator_env  # noqa: E402
 
 HARNESS = Path(__file__).resolve().with_name("freerun_main.cpp")
 FREERUN_BUILD = "freerun_build"  # the harness's Verilator folder inside a build folder
@@ -37,13 +37,11 @@ def build_freerun(build_dir: Path, *, jobs: int = 2, extra_args: tuple[str, ...]
     Returns the executable, which reads the ROM images from the folder it runs in."""
     build_dir = Path(build_dir).resolve()
     top = json.loads((build_dir / "manifest.json").read_text())["top"]
-    verilator_on_path()
     mdir = build_dir / FREERUN_BUILD
     cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs), "-Wno-fatal", "--top-module", top,
            "--prefix", "Vtop", "--timescale", "1ns/1ps", "-Mdir", str(mdir), "-o", "freerun", *extra_args,
            str(HARNESS), *(str(build_dir / f) for f in VERILOG_FILES)]
-    flags = os.environ.get("MAKEFLAGS", "")  # hwgen.simulate.compile_model may have added the overrides already
-    env = {**os.environ, "MAKEFLAGS": flags if MAKE_OVERRIDES in flags else f"{flags} {MAKE_OVERRIDES}".strip()}
+    env = simulator_env(dict(os.environ))  # verilator on PATH and the make overrides, for this run only
     log = build_dir / "freerun_build.log"
     with open(log, "w") as f:
         done = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)

