@@ -75,15 +75,13 @@ def _rounded(name: str, p: torch.Tensor, bound: torch.Tensor, q_model: torch.Ten
     return check
 
 
-def _ir_gap(layer: ir.Layer, acc: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+def _ir_gap(layer: ir.Layer, acc: torch.Tensor) -> torch.Tensor:
     """Largest |acc·scale + offset − (acc·mul + bias − 2^(shift−1)) / 2^shift| a correct export allows: mul and
     the bias are the model's scale and offset rounded to the nearest step of 2^-shift, so each is off by at
     most half a step. An IR whose constants are farther off than that shows up as values that differ where
-    the bound does not allow it. (float64, with a relative margin for its own rounding)"""
-    view = (1, -1, 1, 1)
-    step = torch.from_numpy(np.ldexp(0.5, -layer.shift.astype(np.int64))).view(view)
-    s, o = scale.view(view), offset.view(view)
-    return (acc.abs() + 1) * step * (1 + 1e-6) + 1e-12 * ((acc * s).abs() + o.abs() + 1)
+    the bound does not allow it."""
+    step = torch.from_numpy(np.ldexp(0.5, -layer.shift.astype(np.int64))).view(1, -1, 1, 1)
+    return (acc.abs() + 1) * step * (1 + 1e-6)
 
 
 class _Recorder:
@@ -128,7 +126,7 @@ def _conv_check(name: str, layer: ir.Layer, cb_conv, bn, x_int: torch.Tensor, y3
     bound = (g.abs() * (_gamma(n) + 3 * U32) * big_s
              + BN_OPS * U32 * (g.abs() * big_s + (g * mu).abs() + beta.abs() / s_out)
              + 2 * U32 * p.abs()
-             + _ir_gap(layer, acc, (alpha * s_in * g).flatten(), ((beta - g * s_out * mu) / s_out).flatten()))
+             + _ir_gap(layer, acc))
     return _rounded(name, p, bound, q_model, q_ir)
 
 
@@ -143,8 +141,7 @@ def _fc_check(model, layer: ir.Layer, x_int: torch.Tensor, logits: torch.Tensor,
     p = logits.double().view(len(x), -1, 1, 1) / out_scale
     bview = b.view(1, -1, 1, 1)
     bound = ((_gamma(lv.shape[1] + 1) + 3 * U32) * big_s / out_scale + 2 * U32 * (bview.abs() / out_scale + p.abs())
-             + _ir_gap(layer, acc, torch.full((lv.shape[0],), alpha * s_in / out_scale, dtype=torch.float64),
-                       b / out_scale))
+             + _ir_gap(layer, acc))
     return _rounded("fc", p, bound, torch.floor(p + 0.5).long(), q_ir)
 
 
