@@ -118,22 +118,36 @@ def _images(args, model: ir.Model) -> np.ndarray:
         except MemoryError:
             raise UsageError(f"--images {args.images}: that many random {list(model.input.shape)} images do not "
                              "fit in memory") from None
-    try:
-        images = np.load(args.inputs, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--inputs {args.inputs}: not a readable .npy file ({e})") from None
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.input.shape):
-        raise UsageError(f"--inputs must hold [K, {', '.join(map(str, model.input.shape))}] images, "
-                         f"found shape {list(images.shape)}")
-    if not np.issubdtype(images.dtype, np.integer):
-        raise UsageError(f"--inputs must hold integers, found {images.dtype}")
+    images = _read_images(args.inputs, model, "--inputs")
     if len(images) < args.images:
         raise UsageError(f"--images {args.images} asked, but --inputs holds only {len(images)}")
-    images = images[:args.images]
+    return _in_range(images[:args.images], model, "--inputs")
+
+
+def _read_images(path: Path, model: ir.Model, flag: str, single: bool = False) -> np.ndarray:
+    """Integer images [K, C, H, W] of ``model``'s input shape from the .npy ``path`` (also one [C, H, W] image
+    when ``single``), as stored."""
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise UsageError(f"{flag} {path}: not a readable .npy file ({e})") from None
+    if single and images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.input.shape):
+        raise UsageError(f"{flag} must hold [K, {', '.join(map(str, model.input.shape))}] images, "
+                         f"found shape {list(images.shape)}")
+    if not np.issubdtype(images.dtype, np.integer):
+        raise UsageError(f"{flag} must hold integers, found {images.dtype}")
+    return images
+
+
+def _in_range(images: np.ndarray, model: ir.Model, flag: str) -> np.ndarray:
+    """``images`` as int64, refused unless every value fits the IR's input (checked before the cast, which
+    wraps large uint64)."""
     lo, hi = ir.value_range(model.input.bits, model.input.signed)
-    if images.min() < lo or images.max() > hi:  # checked before the int64 cast, which wraps large uint64
+    if images.size and (images.min() < lo or images.max() > hi):
         kind = "signed" if model.input.signed else "unsigned"
-        raise UsageError(f"--inputs values must be in [{lo}, {hi}] (the IR's {model.input.bits}-bit {kind} input), "
+        raise UsageError(f"{flag} values must be in [{lo}, {hi}] (the IR's {model.input.bits}-bit {kind} input), "
                          f"found [{images.min()}, {images.max()}]")
     return images.astype(np.int64)
 
@@ -196,20 +210,10 @@ def _board_verb(args, model: ir.Model, out: Path) -> int:
 
 def _board_images(path: Path, model: ir.Model) -> np.ndarray:
     """The images of ``hwgen run --images``: one [C, H, W] image or [K, C, H, W]."""
-    try:
-        images = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise UsageError(f"--images {path}: not a readable .npy file ({e})") from None
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.input.shape):
-        raise UsageError(f"--images must hold [K, {', '.join(map(str, model.input.shape))}] images, "
-                         f"found shape {list(images.shape)}")
-    if not np.issubdtype(images.dtype, np.integer):
-        raise UsageError(f"--images must hold integers, found {images.dtype}")
+    images = _read_images(path, model, "--images", single=True)
     if len(images) == 0:
         raise UsageError(f"--images must hold at least one image, found none in {path}")
-    return images.astype(np.int64)
+    return _in_range(images, model, "--images")
 
 
 def _run_on_board(args, model: ir.Model) -> int:

@@ -138,6 +138,17 @@ def test_inputs_out_of_range_are_refused_before_the_build(saved, tmp_path, value
                     f"--inputs values must be in [0, 255] (the IR's 8-bit unsigned input), found {found}")
 
 
+def test_board_images_out_of_range_are_refused(saved, tmp_path):
+    """hwgen run reads its --images through the same checks as sim's --inputs, the range included."""
+    from hwgen.cli import UsageError, _board_images
+    images = np.zeros((1, 8, 8), np.int64)
+    images[0, 0, 0] = 256
+    np.save(tmp_path / "one.npy", images)
+    with pytest.raises(UsageError, match=r"--images values must be in \[0, 255\] \(the IR's 8-bit unsigned input\), "
+                                         r"found \[0, 256\]"):
+        _board_images(tmp_path / "one.npy", ir.load(saved))
+
+
 def test_unknown_layer_kind(saved, tmp_path):
     path, out = tmp_path / "edited.ir", tmp_path / "out"
     edit_manifest(saved, path, lambda m: m["layers"][1].update(kind="upsample"))
