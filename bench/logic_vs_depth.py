@@ -9,10 +9,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hwgen.lower import lower  # noqa: E402
-from hwgen.netlist import cell_counts  # noqa: E402
+from hwgen.compile.lower import lower  # noqa: E402
+from hwgen.fpga.netlist import cell_counts  # noqa: E402
 from hwgen.rtl.top import Top  # noqa: E402
-from hwgen.synthetic import resnet_cifar  # noqa: E402
+from hwgen.frontends.synthetic import resnet_cifar  # noqa: E402
 
 
 def counts(depth: int, pe: int) -> tuple[dict, int]:

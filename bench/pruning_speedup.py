@@ -3,7 +3,7 @@ PE-wise pruning, our PE-balanced pruning and unstructured pruning at the same we
 
     python bench/pruning_speedup.py [--model resnet18|resnet20] [--pe 16] [--lanes 16] [--keep 0.5 0.25]
 
-Cycles come from the analytical model (``hwgen.lower.predicted_cycles``), which the Verilator runs of
+Cycles come from the analytical model (``hwgen.compile.lower.predicted_cycles``), which the Verilator runs of
 tests/test_sim.py match exactly. "Pruned layers" are the ones training prunes (all convs but the stem and
 the option-A shortcuts; the classifier stays dense); the ideal is their dense cycles x each layer's kept
 share of groups. The speed-up is over the whole network. Last line: ``balanced_vs_ideal: <worst ratio>``.
@@ -18,17 +18,18 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hwgen import mapping, synthetic  # noqa: E402
-from hwgen.ir import Layer, Model  # noqa: E402
-from hwgen.lower import layer_cycles, lower, predicted_cycles  # noqa: E402
-from hwgen.report import prunable as prunable_layers  # noqa: E402
+from hwgen.contract import mapping  # noqa: E402
+from hwgen.frontends import synthetic
+from hwgen.contract.ir import Layer, Model  # noqa: E402
+from hwgen.compile.lower import layer_cycles, lower, predicted_cycles  # noqa: E402
+from hwgen.build.report import prunable as prunable_layers  # noqa: E402
 
 BUILDERS = {"resnet18": lambda **o: synthetic.resnet18(input_size=224, **o),
             "resnet20": lambda **o: synthetic.resnet_cifar(20, **o)}
 
 
 def prunable(model: Model) -> list[int]:
-    """Indices of the layers training prunes (``hwgen.report.prunable``). Taken once from the dense network
+    """Indices of the layers training prunes (``hwgen.build.report.prunable``). Taken once from the dense network
     for every variant: the variants rewrite weights, and a rewritten shortcut is no identity any more."""
     names = {l.name for l in prunable_layers(model.layers)}
     return [i for i, l in enumerate(model.layers) if l.name in names]

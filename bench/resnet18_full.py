@@ -12,10 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hwgen.build import BuildConfig, build  # noqa: E402
-from hwgen.zoo import PAPER_GROUP_DENSITY  # noqa: E402
-from hwgen.simulate import random_images, simulate  # noqa: E402
-from hwgen.synthetic import resnet18  # noqa: E402
+from hwgen.build.generate import BuildConfig, build  # noqa: E402
+from hwgen.frontends.zoo import PAPER_GROUP_DENSITY  # noqa: E402
+from hwgen.sim.stream import random_images, simulate  # noqa: E402
+from hwgen.frontends.synthetic import resnet18  # noqa: E402
 
 
 def main() -> int:

@@ -1,10 +1,10 @@
 """Testbench overhead: clock cycles simulated per second by one Verilator model of one build, driven by the
-cocotb testbench (hwgen.simulate, sim/tb_top.py) and free-running under a C++ harness
+cocotb testbench (hwgen.sim.stream, sim/tb_top.py) and free-running under a C++ harness
 (bench/freerun_main.cpp) that sends the same input beats with no Python in the loop.
 
     python bench/sim_overhead.py [--model resnet20] [--pe 16] [--images 10] [--repeats 3] [--out DIR]
 
-Both runs are checked: every output value equal to hwgen.reference, `cycles` equal to the prediction.
+Both runs are checked: every output value equal to hwgen.contract.reference, `cycles` equal to the prediction.
 Rates are medians over the repeats of clock cycles simulated (reset, input, engine, output: the stream
 sequence is the testbench's, so both simulate the same count) over the wall time of the simulator process.
 Last line: ``testbench_overhead: <ratio>x`` (free-running cycles/s over cocotb cycles/s).
@@ -23,17 +23,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hwgen import encoding  # noqa: E402
-from hwgen.build import VERILOG_FILES  # noqa: E402
-from hwgen.simulate import simulator_env  # noqa: E402
+from hwgen.contract import encoding  # noqa: E402
+from hwgen.build.generate import VERILOG_FILES  # noqa: E402
+from hwgen.sim.stream import simulator_env  # noqa: E402
 
 HARNESS = Path(__file__).resolve().with_name("freerun_main.cpp")
 FREERUN_BUILD = "freerun_build"  # the harness's Verilator folder inside a build folder
 
 
 def build_freerun(build_dir: Path, *, jobs: int = 2, extra_args: tuple[str, ...] = ()) -> Path:
-    """Verilate the design in ``build_dir`` (written by hwgen.build) with the harness as its main; the same
-    Verilator and C++ options as hwgen.simulate.compile_model, less cocotb's VPI and public signals.
+    """Verilate the design in ``build_dir`` (written by hwgen.build.generate) with the harness as its main; the same
+    Verilator and C++ options as hwgen.sim.stream.compile_model, less cocotb's VPI and public signals.
     Returns the executable, which reads the ROM images from the folder it runs in."""
     build_dir = Path(build_dir).resolve()
     top = json.loads((build_dir / "manifest.json").read_text())["top"]
@@ -51,7 +51,7 @@ def build_freerun(build_dir: Path, *, jobs: int = 2, extra_args: tuple[str, ...]
 
 
 def input_payloads(manifest: dict, image) -> list[int]:
-    """The input port's payloads for one image: hwgen.encoding.pack_input's beats with ``last`` above the
+    """The input port's payloads for one image: hwgen.contract.encoding.pack_input's beats with ``last`` above the
     data on the final one (docs/stream.md)."""
     beats = encoding.pack_input(image, manifest["lanes"], manifest["act_bits"], manifest["im2col"])
     data_bits = manifest["lanes"] * manifest["act_bits"]
@@ -81,7 +81,7 @@ def run_freerun(binary: Path, build_dir: Path, images) -> dict:
     for line in outputs_file.read_text().splitlines():
         count, *raw = (int(word, 16) for word in line.split())
         cycles.append(count)
-        outputs.append([encoding.unpack_lanes(r & ((1 << bits) - 1), bits, 1, signed)[0] for r in raw])
+        outputs.append([encoding.unpack_value(r, bits, signed) for r in raw])
         lasts.append([r >> bits for r in raw])
     return {"outputs": outputs, "lasts": lasts, "cycles": cycles, "clock_cycles": int(stats["clock_cycles"]),
             "loop_s": float(stats["loop_s"]), "process_s": process_s}
@@ -95,10 +95,11 @@ def cocotb_clock_cycles(build_dir: Path, period_ns: int = 10) -> int | None:
 
 
 def main() -> int:
-    from hwgen.build import BuildConfig, build
+    from hwgen.build.generate import BuildConfig, build
     from hwgen.cli import load_model
-    from hwgen.zoo import NAMES
-    from hwgen.simulate import compile_model, expected_beats, random_images, simulate
+    from hwgen.frontends.zoo import NAMES
+    from hwgen.contract.reference import expected_beats
+    from hwgen.sim.stream import compile_model, random_images, simulate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=NAMES, default="resnet20")

@@ -30,9 +30,9 @@ print(json.dumps({"rc": rc, "s": time.perf_counter() - t0,
 
 _SIM = """
 import json, sys
-from hwgen.build import BuildConfig, build
-from hwgen.zoo import PAPER_GROUP_DENSITY
-from hwgen.simulate import random_images, simulate
+from hwgen.build.generate import BuildConfig, build
+from hwgen.frontends.zoo import PAPER_GROUP_DENSITY
+from hwgen.sim.stream import random_images, simulate
 from hwgen import synthetic
 m = synthetic.resnet_cifar(20, 32, pe=16, density=PAPER_GROUP_DENSITY) if sys.argv[1] == "resnet20" else \
     synthetic.resnet18(224, pe=16, density=PAPER_GROUP_DENSITY)

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ir, mapping, outdir, zoo
-from .build import BuildConfig, build
-from .encoding import PE_KINDS
-from .lower import UnsupportedError
-from .zoo import PAPER_GROUP_DENSITY
+from .contract import ir, mapping
+from .build import outdir
+from .frontends import zoo
+from .build.generate import BuildConfig, build
+from .contract.encoding import PE_KINDS
+from .compile.lower import UnsupportedError
+from .frontends.zoo import PAPER_GROUP_DENSITY
 
 MAX_LANES = 1024  # the widest array built here (digits: 37 s to generate); the papers use 16 and 64
 
@@ -77,12 +79,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--verbose", action="store_true", help="show Verilator and cocotb output")
     s.add_argument("--waves", action="store_true", help="write a waveform to <out>/waves.fst (waves.vcd when "
                    "lz4.h, which Verilator's FST writer needs, is not installed); a separate, slower build")
-    from . import synth
+    from .fpga import flow
 
     y = verbs.add_parser("synth", help="synthesize for an FPGA board or part: bitstream and synth_report.json, "
                          "or a vendor build plan")
     _common(y)
-    synth.add_arguments(y)
+    flow.add_arguments(y)
     h = verbs.add_parser("run", help="send images to the accelerator on a board over its UART, read the logits")
     _common(h)
     h.add_argument("--port", required=True, help="serial device of the board's UART (e.g. /dev/ttyUSB0) or a "
@@ -110,7 +112,7 @@ def load_model(args) -> ir.Model:
 
 
 def _images(args, model: ir.Model) -> np.ndarray:
-    from .simulate import random_images
+    from .sim.stream import random_images
 
     if args.inputs is None:
         try:
@@ -179,7 +181,7 @@ def run(args) -> int:
           f"{man['kept_groups']}/{man['total_groups']}, ROM bits {man['rom_bits']:,}; report: {out / 'report.md'}")
     if args.verb == "build":
         return 0
-    from .simulate import simulate
+    from .sim.stream import simulate
 
     t0 = time.perf_counter()
     result = simulate(model, out, images, stall=args.stall, seed=args.seed, verbose=args.verbose, waves=args.waves,
@@ -197,14 +199,14 @@ def run(args) -> int:
 
 
 def _board_verb(args, model: ir.Model, out: Path) -> int:
-    from . import synth
-    from .uart_protocol import HostError
+    from .fpga import flow
+    from .host.protocol import HostError
 
     try:
         if args.verb == "synth":
-            return synth.main(args, model, build_config(args), out)
+            return flow.main(args, model, build_config(args), out)
         return _run_on_board(args, model)
-    except (synth.SynthError, synth.FitError, HostError) as e:
+    except (flow.SynthError, flow.FitError, HostError) as e:
         raise UsageError(str(e)) from None
 
 
@@ -217,8 +219,8 @@ def _board_images(path: Path, model: ir.Model) -> np.ndarray:
 
 
 def _run_on_board(args, model: ir.Model) -> int:
-    from .serial_runner import run_board
-    from .uart_protocol import Link
+    from .host.serial_runner import run_board
+    from .host.protocol import Link
 
     images = _board_images(args.images, model)[:args.count]
     link = Link.of(build_config(args).lower(model))
@@ -236,7 +238,7 @@ def _run_on_board(args, model: ir.Model) -> int:
 
 
 def _report(args) -> int:
-    from . import report_html
+    from .build import report_html
 
     print(f"report: {report_html.write(str(args.dir))}")
     return 0
@@ -244,7 +246,7 @@ def _report(args) -> int:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    from .report_html import ReportError
+    from .build.report_html import ReportError
 
     try:
         return _report(args) if args.verb == "report" else run(args)

@@ -1,14 +1,14 @@
 """Testbench of hwgen_top: driver (input stream), monitor (output stream), checker (exact equality).
 
 The case file named by HWGEN_CASE holds, per image, the input beats and the expected result values from
-hwgen.reference; the testbench writes what it saw to HWGEN_RESULT. Between input and output the
+hwgen.contract.reference; the testbench writes what it saw to HWGEN_RESULT. Between input and output the
 hardware runs alone: Python waits on the output's valid rather than on every clock. With ``stall`` > 0
 in the case file, the driver leaves random gaps between input beats and the monitor drops ready at
 random, so every handshake path of both streams is exercised.
 
 With ``snapshots`` in the case file (a list of {"path", "words"}, one per layer but the last), the
 testbench also reads, at each ``layer_done`` pulse, the activation buffer that layer wrote (``path``: the
-names from the top down to its word array, hwgen.simulate.buffer_path), so the host
+names from the top down to its word array, hwgen.sim.stream.buffer_path), so the host
 can name the first layer whose output differs from the reference. ``timeout_cycles`` bounds each image,
 so a corrupted design that never finishes is reported, not waited on forever.
 """
@@ -20,12 +20,10 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 
+from hwgen.contract.encoding import unpack_value
+
 CLOCK_NS = 10
 # The payload is a struct {data, last}: data in the low bits, last above it.
-
-
-def _signed(value: int, bits: int) -> int:
-    return value - (1 << bits) if value >> (bits - 1) else value
 
 
 async def _reset(dut):
@@ -61,8 +59,7 @@ async def _receive(dut, count, bits, signed, stall, rng):
         await RisingEdge(dut.clk)
         if ready and dut.out__valid.value:  # a handshake at this edge
             raw = int(dut.out__payload.value)
-            data = raw & ((1 << bits) - 1)
-            values.append(_signed(data, bits) if signed else data)
+            values.append(unpack_value(raw, bits, signed))
             lasts.append(raw >> bits)
     dut.out__ready.value = 0
     return values, lasts

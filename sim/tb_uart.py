@@ -1,7 +1,7 @@
 """Testbench of the UART link (hwgen_uart): driver (8N1 bytes on ``rx``), monitor (8N1 bytes from ``tx``).
 
 The case file named by HWGEN_CASE holds the host's frames (hex) and the bit time in clock cycles; the
-answers go to HWGEN_RESULT as hex, and the host code parses and checks them (hwgen.uart_protocol). Between the
+answers go to HWGEN_RESULT as hex, and the host code parses and checks them (hwgen.host.protocol). Between the
 image and its answer the hardware runs alone: the monitor waits on the falling edge of a start bit.
 """
 import json

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from hwgen import ir
-from hwgen.synthetic import chain_model
-from hwgen.zoo import DIGITS_CONVS
+from hwgen.contract import ir
+from hwgen.frontends.synthetic import chain_model
+from hwgen.frontends.zoo import DIGITS_CONVS
 
 
 @pytest.fixture(scope="session")

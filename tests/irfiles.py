@@ -7,9 +7,9 @@ import zipfile
 
 import numpy as np
 
-from hwgen import ir, reference
-from hwgen.build import images
-from hwgen.lower import lower
+from hwgen.contract import ir, reference
+from hwgen.build.generate import images
+from hwgen.compile.lower import lower
 
 
 def rewrite_member(src, dst, member: str, transform) -> None:

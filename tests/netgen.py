@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from hwgen import mapping, reference
-from hwgen.encoding import requant_constants
-from hwgen.ir import InputSpec, Layer, Model, validate, value_range
-from hwgen.synthetic import TERNARY, accumulator_spread, prune_groups, ternary, with_requant
+from hwgen.contract import mapping, reference
+from hwgen.contract.encoding import requant_constants
+from hwgen.contract.ir import InputSpec, Layer, Model, validate, value_range
+from hwgen.frontends.synthetic import TERNARY, accumulator_spread, prune_groups, ternary, with_requant
 
 PE, LANES, TILE = 4, 8, 8
 KINDS = ("conv", "linear", "avgpool", "maxpool", "residual")
@@ -124,7 +124,7 @@ def cases(draw, kind: str):
 
 # ---------------------------------------------------------------- one compiled model for all cases
 
-from hwgen.lower import Capacity  # noqa: E402
+from hwgen.compile.lower import Capacity  # noqa: E402
 
 CAPACITY = Capacity(layers=4, steps=1024, rq_words=16, locals=8, dim=16, buf_depth=2048, res_depth=1024, n_bufs=3,
                     act_bits=16, out_bits=32, acc_bits=32, bias_bits=48, shift_bits=6)
@@ -160,8 +160,8 @@ def mutation_images(model: Model, count: int = 3, seed: int = 5) -> np.ndarray:
 def compiled_model(tmp_path_factory):
     """(build folder, compiled model) of the capacity build, compiled once per test session."""
     if "model" not in _COMPILED:
-        from hwgen.build import BuildConfig, build
-        from hwgen.simulate import compile_model
+        from hwgen.build.generate import BuildConfig, build
+        from hwgen.sim.stream import compile_model
 
         out = tmp_path_factory.mktemp("capacity") / "anchor"
         build(mutation_net(), BuildConfig(PE, LANES, TILE, CAPACITY), out)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwgen import encoding, ir, reference
+from hwgen.contract import encoding, ir, reference
 from train.quant import ActQuant, GridAvgPool
 
 SIZES = range(1, 17)
@@ -86,7 +86,7 @@ def _rounds_every_sum_half_up(layer: ir.Layer) -> bool:
 def test_exported_and_synthetic_pools_of_a_6x6_map_round_half_up():
     """ResNet-20 at 24x24 ends on a 6x6 map: the trained export and the synthetic network both hold the
     constants the float model's pool applies."""
-    from hwgen import synthetic
+    from hwgen.frontends import synthetic
     from train.export import export, logit_scale
     from train.resnet import resnet_cifar
     torch.manual_seed(0)

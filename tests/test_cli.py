@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 import hwgen
-from hwgen import ir, zoo
-from hwgen.build import BuildConfig, generate
+from hwgen.contract import ir
+from hwgen.frontends import zoo
+from hwgen.build.generate import BuildConfig, generate
 from hwgen.cli import main
-from hwgen.lower import lower
+from hwgen.compile.lower import lower
 from hwgen.rtl.extmem import RAM_MODULE
-from hwgen.synthetic import resnet_cifar
+from hwgen.frontends.synthetic import resnet_cifar
 from irfiles import edit_manifest
 
 
@@ -175,7 +176,7 @@ def test_unsupported_layer_use(small_model, tmp_path):
 
 _DIGESTS = """import hashlib, json, sys
 from hwgen import ir
-from hwgen.build import BuildConfig, generate
+from hwgen.build.generate import BuildConfig, generate
 files = generate(ir.load(sys.argv[1]), BuildConfig(pe=4))
 print(json.dumps({name: hashlib.sha256(text.encode()).hexdigest() for name, text in files.items()}))"""
 

@@ -1,7 +1,7 @@
 """The host-side packer and unpacker of the stream beats (docs/stream.md)."""
 import numpy as np
 
-from hwgen import encoding
+from hwgen.contract import encoding
 
 
 def test_input_beats_are_blocks_then_pixels_with_lanes_low_first():

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from hwgen import ir, mapping, reference
+from hwgen.contract import ir, mapping, reference
 
 
 def _run(*args, cwd):

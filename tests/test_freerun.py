@@ -3,8 +3,9 @@ cocotb testbench sends, driven from C++; every output value equal to the referen
 import sys
 from pathlib import Path
 
-from hwgen.build import BuildConfig, build
-from hwgen.simulate import expected_beats, random_images
+from hwgen.build.generate import BuildConfig, build
+from hwgen.contract.reference import expected_beats
+from hwgen.sim.stream import random_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from sim_overhead import build_freerun, run_freerun  # noqa: E402

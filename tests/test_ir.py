@@ -4,11 +4,11 @@ import os
 import numpy as np
 import pytest
 
-from hwgen import ir, reference
-from hwgen.encoding import REQUANT_MAX_SHIFT, REQUANT_MUL_BITS
-from hwgen.ir import InputSpec, Layer, Model
-from hwgen.lower import lower
-from hwgen.roms import rq_roms
+from hwgen.contract import ir, reference
+from hwgen.contract.encoding import REQUANT_MAX_SHIFT, REQUANT_MUL_BITS
+from hwgen.contract.ir import InputSpec, Layer, Model
+from hwgen.compile.lower import lower
+from hwgen.compile.roms import rq_roms
 from irfiles import assert_builds, edit_manifest, npy_bytes, replace_array, rewrite_member
 
 INT64_MAX = int(np.iinfo(np.int64).max)

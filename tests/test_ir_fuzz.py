@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hwgen import ir, reference
-from hwgen.encoding import REQUANT_MAX_SHIFT, REQUANT_MUL_BITS
-from hwgen.ir import value_range
-from hwgen.synthetic import chain_model
+from hwgen.contract import ir, reference
+from hwgen.contract.encoding import REQUANT_MAX_SHIFT, REQUANT_MUL_BITS
+from hwgen.contract.ir import value_range
+from hwgen.frontends.synthetic import chain_model
 from irfiles import assert_builds, edit_manifest, npy_bytes, replace_array
 
 INT64_MAX = int(np.iinfo(np.int64).max)

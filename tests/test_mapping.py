@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hwgen import mapping
+from hwgen.contract import mapping
 
 
 def test_balanced_mask_keeps_equal_groups_per_pe_in_every_block():

@@ -12,11 +12,11 @@ import shutil
 import numpy as np
 import pytest
 
-from hwgen.contract import DESC_IMAGE, PE_ROM_READ, descriptor_layout, pe_image, pe_rom_width, rq_image, widths
-from hwgen.encoding import REQUANT_MUL_BITS
-from hwgen.lower import lower
-from hwgen.rtl.extmem import rom_word_position
-from hwgen.simulate import simulate
+from hwgen.contract.hardware import DESC_IMAGE, PE_ROM_READ, descriptor_layout, pe_image, pe_rom_width, rq_image, widths
+from hwgen.contract.encoding import REQUANT_MUL_BITS
+from hwgen.compile.lower import lower
+from hwgen.contract.hardware import rom_word_position
+from hwgen.sim.stream import simulate
 from netgen import CAPACITY, LANES, PE, TILE, compiled_model, mutation_images, mutation_net
 
 DESC_FIELDS = ("n_steps", "sched_base", "rq_base", "w_in", "locals", "in_signed")
@@ -72,7 +72,7 @@ def _copy(anchor, dst):
 
 def _flip(path, word, bit):
     lines = path.read_text().splitlines()
-    if path.name.startswith("pe"):  # PE ROMs are stored in banks side by side (extmem.rom_layout)
+    if path.name.startswith("pe"):  # PE ROMs are stored in banks side by side (hardware.rom_layout)
         prog = lower(mutation_net(), PE, LANES, TILE, capacity=CAPACITY)
         word, low = rom_word_position(word, pe_rom_width(prog, widths(prog)), CAPACITY.steps, PE_ROM_READ)
         bit += low

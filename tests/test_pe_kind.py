@@ -6,15 +6,16 @@ import gc
 import numpy as np
 import pytest
 
-from hwgen import cli, mapping
-from hwgen.build import BuildConfig, generate
-from hwgen.encoding import CODE, WEIGHT_BITS, lane_weights, pack_lanes, unpack_lanes
-from hwgen.lower import Capacity, lower, own_capacity, predicted_cycles
-from hwgen.roms import pe_roms, widths
-from hwgen.netlist import cell_counts, multipliers
+from hwgen import cli
+from hwgen.contract import mapping
+from hwgen.build.generate import BuildConfig, generate
+from hwgen.contract.encoding import CODE, WEIGHT_BITS, lane_weights, pack_lanes, unpack_lanes
+from hwgen.compile.lower import Capacity, lower, own_capacity, predicted_cycles
+from hwgen.compile.roms import pe_roms, widths
+from hwgen.fpga.netlist import cell_counts, multipliers
 from hwgen.rtl.array import PEArray
 from hwgen.rtl.pe import MacPE, partial_width
-from hwgen.synthetic import NetBuilder
+from hwgen.frontends.synthetic import NetBuilder
 from pe_cases import check_pe_dot_products
 
 
@@ -129,8 +130,8 @@ def test_ternary_is_the_default_and_unchanged(tmp_path):
 def test_mac_in_verilator_is_bit_exact(small_model, tmp_path):
     """One compiled mac model runs two networks: the ternary-weight one (same cycles as the ternary PEs)
     and one with a tex = 2 layer (weights +-2 in the ROM, one pass: fewer cycles)."""
-    from hwgen.build import build, build_images
-    from hwgen.simulate import compile_model, random_images, simulate
+    from hwgen.build.generate import build, build_images
+    from hwgen.sim.stream import compile_model, random_images, simulate
 
     models = [small_model, _tex2_net()]
     caps = [own_capacity(lower(m, 4, 16, pe_kind="mac")) for m in models]
@@ -153,7 +154,7 @@ def test_synthesized_design_follows_the_pe_kind(small_model):
     """What `hwgen synth` elaborates (the UART link around the top, lowered with the build's PE kind) has
     the mac PEs' multipliers only when asked: N x L more than the ternary design's requant multipliers."""
     from hwgen.rtl.uart import UARTLink
-    from hwgen.synth import synthesized_program
+    from hwgen.fpga.flow import synthesized_program
 
     counts = {}
     for kind in ("ternary", "mac"):

@@ -1,6 +1,6 @@
 """Random shapes per layer kind (hypothesis), all run on ONE compiled Verilator model.
 
-The Verilog depends only on pe, lanes, tile and the capacity (hwgen.lower.Capacity); each random network
+The Verilog depends only on pe, lanes, tile and the capacity (hwgen.compile.lower.Capacity); each random network
 is lowered into that capacity and only its ROM images and manifest are written, so a case costs one
 simulator start (about a second), not a Verilator build. Every case is checked bit for bit against the
 reference, and the engine's cycle count against the analytical model; half the cases also run with random
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hwgen import ir
-from hwgen.build import BuildConfig, build_images
-from hwgen.simulate import simulate
+from hwgen.contract import ir
+from hwgen.build.generate import BuildConfig, build_images
+from hwgen.sim.stream import simulate
 from netgen import CAPACITY, KINDS, LANES, PE, TILE, cases, compiled_model
 
 EXAMPLES = 10  # per layer kind in CI

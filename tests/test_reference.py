@@ -4,9 +4,9 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from hwgen import ir, reference
-from hwgen.encoding import requant_constants
-from hwgen.ir import InputSpec, Layer, Model
+from hwgen.contract import ir, reference
+from hwgen.contract.encoding import requant_constants
+from hwgen.contract.ir import InputSpec, Layer, Model
 
 
 def test_float64_conv_path_equals_int64_path():
@@ -19,7 +19,7 @@ def test_float64_conv_path_equals_int64_path():
 
 def _by_loops(model, images) -> dict[str, np.ndarray]:
     """Every layer's output from the IR's semantics (docs/design.md §4) in plain loops over numpy int64, using
-    nothing of hwgen.reference: acc = sum of weight * activation over the window's taps inside the map,
+    nothing of hwgen.contract.reference: acc = sum of weight * activation over the window's taps inside the map,
     y = clamp(((acc * mul + bias) >> shift) + residual, lo, hi) with lo = 0 under ReLU; maxpool takes the
     max over the window's taps inside the map (padding never wins)."""
     outs = {"input": np.asarray(images, np.int64)}

@@ -1,4 +1,4 @@
-"""``hwgen.report``: which layers the pruning figures cover (option-A shortcuts told by what they are, not by
+"""``hwgen.build.report``: which layers the pruning figures cover (option-A shortcuts told by what they are, not by
 their names) and the compression figure with residual expansion; the pruning bench uses the same selection."""
 import importlib.util
 import re
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from hwgen import synthetic
-from hwgen.ir import Layer
-from hwgen.lower import lower, real_lanes
-from hwgen.report import compression, is_identity_shortcut, prunable
-from hwgen.synthetic import NetBuilder
+from hwgen.frontends import synthetic
+from hwgen.contract.ir import Layer
+from hwgen.compile.lower import lower, real_lanes
+from hwgen.build.report import compression, is_identity_shortcut, prunable
+from hwgen.frontends.synthetic import NetBuilder
 from train.export import export, logit_scale
 from train.resnet import digits_resnet
 

@@ -5,12 +5,12 @@ import pytest
 from amaranth import Shape
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hwgen.build import BuildConfig, build, images
-from hwgen.lower import Capacity, UnsupportedError, lower, own_capacity
-from hwgen.contract import descriptor_layout
-from hwgen.roms import descriptor_words, descriptors, pack_struct, schedule_rom, widths
-from hwgen.simulate import random_images, simulate
-from hwgen.synthetic import NetBuilder
+from hwgen.build.generate import BuildConfig, build, images
+from hwgen.compile.lower import Capacity, UnsupportedError, lower, own_capacity
+from hwgen.contract.hardware import descriptor_layout
+from hwgen.compile.roms import descriptor_words, descriptors, pack_struct, schedule_rom, widths
+from hwgen.sim.stream import random_images, simulate
+from hwgen.frontends.synthetic import NetBuilder
 
 PE, LANES = 4, 4
 

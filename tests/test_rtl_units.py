@@ -7,11 +7,11 @@ from amaranth import Module, Shape, Signal
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from hwgen.contract import (Hardware, descriptor_layout, hardware, net_layout, packer, pe_word_layout,
+from hwgen.contract.hardware import (Hardware, descriptor_layout, hardware, net_layout, packer, pe_word_layout,
                             requant_layout, schedule_layout, widths)
-from hwgen.encoding import CODE, pack_lanes, requant_constants
-from hwgen.lower import Capacity
-from hwgen.netlist import cell_counts, multipliers
+from hwgen.contract.encoding import CODE, pack_lanes, requant_constants
+from hwgen.compile.lower import Capacity
+from hwgen.fpga.netlist import cell_counts, multipliers
 from hwgen.rtl.array import PEArray
 from hwgen.rtl.pe import TernaryPE
 from hwgen.rtl.requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
@@ -71,9 +71,9 @@ def test_pe_array_has_no_multiplier_cells():
 def test_logic_does_not_grow_with_depth():
     """ResNet-20 and ResNet-32 at the same N and L: the same cells (ROM contents are image files), and
     the only multipliers are the N requant units of the drain path."""
-    from hwgen.lower import lower
+    from hwgen.compile.lower import lower
     from hwgen.rtl.top import Top
-    from hwgen.synthetic import resnet_cifar
+    from hwgen.frontends.synthetic import resnet_cifar
 
     tops = [cell_counts(Top(lower(resnet_cifar(d, 8, pe=4, density=0.5, calib_images=1), 4, 16)))
             for d in (20, 32)]

@@ -1,7 +1,7 @@
 """Verilator through cocotb: every output value equal to the reference, simulated cycles == predicted."""
 
-from hwgen.build import BuildConfig, build
-from hwgen.simulate import random_images, simulate
+from hwgen.build.generate import BuildConfig, build
+from hwgen.sim.stream import random_images, simulate
 
 
 def _check(model, pe, tmp_path, images):
@@ -23,7 +23,7 @@ def test_unbalanced_pruning_and_residual_expansion_at_16_pes(tmp_path):
     """Paper-style (unbalanced) pruning leaves PEs idle in some waves, and a residual-expansion layer
     (tex = 2: five weight levels) runs as two ternary passes into one accumulator; results stay exact and
     the cycle model counts both."""
-    from hwgen.synthetic import NetBuilder
+    from hwgen.frontends.synthetic import NetBuilder
 
     net = NetBuilder("unbal", (3, 6, 6), pe=16, density=0.4, balanced=False, seed=5)
     net.conv(24, 3, dense=True)
@@ -35,14 +35,14 @@ def test_unbalanced_pruning_and_residual_expansion_at_16_pes(tmp_path):
     assert model.layers[1].tex == 2 and abs(model.layers[1].weight).max() == 2
     man = _check(model, 16, tmp_path, random_images(model, 3, seed=4))
     assert man["idle_slots"] > 0
-    from hwgen import mapping
+    from hwgen.contract import mapping
     one_pass = mapping.schedule(mapping.kept_groups(model.layers[1].weight, 16), 16).rows * 9
     assert one_pass < man["layers"][1]["steps"] < 2 * one_pass + 9  # the second plane has fewer groups
 
 
 def test_resnet20_with_stalled_streams(tmp_path):
     """Residual blocks with option-A shortcuts; random input gaps and output backpressure lose nothing."""
-    from hwgen.synthetic import resnet_cifar
+    from hwgen.frontends.synthetic import resnet_cifar
 
     model = resnet_cifar(20, density=0.765, seed=2)
     out = tmp_path / "r20"
@@ -54,7 +54,7 @@ def test_resnet20_with_stalled_streams(tmp_path):
 
 def test_resnet18_at_32x32(tmp_path):
     """7x7/2 stem (host im2col), 3x3/2 max pool, 1x1 downsample shortcuts, 1000 classes."""
-    from hwgen.synthetic import resnet18
+    from hwgen.frontends.synthetic import resnet18
 
     model = resnet18(32, density=0.765, seed=3)
     man = _check(model, 16, tmp_path, random_images(model, 2, seed=7))

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from hwgen.simulate import (MAKE_OVERRIDES, TB_ROOT, SimulatorError, build_model, run_testbench, simulator_env,
+from hwgen.sim.stream import (MAKE_OVERRIDES, TB_ROOT, SimulatorError, build_model, run_testbench, simulator_env,
                             verilator_bin_dir, verilator_runner)
 
 

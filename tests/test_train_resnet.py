@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from hwgen import ir, reference
-from hwgen.lower import UnsupportedError, lower
+from hwgen.contract import ir, reference
+from hwgen.compile.lower import UnsupportedError, lower
 from train import data
 from train.agreement import compare
 from train.export import export, logit_scale

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwgen import ir
+from hwgen.contract import ir
 from train.cli import config, main, parser
 from train.init_weights import torchvision_names
 from train.recipes import RECIPES

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from hwgen import cli
-from hwgen.build import BuildConfig
-from hwgen.contract import Hardware, hardware
-from hwgen.encoding import pack_input
-from hwgen.lower import lower, predicted_cycles
+from hwgen.build.generate import BuildConfig
+from hwgen.contract.hardware import Hardware, hardware
+from hwgen.contract.encoding import pack_input
+from hwgen.compile.lower import lower, predicted_cycles
 from hwgen.rtl.uart import CYCLE_BYTES, FRAME_IN, FRAME_OUT, baud_divisor
-from hwgen.simulate import random_images
-from hwgen.uart_protocol import HostError, Link, check
-from hwgen.uart_sim import simulate_uart
+from hwgen.sim.stream import random_images
+from hwgen.host.protocol import HostError, Link, check
+from hwgen.sim.uart import simulate_uart
 
 
 def test_baud_divisor():
@@ -55,7 +55,7 @@ def test_beat_bytes_are_the_contract_s(small_model):
 
 def test_run_arguments_are_checked_at_the_edge(small_model, tmp_path, capsys):
     """`hwgen run`: its options are the CLI's, refused in one line, and its build config is the other verbs'."""
-    from hwgen import ir
+    from hwgen.contract import ir
 
     ir.save(small_model, tmp_path / "m.ir")
     base = ["run", "--ir", str(tmp_path / "m.ir"), "--pe", "4", "--port", "loop://", "--images"]
@@ -109,8 +109,8 @@ def test_run_against_an_emulated_board(small_model, tmp_path):
     import sys
     import threading
 
-    from hwgen import ir
-    from hwgen.simulate import expected_beats
+    from hwgen.contract import ir
+    from hwgen.contract.reference import expected_beats
 
     images = random_images(small_model, 3, seed=5)
     link = Link.of(lower(small_model, 4, 16, 16))

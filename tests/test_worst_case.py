@@ -3,13 +3,13 @@ And debugging: ``hwgen sim --waves`` writes an FST waveform of the same network.
 import numpy as np
 import pytest
 
-from hwgen import ir
-from hwgen.build import BuildConfig, build
+from hwgen.contract import ir
+from hwgen.build.generate import BuildConfig, build
 from hwgen.cli import main
-from hwgen.ir import InputSpec, Layer, Model
-from hwgen.lower import UnsupportedError, lower, own_capacity
-from hwgen.reference import run
-from hwgen.simulate import simulate, waves_file
+from hwgen.contract.ir import InputSpec, Layer, Model
+from hwgen.compile.lower import UnsupportedError, lower, own_capacity
+from hwgen.contract.reference import run
+from hwgen.sim.stream import simulate, waves_file
 
 PE, LANES = 4, 16
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hwgen import ir, reference
+from hwgen.contract import ir, reference
 
 from .models import TernaryCNN
 from .quant import fake_quant, round_half_up

@@ -1,7 +1,7 @@
 """``python -m train``: parse and check the options once, run the stage, write DIR/model.ir and
 DIR/metrics.json. The files are written into a temporary folder beside DIR, renamed into place at the end,
 so a failed run leaves no output folder behind; an existing DIR is replaced only when it is an earlier
-output of train (hwgen.outdir). Checkpoints go to DIR.ckpt/ after every epoch (``--resume`` continues from
+output of train (hwgen.build.outdir). Checkpoints go to DIR.ckpt/ after every epoch (``--resume`` continues from
 there) and are removed when the run completes. Under ``torchrun`` the ranks train together and rank 0
 writes."""
 from __future__ import annotations
@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwgen import __version__, ir, outdir
+from hwgen import __version__
+from hwgen.contract import ir
+from hwgen.build import outdir
 
 from . import checkpoint, distributed
 from .loop import OPTIMIZERS, SCHEDULES
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run(cfg, world, ckpt, args.resume, args.workers)
         except ValueError as e:  # bad data, init weights or checkpoint: one line, the checkpoint is kept
             return _fail(str(e))
-        # the generator marks the folder as train's: a later run may replace it (hwgen.outdir)
+        # the generator marks the folder as train's: a later run may replace it (hwgen.build.outdir)
         metrics = {"generator": f"{outdir.TRAIN.name} {__version__}", **result.metrics}
         metrics["seconds"] = round(time.perf_counter() - start, 1)
         ir.save(result.ir, os.path.join(tmp, OUTPUTS[0]))

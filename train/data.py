@@ -41,7 +41,7 @@ def load_split() -> Split:
 
 
 def heldout_images() -> tuple[np.ndarray, np.ndarray]:
-    """The held-out integer images (the exact input of ``hwgen.reference.run``) and their labels."""
+    """The held-out integer images (the exact input of ``hwgen.contract.reference.run``) and their labels."""
     s = load_split()
     return s.test_x, s.test_y
 

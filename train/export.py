@@ -1,4 +1,4 @@
-"""Trained ``TernaryCNN`` or ``TernaryResNet`` -> ``hwgen.ir.Model``: ternary weights, group masks and
+"""Trained ``TernaryCNN`` or ``TernaryResNet`` -> ``hwgen.contract.ir.Model``: ternary weights, group masks and
 per-channel integer requantization with BatchNorm, the ternary scale α and the activation scales folded in
 (docs/design.md §4).
 
@@ -17,9 +17,9 @@ import math
 import numpy as np
 import torch
 
-from hwgen import ir
-from hwgen.encoding import average_constants, requant_constants
-from hwgen.mapping import conv_out_size, kept_groups, num_blocks
+from hwgen.contract import ir
+from hwgen.contract.encoding import average_constants, requant_constants
+from hwgen.contract.mapping import conv_out_size, kept_groups, num_blocks
 
 from .models import TernaryCNN, TernaryResNet
 from .quant import TernaryConv2d, TernaryLinear
@@ -130,7 +130,7 @@ def _cnn_layers(model: TernaryCNN, lanes: int, masks: dict) -> tuple[list[ir.Lay
 def _identity_shortcut(name: str, source: str, shape: tuple, out: int, stride: int, bits: int,
                        lanes: int) -> ir.Layer:
     """Option A (subsample, zero channels) as an identity 1x1 strided conv with unit requantization: the
-    integers pass through unchanged, as ``hwgen.synthetic`` builds it."""
+    integers pass through unchanged, as ``hwgen.frontends.synthetic`` builds it."""
     c, h, w = shape
     weight = np.zeros((out, c, 1, 1), np.int8)
     weight[np.arange(c), np.arange(c)] = 1

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from hwgen import zoo
+from hwgen.frontends import zoo
 
 from .quant import ActQuant, GridAvgPool, TernaryConv2d, TernaryLinear  # GridAvgPool: re-exported
 

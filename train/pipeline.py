@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hwgen import ir, reference
-from hwgen.mapping import block_bounds, check_pe_lanes, kept_groups
+from hwgen.contract import ir, reference
+from hwgen.contract.mapping import block_bounds, check_pe_lanes, kept_groups
 
 from . import checkpoint, data, distributed
 from .datasets import DataSpec, make_dataset

@@ -1,6 +1,6 @@
 """Group pruning: choose the groups to keep and hold the rest at zero.
 
-Selection "balanced" (ours, the default): ``hwgen.mapping.balanced_mask``, every PE keeps the same number of
+Selection "balanced" (ours, the default): ``hwgen.contract.mapping.balanced_mask``, every PE keeps the same number of
 its own groups in every input block. Selection "paper" (Yang et al.): a layer keeps its strongest groups
 wherever they are, as many as balanced selection keeps in that layer, so PEs may get unequal work.
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from hwgen.mapping import balanced_mask, block_bounds, group_sq_norms
+from hwgen.contract.mapping import balanced_mask, block_bounds, group_sq_norms
 
 DEFAULT_KEEP_FRACTION = 0.4
 

@@ -4,7 +4,7 @@ gradients, plus the ternary Conv2d / Linear layers built on them (docs/design.md
 of one latent weight under one shared scale α (see :func:`threshold_and_scale`).
 
 Activation values on the forward path are always ``q * scale`` with ``q`` an integer, rounded half up, so
-the exported integer network (``hwgen.reference``) computes the same numbers.
+the exported integer network (``hwgen.contract.reference``) computes the same numbers.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hwgen.encoding import average_constants
+from hwgen.contract.encoding import average_constants
 
 from .distributed import global_max
 
@@ -228,7 +228,7 @@ def fake_quant(x: torch.Tensor, scale: float, lo: int, hi: int) -> torch.Tensor:
 
 class GridAvgPool(nn.Module):
     """Global average pool whose output stays on the input's activation grid (scale s of ``act``):
-    y = ((sum(q) * mul + bias) >> shift) * s with the integers of ``hwgen.encoding.average_constants``, the very
+    y = ((sum(q) * mul + bias) >> shift) * s with the integers of ``hwgen.contract.encoding.average_constants``, the very
     function the IR's avgpool layer computes (round half up of the mean wherever 18-bit constants allow it).
     The integers ``q`` are recovered exactly from x = q*s and summed in int64, so no float rounding enters.
     Gradient: that of the plain mean (straight through the rounding)."""

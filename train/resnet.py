@@ -9,7 +9,7 @@ output.
 - An identity shortcut passes the block input through, so the input must be on s_out: the block input and
   output share one quantizer.
 - An option-A shortcut (subsample, append zero channels) is exported as an identity 1x1 strided conv with
-  unit requantization (mul 1, bias 0, shift 0, as ``hwgen.synthetic.NetBuilder.shortcut_a``): a pass-through
+  unit requantization (mul 1, bias 0, shift 0, as ``hwgen.frontends.synthetic.NetBuilder.shortcut_a``): a pass-through
   too, same rule. In an option-A network the stem and every block output therefore live on ONE scale, the
   "stream" quantizer. (A requantizing shortcut would free the scales but its 18-bit multiplier is not the
   float ratio s_in / s_out, so float and integer would differ by rare 1-LSB flips.)

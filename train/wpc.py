@@ -1,6 +1,6 @@
 """PE-wise group lasso with Weight Penalty Clipping (Yang, He, Fan, AAAI 2020).
 
-For every prunable layer: n_g = sqrt(||W_g||^2 + eps) over the groups of ``hwgen.mapping`` (one output
+For every prunable layer: n_g = sqrt(||W_g||^2 + eps) over the groups of ``hwgen.contract.mapping`` (one output
 channel x one block of ``lanes`` input channels x the kernel), a clip tau (detached, recomputed every step)
 and penalty = lam * sum_g min(n_g, tau). Groups above tau get no gradient from the penalty, so the survivors
 keep their magnitude (and so their ternary scale); the weak groups are pushed to zero.
@@ -9,7 +9,7 @@ Mode "mean" (the paper): tau = r * mean(n_g). Mode "rank" (the paper): tau = the
 k = floor(16 r) * floor(G / 16), G the layer's group count, so the shrunk count is a multiple of 16 PEs' worth.
 
 Mode "balanced" (ours, not the paper's): the clip is set per PE and input block, between the groups that
-``hwgen.mapping.balanced_mask`` would keep now and those it would drop, so exactly the groups that
+``hwgen.contract.mapping.balanced_mask`` would keep now and those it would drop, so exactly the groups that
 PE-balanced pruning will remove are shrunk (the paper's rank mode, ranked within each PE's share).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Iterable
 
 import torch
 
-from hwgen.mapping import balanced_mask, group_sq_norms
+from hwgen.contract.mapping import balanced_mask, group_sq_norms
 
 EPS = 1e-8  # inside the square root: a zero group would otherwise give a NaN gradient
 

@@ -12,8 +12,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..contract import partial_width
-from ..encoding import WEIGHT_BITS, check_pe_kind
+from ..contract.hardware import partial_width
+from ..contract.encoding import WEIGHT_BITS, check_pe_kind
 from .delay import delayed
 from .extmem import CopyRegister
 from .pe import PE_LATENCY, MacPE, TernaryPE, ternary_operands

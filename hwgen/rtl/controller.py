@@ -18,7 +18,7 @@ from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract import (DESC_IMAGE, DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, SCHED_IMAGE, SCHED_ROM_READ, Hardware,
+from ..contract.hardware import (DESC_IMAGE, DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, SCHED_IMAGE, SCHED_ROM_READ, Hardware,
                         Widths, descriptor_layout, hardware, schedule_layout, widths)
 from .delay import delayed
 from .extmem import ImageROM

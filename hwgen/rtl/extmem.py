@@ -13,6 +13,8 @@ from amaranth import ClockSignal, Instance, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..contract.hardware import addr_width, rom_layout
+
 ROM_MODULE = "hwgen_rom"
 RAM_MODULE = "hwgen_ram"
 COPY_REG_MODULE = "hwgen_copy_reg"
@@ -22,7 +24,7 @@ MEM_VERILOG = f"""\
 // With BANKS = 1 the image holds one word per line. A ROM deeper than one block RAM would have a
 // multiplexer between its block RAMs and any register after them, so with BANKS > 1 (and OUT_REG) it is
 // stored as BANKS words side by side: line r of the image holds words r, r + 2**ROW_BITS, ..., lowest bits
-// first (extmem.rom_layout). Each block RAM then feeds only its register, and the bank is selected after.
+// first (hardware.rom_layout). Each block RAM then feeds only its register, and the bank is selected after.
 module {ROM_MODULE} #(
     parameter WIDTH = 1,
     parameter DEPTH = 1,
@@ -122,29 +124,6 @@ endmodule
 """
 
 
-def addr_width(depth: int) -> int:
-    return max(1, (depth - 1).bit_length())
-
-
-ROM_BANK_BITS = 9  # 512 words: the shallowest ECP5 block RAM shape (512 x 36), so a bank has no depth mux
-
-
-def rom_layout(depth: int, read_latency: int) -> tuple[int, int]:
-    """(banks, row_bits) of a ROM: a ROM read in two cycles and deeper than one bank is stored as banks of
-    ``2**row_bits`` words side by side (see hwgen_rom); any other ROM is one bank of ``depth`` words."""
-    if read_latency == 2 and depth > 1 << ROM_BANK_BITS:
-        return -(-depth >> ROM_BANK_BITS), ROM_BANK_BITS
-    return 1, addr_width(depth)
-
-
-def rom_word_position(word: int, width: int, depth: int, read_latency: int) -> tuple[int, int]:
-    """(line of the image, lowest bit in that line) of ROM word ``word``."""
-    banks, row_bits = rom_layout(depth, read_latency)
-    if banks == 1:
-        return word, 0
-    return word & ((1 << row_bits) - 1), (word >> row_bits) * width
-
-
 def check_read_latency(read_latency: int) -> None:
     if read_latency not in (1, 2):
         raise ValueError(f"read_latency must be 1 or 2 (2 with an output register), not {read_latency}")
@@ -210,21 +189,3 @@ class CopyRegister(wiring.Component):
         m.submodules.reg = Instance(COPY_REG_MODULE, p_WIDTH=self.width, i_clk=ClockSignal(), i_d=self.d,
                                     o_q=self.q)
         return m
-
-
-def hex_image(words: list[int], width: int, depth: int | None = None, read_latency: int = 1) -> str:
-    """The text of a ``$readmemh`` image: one zero-padded word per line, or, for a banked ROM of ``depth``
-    words (``rom_layout``), the banks' words side by side."""
-    limit = 1 << width
-    for i, w in enumerate(words):
-        if not 0 <= w < limit:
-            raise ValueError(f"ROM word {i} is {w}, outside {width} unsigned bits")
-    banks, row_bits = rom_layout(depth or len(words), read_latency)
-    if banks > 1:
-        if len(words) > depth:
-            raise ValueError(f"{len(words)} ROM words do not fit a ROM of {depth}")
-        rows = 1 << row_bits
-        words = [sum(words[k] << (b * width) for b, k in enumerate(range(r, len(words), rows)))
-                 for r in range(rows)]
-    digits = max(1, -(-banks * width // 4))
-    return "".join(f"{w:0{digits}x}\n" for w in words) or "0\n"

@@ -6,8 +6,8 @@ from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract import partial_width
-from ..encoding import CODE, WEIGHT_BITS
+from ..contract.hardware import partial_width
+from ..contract.encoding import CODE, WEIGHT_BITS
 
 
 PE_LATENCY = 1  # cycles from a PE's inputs to its ``sum``: one register splits the adder tree

@@ -8,7 +8,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..encoding import REQUANT_MUL_BITS
+from ..contract.encoding import REQUANT_MUL_BITS
 from .delay import delayed
 
 REQUANT_LATENCY = 6  # cycles from ``acc`` to ``y``

@@ -17,7 +17,7 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract import (COMPUTE_WRITE_STAGE, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE, NET_IMAGE, PE_ROM_READ, Hardware,
+from ..contract.hardware import (COMPUTE_WRITE_STAGE, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE, NET_IMAGE, PE_ROM_READ, Hardware,
                         hardware, net_layout, pe_image, pe_word_layout, requant_layout, rq_image)
 from .array import COMPUTE_LATENCY, DRAIN_LATENCY, PEArray
 from .controller import ADDRESS_LATENCY, Controller

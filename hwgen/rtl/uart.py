@@ -15,7 +15,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from ..contract import Hardware, hardware
+from ..contract.hardware import Hardware, hardware
 from .delay import delayed
 from .top import CYCLE_COUNTER_BITS, Top
 

@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from hwgen import ir
+from hwgen.contract import ir
 from train import distributed
 from train.datasets import DataSpec, make_dataset
 from train.export import export, logit_scale

@@ -129,7 +129,7 @@ def plane_schedule(planes: list[np.ndarray], lanes: int, pe: int) -> tuple[Sched
 
 
 def is_identity_shortcut(layer) -> bool:
-    """An option-A shortcut (subsample, append zero channels) as ``train.export`` and ``hwgen.synthetic``
+    """An option-A shortcut (subsample, append zero channels) as ``train.export`` and ``hwgen.frontends.synthetic``
     write it: a 1x1 conv whose weight is the identity on its input channels, with unit requantization (mul 1,
     bias 0, shift 0), so the integers pass through. Told by what the layer is, not by its name (the exporter
     calls it ``<block>_short``, the synthetic networks ``short<N>``). Takes an IR or a lowered layer."""

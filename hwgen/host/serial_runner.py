@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from .ir import Model
-from .uart_protocol import HostError, Link, check
+from ..contract.ir import Model
+from .protocol import HostError, Link, check
 
 
 def run_serial(port: str, baud: int, link: Link, images: np.ndarray, timeout: float, progress=print):

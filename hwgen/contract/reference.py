@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .ir import Layer, Model, acc_bound, input_range, value_range  # noqa: F401  (re-exported)
+from .encoding import output_stream
 from .mapping import conv_out_size
 
 _INT64_LIMIT = 1 << 63
@@ -106,3 +107,9 @@ def predict(model: Model, images) -> torch.Tensor:
     """Class index per image: argmax of the last layer (first index on ties)."""
     last = run(model, images)[model.layers[-1].name]
     return last.flatten(1).argmax(dim=1)
+
+
+def expected_beats(model: Model, images: np.ndarray) -> list[list[int]]:
+    """Per image, the network's result values in output-stream order (``encoding.output_stream``)."""
+    last = run(model, images)[model.layers[-1].name].numpy()
+    return [output_stream(img) for img in last]

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import BuildConfig, images as rom_images
-from .ir import Model
-from .rtl.extmem import MEM_VERILOG
-from .rtl.uart import UARTLink
-from .simulate import VERILATOR_ARGS, build_model, run_testbench, verilator_runner
-from .uart_protocol import Link, check
+from ..build.generate import BuildConfig, images as rom_images
+from ..contract.ir import Model
+from ..rtl.extmem import MEM_VERILOG
+from ..rtl.uart import UARTLink
+from .stream import VERILATOR_ARGS, build_model, run_testbench, verilator_runner
+from ..host.protocol import Link, check
 
 UART_TOP = "hwgen_uart"
 TESTBENCH = "sim.tb_uart"

@@ -15,9 +15,9 @@ from pathlib import Path
 from amaranth.hdl import Fragment, Instance, Shape
 from amaranth.hdl._mem import MemoryInstance  # what a lib.memory.Memory elaborates to; no public name in 0.5
 
-from .lower import Program
-from .rtl.extmem import RAM_MODULE, ROM_MODULE
-from .synth_targets import Part
+from ..compile.lower import Program
+from ..rtl.extmem import RAM_MODULE, ROM_MODULE
+from .targets import Part
 
 # (width, depth) configurations of one block RAM: ECP5 DP16KD (36 bits in pseudo dual-port mode),
 # iCE40 SB_RAM40_4K.
@@ -50,7 +50,7 @@ def memories(design) -> list[Mem]:
     while stack:
         frag, path = stack.pop()
         if isinstance(frag, Instance) and frag.type == ROM_MODULE:
-            p = frag.parameters  # a banked ROM is stored as its banks side by side (extmem.rom_layout)
+            p = frag.parameters  # a banked ROM is stored as its banks side by side (hardware.rom_layout)
             banked = p["BANKS"] > 1
             found.append(Mem(path, p["WIDTH"] * p["BANKS"], 1 << p["ROW_BITS"] if banked else p["DEPTH"]))
         elif isinstance(frag, Instance) and frag.type == RAM_MODULE:

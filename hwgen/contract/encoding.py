@@ -110,9 +110,13 @@ def pack_lanes(values, width: int) -> int:
 
 
 def unpack_lanes(word: int, width: int, count: int, signed: bool) -> list[int]:
-    mask = (1 << width) - 1
-    out = [(word >> (width * i)) & mask for i in range(count)]
-    return [v - (1 << width) if signed and v >> (width - 1) else v for v in out]
+    return [unpack_value(word >> (width * i), width, signed) for i in range(count)]
+
+
+def unpack_value(word: int, width: int, signed: bool) -> int:
+    """The low ``width`` bits of ``word``, sign-extended if ``signed``."""
+    v = word & ((1 << width) - 1)
+    return v - (1 << width) if signed and v >> (width - 1) else v
 
 
 def im2col(image: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
@@ -140,10 +144,32 @@ def pack_input(image: np.ndarray, lanes: int, bits: int, im2col_params=None) -> 
     return [pack_lanes(lanes_major[j, :, p], bits) for j in range(blocks) for p in range(h * w)]
 
 
+def output_stream(values: np.ndarray) -> list[int]:
+    """A [C, H, W] result in the order the output stream carries it: channels fastest, then x, then y."""
+    return np.asarray(values).transpose(1, 2, 0).reshape(-1).tolist()
+
+
+def stream_position(k: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(channel, y, x) of value ``k`` of the output stream of a [C, H, W] result."""
+    c, _, w = shape
+    return k % c, k // c // w, k // c % w
+
+
 def unpack_output(beats: list[int], shape: tuple[int, int, int], bits: int, signed: bool) -> np.ndarray:
-    """Output stream beats (channels fastest, then pixels) -> [C, H, W] integers."""
+    """Output stream beats -> [C, H, W] integers (the inverse of ``output_stream``)."""
     c, h, w = shape
     if len(beats) != c * h * w:
         raise ValueError(f"expected {c * h * w} output beats for shape {list(shape)}, found {len(beats)}")
-    vals = [unpack_lanes(b, bits, 1, signed)[0] for b in beats]
+    vals = [unpack_value(b, bits, signed) for b in beats]
     return np.array(vals, np.int64).reshape(h, w, c).transpose(2, 0, 1)
+
+
+def first_mismatch(got: list[int], expected: list[int], shape: tuple[int, int, int]) -> str | None:
+    """Where a streamed result first differs from the expected one, or None if they are equal."""
+    for k, (g, e) in enumerate(zip(got, expected)):
+        if g != e:
+            c, y, x = stream_position(k, shape)
+            return f"channel {c}, pixel (y={y}, x={x}): expected {e}, got {g}"
+    if len(got) != len(expected):
+        return f"expected {len(expected)} values, got {len(got)}"
+    return None

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import mapping
-from .contract import pack_struct  # noqa: F401 (re-exported: tests pack descriptors with it)
-from .contract import (Widths, descriptor_layout, net_layout, packer, pe_word_layout, requant_layout,
+from ..contract import mapping
+from ..contract.hardware import pack_struct  # noqa: F401 (re-exported: tests pack descriptors with it)
+from ..contract.hardware import (Widths, descriptor_layout, net_layout, packer, pe_word_layout, requant_layout,
                        schedule_layout, widths)
-from .encoding import lane_weights
+from ..contract.encoding import lane_weights
 from .lower import RESULT_BUF, Program, weight_planes
 
 

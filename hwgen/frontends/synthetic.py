@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import mapping, reference
-from .encoding import average_constants, requant_constants
-from .ir import InputSpec, Layer, Model, validate
-from .mapping import prunable
+from ..contract import mapping, reference
+from ..contract.encoding import average_constants, requant_constants
+from ..contract.ir import InputSpec, Layer, Model, validate
+from ..contract.mapping import prunable
 
 UNIT = (np.ones, np.zeros, np.zeros)  # mul, bias, shift of an exact pass-through
 TERNARY = np.array([-1, 0, 1], np.int8)

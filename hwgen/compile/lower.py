@@ -10,10 +10,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import mapping
-from .contract import DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, partial_width
-from .encoding import check_pe_kind
-from .ir import Model, acc_bound, input_range, signed_width
+from ..contract import mapping
+from ..contract.hardware import DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, partial_width
+from ..contract.encoding import check_pe_kind
+from ..contract.ir import Model, acc_bound, input_range, signed_width
 
 RESULT_BUF = -1  # out_buf of the last layer: the result memory, not an activation buffer
 LAYER_SETUP_CYCLES = 2  # descriptor fetch and latch

@@ -10,8 +10,8 @@ from amaranth.build import Attrs, Clock, Pins, Resource, Subsignal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 
-from .lower import Program
-from .rtl.uart import UARTLink
+from ..compile.lower import Program
+from ..rtl.uart import UARTLink
 
 
 @dataclass(frozen=True)

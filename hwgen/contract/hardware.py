@@ -1,12 +1,13 @@
 """The hardware contract: everything the Verilog is a function of, declared once for the side that fills the
-ROM images (``roms.py``) and the side that reads them (``rtl/``).
+ROM images (``compile/roms.py``, ``build/generate.py``) and the side that reads them (``rtl/``).
 
 - ``Hardware``: the sizes (pe, lanes, tile, pe_kind and the capacity). Programs with equal ``Hardware``
   get the same Verilog, so one compiled model runs them all; ``Widths`` follow from it.
 - Every ROM word as an ``amaranth.lib.data.StructLayout``: schedule entry, PE weight word, requant word,
   layer descriptor, net word. ``packer`` fills a layout (refusing values that do not fit) and the RTL
   reads the same layout through a ``data.View`` of the ROM's data.
-- The ROM image names and read latencies, the pipeline stage depths, and the width of a PE's sum.
+- The ROM image names and read latencies, the images' bank layout (``rom_layout``, ``hex_image``), the
+  pipeline stage depths, and the width of a PE's sum.
 
 Only Amaranth and ``encoding`` are imported here (no lowering, no torch): ``rtl/`` imports nothing else of
 hwgen (tests/test_layering.py).
@@ -40,7 +41,7 @@ class Hardware:
         """Width of a requantized value before it is stored: an activation or a result."""
         return max(self.cap.act_bits, self.cap.out_bits)
 
-    # A byte link (the UART, rtl/uart.py and hwgen.uart_protocol) carries each beat zero-padded to whole bytes.
+    # A byte link (the UART, rtl/uart.py and hwgen.host.protocol) carries each beat zero-padded to whole bytes.
     @property
     def input_beat_bytes(self) -> int:
         """Bytes of one input beat: ``lanes`` activations of ``act_bits``."""
@@ -229,7 +230,7 @@ def rq_image(p: int) -> str:
     return f"rq{p}.hex"
 
 
-# Read latencies of the ROMs the images are laid out for (extmem.rom_layout banks a 2-cycle ROM): block RAM
+# Read latencies of the ROMs the images are laid out for (rom_layout banks a 2-cycle ROM): block RAM
 # read, then a register at each block RAM.
 SCHED_ROM_READ = 2
 PE_ROM_READ = 2
@@ -242,3 +243,46 @@ DRAIN_WRITE_STAGE = 8  # and its requantized value is written to the output buff
 # ends when its last outputs are written (a drain may start while the previous one's writes are in flight)
 DRAIN_PRE_CYCLES = COMPUTE_WRITE_STAGE - 1 - DRAIN_READ_STAGE
 DRAIN_POST_CYCLES = DRAIN_WRITE_STAGE
+
+# ---------------------------------------------------------------- the images' bank layout
+
+
+def addr_width(depth: int) -> int:
+    return max(1, (depth - 1).bit_length())
+
+
+ROM_BANK_BITS = 9  # 512 words: the shallowest ECP5 block RAM shape (512 x 36), so a bank has no depth mux
+
+
+def rom_layout(depth: int, read_latency: int) -> tuple[int, int]:
+    """(banks, row_bits) of a ROM: a ROM read in two cycles and deeper than one bank is stored as banks of
+    ``2**row_bits`` words side by side (see hwgen_rom); any other ROM is one bank of ``depth`` words."""
+    if read_latency == 2 and depth > 1 << ROM_BANK_BITS:
+        return -(-depth >> ROM_BANK_BITS), ROM_BANK_BITS
+    return 1, addr_width(depth)
+
+
+def rom_word_position(word: int, width: int, depth: int, read_latency: int) -> tuple[int, int]:
+    """(line of the image, lowest bit in that line) of ROM word ``word``."""
+    banks, row_bits = rom_layout(depth, read_latency)
+    if banks == 1:
+        return word, 0
+    return word & ((1 << row_bits) - 1), (word >> row_bits) * width
+
+
+def hex_image(words: list[int], width: int, depth: int | None = None, read_latency: int = 1) -> str:
+    """The text of a ``$readmemh`` image: one zero-padded word per line, or, for a banked ROM of ``depth``
+    words (``rom_layout``), the banks' words side by side."""
+    limit = 1 << width
+    for i, w in enumerate(words):
+        if not 0 <= w < limit:
+            raise ValueError(f"ROM word {i} is {w}, outside {width} unsigned bits")
+    banks, row_bits = rom_layout(depth or len(words), read_latency)
+    if banks > 1:
+        if len(words) > depth:
+            raise ValueError(f"{len(words)} ROM words do not fit a ROM of {depth}")
+        rows = 1 << row_bits
+        words = [sum(words[k] << (b * width) for b, k in enumerate(range(r, len(words), rows)))
+                 for r in range(rows)]
+    digits = max(1, -(-banks * width // 4))
+    return "".join(f"{w:0{digits}x}\n" for w in words) or "0\n"

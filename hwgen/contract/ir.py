@@ -4,7 +4,7 @@ One file, a zip archive written deterministically: ``manifest.json`` (format, ve
 a SHA-256 of every array) plus one ``.npy`` member per array, read back with ``allow_pickle=False``.
 Nothing in it is ever unpickled, and :func:`validate` runs at every load.
 
-Integer semantics of each kind are defined once, in :mod:`hwgen.reference`.
+Integer semantics of each kind are defined once, in :mod:`hwgen.contract.reference`.
 """
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from .ir import signed_width
-from .mapping import is_identity_shortcut, prunable  # noqa: F401  (prunable: the report's layer selection)
-from .lower import HwLayer, Program, layer_cycles, predicted_cycles, real_lanes, utilization
+from ..contract.ir import signed_width
+from ..contract.mapping import is_identity_shortcut, prunable  # noqa: F401  (prunable: the report's layer selection)
+from ..compile.lower import HwLayer, Program, layer_cycles, predicted_cycles, real_lanes, utilization
 
 def compression(prog: Program) -> dict:
     """The papers' figure (docs/design.md §2) over the prunable layers: 32-bit float weights against
@@ -76,9 +76,9 @@ def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None 
 
 
 def unbalanced_program(model, cfg, seed: int = 0) -> Program:
-    """``model`` with paper-style pruning (hwgen.synthetic.with_unbalanced_pruning), lowered as ``cfg``
+    """``model`` with paper-style pruning (hwgen.frontends.synthetic.with_unbalanced_pruning), lowered as ``cfg``
     (build.BuildConfig) lowers but at its own sizes: it needs more steps than a capacity the balanced network
     fits."""
-    from .synthetic import with_unbalanced_pruning
+    from ..frontends.synthetic import with_unbalanced_pruning
 
     return replace(cfg, capacity=None).lower(with_unbalanced_pruning(model, cfg.pe, seed))

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import encoding
-from .contract import Hardware, hardware
-from .ir import Model
-from .lower import Program
-from .rtl.uart import CYCLE_BYTES, FRAME_IN, FRAME_OUT
+from ..contract import encoding
+from ..contract.hardware import Hardware, hardware
+from ..contract.ir import Model
+from ..compile.lower import Program
+from ..rtl.uart import CYCLE_BYTES, FRAME_IN, FRAME_OUT
 
 
 class HostError(ValueError):
@@ -52,19 +52,16 @@ class Link:
             raise HostError(f"an answer must be {self.answer_bytes} bytes, found {len(answer)}")
         if answer[0] != FRAME_OUT:
             raise HostError(f"an answer must start with 0x{FRAME_OUT:02x}, found 0x{answer[0]:02x}")
-        bits = self.hw.cap.out_bits
-        values = []
-        for k in range(self.output_beats):
-            raw = int.from_bytes(answer[1 + k * self.out_bytes:1 + (k + 1) * self.out_bytes], "little")
-            raw &= (1 << bits) - 1
-            values.append(raw - (1 << bits) if self.out_signed and raw >> (bits - 1) else raw)
+        beats = [int.from_bytes(answer[1 + k * self.out_bytes:1 + (k + 1) * self.out_bytes], "little")
+                 for k in range(self.output_beats)]
+        values = [encoding.unpack_value(b, self.hw.cap.out_bits, self.out_signed) for b in beats]
         return values, int.from_bytes(answer[-CYCLE_BYTES:], "little")
 
 
 def check(model: Model, images: np.ndarray, got: list[list[int]]) -> list[str]:
     """One line per image whose results differ from the reference."""
-    from .simulate import expected_beats, first_mismatch
+    from ..contract.reference import expected_beats  # torch: only when checking
 
     shape = model.layers[-1].out_shape
-    return [f"image {i}: {first_mismatch(g, e, shape)}" for i, (g, e) in
+    return [f"image {i}: {encoding.first_mismatch(g, e, shape)}" for i, (g, e) in
             enumerate(zip(got, expected_beats(model, images))) if g != e]

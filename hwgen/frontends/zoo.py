@@ -1,7 +1,7 @@
 """The synthetic model zoo of ``hwgen build --model NAME``: seeded ternary networks of known shapes, by name.
 
 They let hardware work go on without a trained model: the hardware, cycles and memory sizes are those of a
-trained network of the same shape (hwgen.synthetic builds them).
+trained network of the same shape (hwgen.frontends.synthetic builds them).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from functools import partial
 from typing import Callable
 
 from . import synthetic
-from .ir import Model
+from ..contract.ir import Model
 
 # (out_channels, kernel, stride, padding) of each conv of the digits CNN; train/models.py builds it from this
 DIGITS_CONVS = ((16, 3, 1, 1), (32, 3, 2, 1), (32, 3, 1, 1), (64, 1, 1, 0))

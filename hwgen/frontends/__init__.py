@@ -1,0 +1,1 @@
+"""Where networks come from besides a trained IR file: seeded synthetic networks and the model zoo."""
