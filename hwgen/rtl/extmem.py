@@ -24,7 +24,7 @@ MEM_VERILOG = f"""\
 // With BANKS = 1 the image holds one word per line. A ROM deeper than one block RAM would have a
 // multiplexer between its block RAMs and any register after them, so with BANKS > 1 (and OUT_REG) it is
 // stored as BANKS words side by side: line r of the image holds words r, r + 2**ROW_BITS, ..., lowest bits
-// first (hardware.rom_layout). Each block RAM then feeds only its register, and the bank is selected after.
+// first (extmem.rom_layout). Each block RAM then feeds only its register, and the bank is selected after.
 module {ROM_MODULE} #(
     parameter WIDTH = 1,
     parameter DEPTH = 1,
