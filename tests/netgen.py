@@ -124,7 +124,7 @@ def cases(draw, kind: str):
 
 # ---------------------------------------------------------------- one compiled model for all cases
 
-from hwgen.compile.lower import Capacity  # noqa: E402
+from hwgen.contract.hardware import Capacity  # noqa: E402
 
 CAPACITY = Capacity(layers=4, steps=1024, rq_words=16, locals=8, dim=16, buf_depth=2048, res_depth=1024, n_bufs=3,
                     act_bits=16, out_bits=32, acc_bits=32, bias_bits=48, shift_bits=6)

@@ -10,7 +10,8 @@ from hwgen import cli
 from hwgen.contract import mapping
 from hwgen.build.generate import BuildConfig, generate
 from hwgen.contract.encoding import CODE, WEIGHT_BITS, lane_weights, pack_lanes, unpack_lanes
-from hwgen.compile.lower import Capacity, lower, own_capacity, predicted_cycles
+from hwgen.compile.lower import lower, own_capacity, predicted_cycles
+from hwgen.contract.hardware import Capacity
 from hwgen.compile.roms import pe_roms, widths
 from hwgen.fpga.netlist import cell_counts, multipliers
 from hwgen.rtl.array import PEArray

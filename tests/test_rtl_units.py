@@ -1,17 +1,23 @@
-"""Unit tests of the PE and the requant unit in amaranth.sim, against plain integer models, and of the ROM
-words as the RTL reads them."""
+"""Unit tests of the PE, the requant unit and the controller in amaranth.sim, against plain integer models
+and the cycle model, and of the ROM words as the RTL reads them."""
 import random
 
 import pytest
 from amaranth import Module, Shape, Signal
-from amaranth.lib import data
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from hwgen.contract.hardware import (Hardware, descriptor_layout, hardware, net_layout, packer, pe_word_layout,
-                            requant_layout, schedule_layout, widths)
+from hwgen.contract.hardware import (DESC_IMAGE, DRAIN_PRE_CYCLES, SCHED_IMAGE, TILE_SETUP_CYCLES, Capacity, Hardware,
+                                    addr_width, descriptor_layout, hardware, net_layout, packer, pe_word_layout,
+                                    requant_layout, schedule_layout, widths)
 from hwgen.contract.encoding import CODE, pack_lanes, requant_constants
-from hwgen.compile.lower import Capacity
+from hwgen.compile.lower import lower, predicted_cycles, tiles
+from hwgen.compile.roms import descriptor_words, schedule_rom
 from hwgen.fpga.netlist import cell_counts, multipliers
+from hwgen.frontends.synthetic import chain_model
+from hwgen.rtl import controller
 from hwgen.rtl.array import PEArray
 from hwgen.rtl.pe import TernaryPE
 from hwgen.rtl.requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
@@ -71,7 +77,6 @@ def test_pe_array_has_no_multiplier_cells():
 def test_logic_does_not_grow_with_depth():
     """ResNet-20 and ResNet-32 at the same N and L: the same cells (ROM contents are image files), and
     the only multipliers are the N requant units of the drain path."""
-    from hwgen.compile.lower import lower
     from hwgen.rtl.top import Top
     from hwgen.frontends.synthetic import resnet_cifar
 
@@ -157,3 +162,59 @@ def test_a_value_its_field_cannot_hold_is_refused():
 def test_hardware_of_something_else_is_refused():
     with pytest.raises(TypeError, match="expected a Hardware or a lowered program with a capacity, found dict"):
         hardware({"pe": 4})
+
+
+class _ModelROM(wiring.Component):
+    """``extmem.ImageROM`` in Amaranth, for the simulator (which cannot run the Verilog ``hwgen_rom``): the
+    same ports and read latency, holding ``words``."""
+
+    def __init__(self, width: int, depth: int, words: list[int], read_latency: int):
+        self.words, self.read_latency = words, read_latency
+        super().__init__({"addr": In(addr_width(depth)), "data": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = 1 << len(self.addr)  # every address the port can name reads a word
+        m.submodules.mem = mem = Memory(shape=len(self.data), depth=depth,
+                                        init=self.words + [0] * (depth - len(self.words)))
+        read = mem.read_port()
+        m.d.comb += read.addr.eq(self.addr)
+        if self.read_latency == 1:
+            m.d.comb += self.data.eq(read.data)
+        else:
+            m.d.sync += self.data.eq(read.data)
+        return m
+
+
+@pytest.mark.parametrize("tile", [2, 16])
+def test_controller_runs_in_the_cycles_the_model_predicts(tile, monkeypatch):
+    """The controller alone is busy from ``start`` to ``done`` for ``lower.predicted_cycles``: its FSM
+    states are what LAYER_SETUP_CYCLES, TILE_SETUP_CYCLES, HANDOFF_CYCLES and LAYER_END_CYCLES count."""
+    model = chain_model("cycles", (1, 4, 4), [(8, 3, 1, 1), (8, 1, 1, 0)], 4, lanes=4, pe=2, density=0.5, seed=1)
+    prog = lower(model, pe=2, lanes=4, tile=tile)
+    # at tile 2 a tile's drain outlasts the next tile's compute, so hand-offs wait; at 16 a layer is one tile
+    drain_bound = any(DRAIN_PRE_CYCLES + l.locals(prog.pe) * n > TILE_SETUP_CYCLES + l.n_steps * n
+                      for l in prog.layers for n in tiles(prog, l)[1:])
+    assert drain_bound == (tile == 2)
+    images = {DESC_IMAGE: descriptor_words(prog), SCHED_IMAGE: schedule_rom(prog, widths(prog))}
+    monkeypatch.setattr(controller, "ImageROM", lambda width, depth, image, read_latency=1:
+                        _ModelROM(width, depth, images[image], read_latency))
+    dut = controller.Controller(prog)
+    busy = []
+
+    async def bench(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for _ in range(2 * predicted_cycles(prog) + 100):
+            busy.append(ctx.get(dut.busy))
+            if ctx.get(dut.done):
+                return
+            await ctx.tick()
+        raise AssertionError(f"no done within {len(busy)} cycles, predicted {predicted_cycles(prog)}")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert sum(busy) == predicted_cycles(prog)

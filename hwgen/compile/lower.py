@@ -11,15 +11,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..contract import mapping
-from ..contract.hardware import DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, partial_width
+from ..contract.hardware import (DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, HANDOFF_CYCLES, LAYER_END_CYCLES,
+                                 LAYER_SETUP_CYCLES, TILE_SETUP_CYCLES, Capacity, partial_width)
 from ..contract.encoding import check_pe_kind
 from ..contract.ir import Model, acc_bound, input_range, signed_width
 
 RESULT_BUF = -1  # out_buf of the last layer: the result memory, not an activation buffer
-LAYER_SETUP_CYCLES = 2  # descriptor fetch and latch
-LAYER_END_CYCLES = 1
-TILE_SETUP_CYCLES = 1
-HANDOFF_CYCLES = 1
 
 
 class UnsupportedError(ValueError):
@@ -139,42 +136,6 @@ def allocate_buffers(model: Model) -> dict[str, int]:
     return where
 
 
-@dataclass(frozen=True)
-class Capacity:
-    """The sizes the hardware is generated from: the Verilog depends only on these, ``pe``, ``lanes`` and
-    ``tile``; the network itself (descriptors, schedule, weights, requant) lives in the ROM images. A build
-    normally uses its program's own sizes; ``lower(..., capacity=)`` fits a network into given sizes, so one
-    compiled simulation model runs every network within them (docs/verification.md)."""
-
-    layers: int  # descriptor ROM words
-    steps: int  # schedule and PE ROM words
-    rq_words: int  # requant ROM words per PE
-    locals: int  # output channels per PE in one layer
-    dim: int  # largest map height or width
-    buf_depth: int  # words of each activation buffer
-    res_depth: int  # words of the result memory
-    n_bufs: int
-    act_bits: int
-    out_bits: int
-    acc_bits: int
-    bias_bits: int
-    shift_bits: int
-    # the controller's coordinates and address offsets hold these (roms.widths); None: as large as dim
-    reach: int | None = None  # largest distance of a kernel tap from its output pixel's anchor
-    stride: int | None = None  # largest stride
-
-    def __post_init__(self):
-        for name in ("reach", "stride"):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, self.dim)
-
-    def check_fits(self, need: "Capacity") -> None:
-        for name, have in vars(self).items():
-            if getattr(need, name) > have:
-                raise UnsupportedError(f"capacity {name} must be at least {getattr(need, name)} for this network, "
-                                       f"found {have}")
-
-
 @dataclass(frozen=True, eq=False)
 class Program:
     """Everything the RTL is generated from: sizes, widths, descriptors and ROM images. ``cap`` holds the
@@ -199,10 +160,6 @@ class Program:
     im2col: tuple[int, int, int] | None  # (kernel, stride, padding) the host applies to the input
     cap: Capacity | None = None
     pe_kind: str = "ternary"  # encoding.PE_KINDS: the PE the array is built of
-
-    @property
-    def clamp_bits(self) -> int:
-        return max(self.act_bits, self.out_bits)
 
     @property
     def max_locals(self) -> int:
@@ -284,13 +241,20 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool =
     need = own_capacity(prog)
     if capacity is None:
         return replace(prog, cap=need)
-    capacity.check_fits(need)
+    _check_fits(capacity, need)
     c = capacity
     if c.acc_bits < partial_width(lanes, c.act_bits, pe_kind):
         raise UnsupportedError(f"capacity acc_bits must be at least {partial_width(lanes, c.act_bits, pe_kind)} "
                                f"for {lanes} lanes of {c.act_bits} bits ({pe_kind} PEs), found {c.acc_bits}")
     return replace(prog, act_bits=c.act_bits, out_bits=c.out_bits, acc_bits=c.acc_bits, bias_bits=c.bias_bits,
                    shift_bits=c.shift_bits, buf_depth=c.buf_depth, res_depth=c.res_depth, n_bufs=c.n_bufs, cap=c)
+
+
+def _check_fits(capacity: Capacity, need: Capacity) -> None:
+    for name, have in vars(capacity).items():
+        if getattr(need, name) > have:
+            raise UnsupportedError(f"capacity {name} must be at least {getattr(need, name)} for this network, "
+                                   f"found {have}")
 
 
 def own_capacity(prog: Program) -> Capacity:

@@ -1,13 +1,13 @@
 """The hardware contract: everything the Verilog is a function of, declared once for the side that fills the
 ROM images (``compile/roms.py``, ``build/generate.py``) and the side that reads them (``rtl/``).
 
-- ``Hardware``: the sizes (pe, lanes, tile, pe_kind and the capacity). Programs with equal ``Hardware``
+- ``Hardware``: the sizes (pe, lanes, tile, pe_kind and the ``Capacity``). Programs with equal ``Hardware``
   get the same Verilog, so one compiled model runs them all; ``Widths`` follow from it.
 - Every ROM word as an ``amaranth.lib.data.StructLayout``: schedule entry, PE weight word, requant word,
   layer descriptor, net word. ``packer`` fills a layout (refusing values that do not fit) and the RTL
   reads the same layout through a ``data.View`` of the ROM's data.
 - The ROM image names and read latencies, the images' bank layout (``rom_layout``, ``hex_image``), the
-  pipeline stage depths, and the width of a PE's sum.
+  pipeline stage depths, the controller's cycles per layer and tile, and the width of a PE's sum.
 
 Only Amaranth and ``encoding`` are imported here (no lowering, no torch): ``rtl/`` imports nothing else of
 hwgen (tests/test_layering.py).
@@ -27,6 +27,36 @@ from .encoding import REQUANT_MUL_BITS, WEIGHT_BITS, check_pe_kind
 
 
 @dataclass(frozen=True)
+class Capacity:
+    """The sizes the hardware is generated from: the Verilog depends only on these, ``pe``, ``lanes`` and
+    ``tile``; the network itself (descriptors, schedule, weights, requant) lives in the ROM images. A build
+    normally uses its program's own sizes (``lower.own_capacity``); ``lower(..., capacity=)`` fits a network
+    into given sizes, so one compiled simulation model runs every network within them (docs/verification.md)."""
+
+    layers: int  # descriptor ROM words
+    steps: int  # schedule and PE ROM words
+    rq_words: int  # requant ROM words per PE
+    locals: int  # output channels per PE in one layer
+    dim: int  # largest map height or width
+    buf_depth: int  # words of each activation buffer
+    res_depth: int  # words of the result memory
+    n_bufs: int
+    act_bits: int
+    out_bits: int
+    acc_bits: int
+    bias_bits: int
+    shift_bits: int
+    # the controller's coordinates and address offsets hold these (widths); None: as large as dim
+    reach: int | None = None  # largest distance of a kernel tap from its output pixel's anchor
+    stride: int | None = None  # largest stride
+
+    def __post_init__(self):
+        for name in ("reach", "stride"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.dim)
+
+
+@dataclass(frozen=True)
 class Hardware:
     """The sizes the RTL is generated from, and nothing of the network (that lives in the ROM images)."""
 
@@ -34,7 +64,7 @@ class Hardware:
     lanes: int
     tile: int
     pe_kind: str  # encoding.PE_KINDS
-    cap: Any  # lower.Capacity: every program fitted into this hardware lies within these sizes
+    cap: Capacity  # every program fitted into this hardware lies within these sizes
 
     @property
     def clamp_bits(self) -> int:
@@ -234,6 +264,7 @@ def rq_image(p: int) -> str:
 # read, then a register at each block RAM.
 SCHED_ROM_READ = 2
 PE_ROM_READ = 2
+DESC_ROM_READ = 1
 
 # Pipeline depths in cycles after the controller issues (rtl/top.py adds them up from its stages):
 COMPUTE_WRITE_STAGE = 9  # a compute issue's sum is written into its accumulator entry
@@ -243,6 +274,14 @@ DRAIN_WRITE_STAGE = 8  # and its requantized value is written to the output buff
 # ends when its last outputs are written (a drain may start while the previous one's writes are in flight)
 DRAIN_PRE_CYCLES = COMPUTE_WRITE_STAGE - 1 - DRAIN_READ_STAGE
 DRAIN_POST_CYCLES = DRAIN_WRITE_STAGE
+
+# The compute machine's path through a layer (rtl/controller.py), in cycles; lower.layer_cycles adds them up.
+LAYER_SETUP_CYCLES = DESC_ROM_READ + 1  # the DESC states: the descriptor ROM reads the layer, then its word is latched
+# Each of these is one FSM state, so they count states and cannot set the RTL: tests/test_rtl_units.py runs
+# the controller against the cycle model (and every Verilator run checks cycles == predicted).
+TILE_SETUP_CYCLES = 1  # TILE: the tile's step and pixel counters are loaded
+HANDOFF_CYCLES = 1  # HANDOFF: the bank goes to the drain machine (when that is free)
+LAYER_END_CYCLES = 1  # LAYER_END: the cycle that sees the last drain's writes landed
 
 # ---------------------------------------------------------------- the images' bank layout
 

@@ -1,12 +1,14 @@
 """The layer controller: walks the descriptor program, one issue per cycle, no multipliers.
 
 Two state machines share the accumulator banks of the PE array. The compute machine fetches a layer's
-descriptor (2 cycles), then per tile of up to T output pixels sets up (1), issues n_steps x n_t compute
-steps into bank ``bank``, and hands the bank over (1) once the drain machine is free, swapping banks.
+descriptor (``LAYER_SETUP_CYCLES``), then per tile of up to T output pixels sets up (``TILE_SETUP_CYCLES``),
+issues n_steps x n_t compute steps into bank ``bank``, and hands the bank over (``HANDOFF_CYCLES``) once
+the drain machine is free, swapping banks.
 The drain machine waits for the bank's last additions (``DRAIN_PRE_CYCLES``), drains locals x n_t entries
 of its bank through requant, and waits for the last output writes (``DRAIN_POST_CYCLES``); it takes the
 next bank during that wait. The drain of tile i thus overlaps the compute of tile i+1; a layer ends when
-its last drain's writes have landed. ``lower.layer_cycles`` models this exactly; simulation checks it.
+its last drain's writes have landed (``LAYER_END_CYCLES``). ``lower.layer_cycles`` models this exactly
+from those constants of ``contract.hardware``; simulation checks it.
 
 Addresses come from counters: the pixel walker keeps iy0 = oy*stride, ix0 = ox*stride and
 base = iy0*w_in + ix0 incrementally, and the schedule ROM supplies per step the offset
@@ -18,8 +20,9 @@ from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract.hardware import (DESC_IMAGE, DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, SCHED_IMAGE, SCHED_ROM_READ, Hardware,
-                        Widths, descriptor_layout, hardware, schedule_layout, widths)
+from ..contract.hardware import (DESC_IMAGE, DESC_ROM_READ, DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, SCHED_IMAGE,
+                                 SCHED_ROM_READ, Hardware, Widths, descriptor_layout, hardware, schedule_layout,
+                                 widths)
 from .delay import delayed
 from .extmem import ImageROM
 
@@ -88,7 +91,7 @@ class Controller(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw, wd = self.hw, self.wd
-        desc_rd = m.submodules.desc_rom = ImageROM(self.layout.size, hw.cap.layers, DESC_IMAGE)
+        desc_rd = m.submodules.desc_rom = ImageROM(self.layout.size, hw.cap.layers, DESC_IMAGE, DESC_ROM_READ)
         entry_layout = schedule_layout(wd)
         sched = m.submodules.sched_rom = ImageROM(entry_layout.size, hw.cap.steps, SCHED_IMAGE, SCHED_ROM_READ)
         entry = data.View(entry_layout, sched.data)
@@ -129,10 +132,12 @@ class Controller(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [layer.eq(0), self.bank.eq(0)]
                     m.next = "DESC0"
-            with m.State("DESC0"):  # the descriptor ROM reads ``layer`` this cycle
-                m.d.comb += self.busy.eq(1)
-                m.next = "DESC1"
-            with m.State("DESC1"):
+            # LAYER_SETUP_CYCLES: the descriptor ROM reads ``layer``, then its word is latched
+            for i in range(DESC_ROM_READ):
+                with m.State(f"DESC{i}"):
+                    m.d.comb += self.busy.eq(1)
+                    m.next = f"DESC{i + 1}"
+            with m.State(f"DESC{DESC_ROM_READ}"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [desc.eq(desc_rd.data), tile_pix.eq(0)] + tile_start.reset()
                 m.next = "TILE"
