@@ -12,7 +12,7 @@ import pytest
 
 from hwgen.contract.hardware import addr_width, hex_image, rom_layout
 from hwgen.rtl.extmem import MEM_VERILOG, RAM_MODULE, ROM_MODULE
-from hwgen.sim.stream import simulator_env, verilator_bin_dir
+from hwgen.sim.runner import simulator_env, verilator_bin_dir
 
 
 def _ecp5_cells(tmp_path, module, params, files=None):

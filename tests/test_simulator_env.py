@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from hwgen.sim.stream import (MAKE_OVERRIDES, TB_ROOT, SimulatorError, build_model, run_testbench, simulator_env,
-                            verilator_bin_dir, verilator_runner)
+from hwgen.sim.runner import (MAKE_OVERRIDES, TB_ROOT, SimulatorError, build_model, run_testbench, simulator_env,
+                              verilator_bin_dir, verilator_runner)
 
 
 def test_runner_environment_is_explicit_and_leaves_the_process_alone():

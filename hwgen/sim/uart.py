@@ -1,6 +1,6 @@
 """The UART link's Verilog in Verilator (cocotb, sim/tb_uart.py): the host's frames go in bit by bit on
-``rx``, the answers are read bit by bit from ``tx`` and parsed by the host code (``uart_protocol``). The
-Verilator build and run are simulate.py's; only the sources, ports and testbench differ."""
+``rx``, the answers are read bit by bit from ``tx`` and parsed by the host code (``hwgen.host.protocol``). The
+Verilator build and run are runner.py's; only the sources, ports and testbench differ."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from ..build.generate import BuildConfig, images as rom_images
 from ..contract.ir import Model
 from ..rtl.extmem import MEM_VERILOG
 from ..rtl.uart import UARTLink
-from .stream import VERILATOR_ARGS, build_model, run_testbench, verilator_runner
+from .runner import VERILATOR_ARGS, build_model, run_testbench, verilator_runner
 from ..host.protocol import Link, check
 
 UART_TOP = "hwgen_uart"
