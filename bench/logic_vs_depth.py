@@ -5,14 +5,11 @@ Run: python bench/logic_vs_depth.py [--pe 16]
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from hwgen.compile.lower import lower  # noqa: E402
-from hwgen.fpga.netlist import cell_counts  # noqa: E402
-from hwgen.rtl.top import Top  # noqa: E402
-from hwgen.frontends.synthetic import resnet_cifar  # noqa: E402
+from hwgen.compile.lower import lower
+from hwgen.fpga.netlist import cell_counts
+from hwgen.rtl.top import Top
+from hwgen.frontends.synthetic import resnet_cifar
 
 
 def counts(depth: int, pe: int) -> tuple[dict, int]:

@@ -11,18 +11,14 @@ share of groups. The speed-up is over the whole network. Last line: ``balanced_v
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from hwgen.contract import mapping  # noqa: E402
+from hwgen.contract import mapping
 from hwgen.frontends import synthetic
-from hwgen.contract.ir import Layer, Model  # noqa: E402
-from hwgen.compile.lower import layer_cycles, lower, predicted_cycles  # noqa: E402
-from hwgen.build.report import prunable as prunable_layers  # noqa: E402
+from hwgen.contract.ir import Layer, Model
+from hwgen.compile.lower import layer_cycles, lower, predicted_cycles
+from hwgen.build.report import prunable as prunable_layers
 
 BUILDERS = {"resnet18": lambda **o: synthetic.resnet18(input_size=224, **o),
             "resnet20": lambda **o: synthetic.resnet_cifar(20, **o)}

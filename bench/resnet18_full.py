@@ -10,12 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from hwgen.build.generate import BuildConfig, build  # noqa: E402
-from hwgen.frontends.zoo import PAPER_GROUP_DENSITY  # noqa: E402
-from hwgen.sim.stream import random_images, simulate  # noqa: E402
-from hwgen.frontends.synthetic import resnet18  # noqa: E402
+from hwgen.build.generate import BuildConfig, build
+from hwgen.frontends.zoo import PAPER_GROUP_DENSITY
+from hwgen.sim.stream import random_images, simulate
+from hwgen.frontends.synthetic import resnet18
 
 
 def main() -> int:

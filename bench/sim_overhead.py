@@ -21,11 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from hwgen.contract import encoding  # noqa: E402
-from hwgen.build.generate import VERILOG_FILES  # noqa: E402
-from hwgen.sim.stream import simulator_env  # noqa: E402
+from hwgen.contract import encoding
+from hwgen.build.generate import VERILOG_FILES
+from hwgen.sim.runner import simulator_env
 
 HARNESS = Path(__file__).resolve().with_name("freerun_main.cpp")
 FREERUN_BUILD = "freerun_build"  # the harness's Verilator folder inside a build folder

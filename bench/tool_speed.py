@@ -33,7 +33,7 @@ import json, sys
 from hwgen.build.generate import BuildConfig, build
 from hwgen.frontends.zoo import PAPER_GROUP_DENSITY
 from hwgen.sim.stream import random_images, simulate
-from hwgen import synthetic
+from hwgen.frontends import synthetic
 m = synthetic.resnet_cifar(20, 32, pe=16, density=PAPER_GROUP_DENSITY) if sys.argv[1] == "resnet20" else \
     synthetic.resnet18(224, pe=16, density=PAPER_GROUP_DENSITY)
 build(m, BuildConfig(16), sys.argv[2])

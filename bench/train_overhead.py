@@ -13,7 +13,6 @@ The last line is ``train_overhead_ratio: X.XX`` (ternary+WPC median step / float
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -22,10 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from train.resnet import resnet_cifar  # noqa: E402
-from train.wpc import WPCConfig, wpc_penalty  # noqa: E402
+from train.resnet import resnet_cifar
+from train.wpc import WPCConfig, wpc_penalty
 
 
 class FloatBlock(nn.Module):
