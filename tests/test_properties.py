@@ -1,6 +1,6 @@
 """Random shapes per layer kind (hypothesis), all run on ONE compiled Verilator model.
 
-The Verilog depends only on pe, lanes, tile and the capacity (hwgen.compile.lower.Capacity); each random network
+The Verilog depends only on pe, lanes, tile and the capacity (hwgen.contract.hardware.Capacity); each random network
 is lowered into that capacity and only its ROM images and manifest are written, so a case costs one
 simulator start (about a second), not a Verilator build. Every case is checked bit for bit against the
 reference, and the engine's cycle count against the analytical model; half the cases also run with random

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hwgen.build.generate import BuildConfig, build, images
 from hwgen.compile.lower import UnsupportedError, lower, own_capacity
 from hwgen.contract.hardware import Capacity, descriptor_layout
-from hwgen.compile.roms import descriptor_words, descriptors, pack_struct, schedule_rom, widths
+from hwgen.compile.roms import descriptor_words, descriptors, schedule_rom
+from hwgen.contract.hardware import pack_struct, widths
 from hwgen.sim.stream import random_images, simulate
 from hwgen.frontends.synthetic import NetBuilder
 

@@ -11,16 +11,15 @@ from amaranth.back import verilog
 
 from .. import __version__
 from . import outdir
-from ..contract.ir import Model
 from ..compile.lower import Program, layer_cycles, lower, predicted_cycles, utilization
-from ..contract.hardware import (DESC_IMAGE, NET_IMAGE, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
-                                 descriptor_layout, net_layout, pe_image, pe_rom_width, rq_image, rq_width,
-                                 schedule_layout, widths)
 from ..compile.roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
-from .report import render, unbalanced_program
-from ..contract.hardware import hex_image
+from ..contract.hardware import (DESC_IMAGE, NET_IMAGE, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
+                                 descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, rq_image,
+                                 rq_width, schedule_layout, widths)
+from ..contract.ir import Model
 from ..rtl.extmem import MEM_VERILOG
 from ..rtl.top import Top
+from .report import render, unbalanced_program
 
 TOP_NAME = "hwgen_top"
 VERILOG_FILES = ("hwgen_top.v", "hwgen_mem.v")

@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..contract import mapping
-from ..contract.hardware import pack_struct  # noqa: F401 (re-exported: tests pack descriptors with it)
-from ..contract.hardware import (Widths, descriptor_layout, net_layout, packer, pe_word_layout, requant_layout,
-                       schedule_layout, widths)
 from ..contract.encoding import lane_weights
+from ..contract.hardware import (Widths, descriptor_layout, net_layout, packer, pe_word_layout, requant_layout,
+                                 schedule_layout, widths)
 from .lower import RESULT_BUF, Program, weight_planes
 
 
