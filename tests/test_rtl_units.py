@@ -10,8 +10,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from hwgen.contract.hardware import (DESC_IMAGE, DRAIN_PRE_CYCLES, SCHED_IMAGE, TILE_SETUP_CYCLES, Capacity, Hardware,
-                                    addr_width, descriptor_layout, hardware, net_layout, packer, pe_word_layout,
-                                    requant_layout, schedule_layout, widths)
+                                     addr_width, descriptor_layout, hardware, net_layout, packer, pe_word_layout,
+                                     requant_layout, schedule_layout, widths)
 from hwgen.contract.encoding import CODE, pack_lanes, requant_constants
 from hwgen.compile.lower import lower, predicted_cycles, tiles
 from hwgen.compile.roms import descriptor_words, schedule_rom

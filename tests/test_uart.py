@@ -10,7 +10,8 @@ from hwgen.build.generate import BuildConfig
 from hwgen.contract.hardware import Hardware, hardware
 from hwgen.contract.encoding import pack_input
 from hwgen.compile.lower import lower, predicted_cycles
-from hwgen.rtl.uart import CYCLE_BYTES, FRAME_IN, FRAME_OUT, baud_divisor
+from hwgen.contract.hardware import CYCLE_BYTES, FRAME_IN, FRAME_OUT
+from hwgen.rtl.uart import baud_divisor
 from hwgen.sim.stream import random_images
 from hwgen.host.protocol import HostError, Link, check
 from hwgen.sim.uart import simulate_uart

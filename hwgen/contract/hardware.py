@@ -83,6 +83,15 @@ class Hardware:
         return -(-self.cap.out_bits // 8)
 
 
+# The top's ``cycles`` port (busy cycles of one image: ResNet-18 at 224x224 takes 5.6 M) and the UART link's
+# framing (rtl/uart.py sends, hwgen.host.protocol reads): a frame marker byte, then the beats, and an answer
+# ends with the cycle count in whole bytes.
+CYCLE_COUNTER_BITS = 40
+FRAME_IN = 0xA5
+FRAME_OUT = 0x5A
+CYCLE_BYTES = -(-CYCLE_COUNTER_BITS // 8)
+
+
 def hardware(source) -> Hardware:
     """``source`` if it is a ``Hardware``, else the ``Hardware`` of a lowered program (``lower.Program``):
     its sizes only, so what is built from it cannot depend on the network."""

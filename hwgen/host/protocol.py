@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contract import encoding
-from ..contract.hardware import Hardware, hardware
+from ..contract.hardware import CYCLE_BYTES, FRAME_IN, FRAME_OUT, Hardware, hardware
 from ..contract.ir import Model
 from ..compile.lower import Program
-from ..rtl.uart import CYCLE_BYTES, FRAME_IN, FRAME_OUT
 
 
 class HostError(ValueError):

@@ -17,8 +17,9 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract.hardware import (COMPUTE_WRITE_STAGE, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE, NET_IMAGE, PE_ROM_READ, Hardware,
-                        hardware, net_layout, pe_image, pe_word_layout, requant_layout, rq_image)
+from ..contract.hardware import (COMPUTE_WRITE_STAGE, CYCLE_COUNTER_BITS, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE,
+                                 NET_IMAGE, PE_ROM_READ, Hardware, hardware, net_layout, pe_image, pe_word_layout,
+                                 requant_layout, rq_image)
 from .array import COMPUTE_LATENCY, DRAIN_LATENCY, PEArray
 from .controller import ADDRESS_LATENCY, Controller
 from .delay import delayed
@@ -33,8 +34,6 @@ assert DRAIN_LATENCY + REQUANT_LATENCY == DRAIN_WRITE_STAGE
 # the residual is read, then its buffer selected (a register) and its lane selected (a register)
 RES_READ_STAGE = DRAIN_LATENCY + REQUANT_RES_STAGE - BUFFER_READ - 2
 RES_LANE_STAGE = RES_READ_STAGE + BUFFER_READ + 1
-
-CYCLE_COUNTER_BITS = 40
 
 
 def select(m: Module, index, choices: list, name: str) -> Signal:

@@ -15,13 +15,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from ..contract.hardware import Hardware, hardware
+from ..contract.hardware import CYCLE_BYTES, FRAME_IN, FRAME_OUT, Hardware, hardware
 from .delay import delayed
-from .top import CYCLE_COUNTER_BITS, Top
-
-FRAME_IN = 0xA5
-FRAME_OUT = 0x5A
-CYCLE_BYTES = -(-CYCLE_COUNTER_BITS // 8)
+from .top import Top
 MAX_BAUD_ERROR = 0.02  # 8N1 samples the last bit 9.5 bit times after the start edge: 2% stays well inside it
 
 

