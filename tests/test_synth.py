@@ -11,7 +11,8 @@ import pytest
 from hwgen.fpga import flow
 from hwgen.build.generate import BuildConfig
 from hwgen.fpga.fit import FitError, check_synthesized
-from hwgen.fpga.targets import PARTS, ecp5_pll
+from hwgen.fpga.ecp5 import ecp5_pll
+from hwgen.fpga.targets import PARTS
 
 
 def _hwgen(*args, cwd):

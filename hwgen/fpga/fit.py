@@ -13,18 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.hdl import Fragment, Instance, Shape
-from amaranth.hdl._mem import MemoryInstance  # what a lib.memory.Memory elaborates to; no public name in 0.5
 
 from ..compile.lower import Program
 from ..rtl.extmem import RAM_MODULE, ROM_MODULE
+from .family import Family
 from .targets import Part
 
-# (width, depth) configurations of one block RAM: ECP5 DP16KD (36 bits in pseudo dual-port mode),
-# iCE40 SB_RAM40_4K.
-BRAM_SHAPES = {"ecp5": [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)],
-               "ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)]}
-BYTE = {"ecp5": 9, "ice40": 1}  # write-enable granularity of the block RAM's data bits
-LUTRAM_MAX_DEPTH = {"ecp5": 64, "ice40": 0}  # Yosys maps shallower memories to distributed RAM on ECP5
 # LUT4 of the logic, fitted by hand on three ECP5 runs (docs/synthesis.md; within 13% of nextpnr's logic
 # cells for a 2x4 PE tiny net, digits and ResNet-20 at 16x16): per lane-bit of the PE array, per PE and
 # accumulator bit (accumulate, requant, drain muxes), and a fixed part (controller, streams, UART).
@@ -44,9 +38,24 @@ class Mem:
     async_read: bool = False  # read without a clock: only distributed RAM can do that
 
 
+class _MemoryFinder:
+    """The platform the design is elaborated with here: a ``lib.memory.Memory`` hands itself to the
+    platform's ``get_memory`` (Amaranth 0.5's hook for vendor memories), which notes it and stands an
+    empty fragment in its place, so that the memory's shape and ports are read through public names."""
+
+    def __init__(self):
+        self.found = {}  # the standing-in fragment -> the memory
+
+    def get_memory(self, memory):
+        frag = Fragment()
+        self.found[frag] = memory
+        return frag
+
+
 def memories(design) -> list[Mem]:
     """Every memory of the elaborated design."""
-    found, stack = [], [(Fragment.get(design, None), "top")]
+    finder = _MemoryFinder()
+    found, stack = [], [(Fragment.get(design, finder), "top")]
     while stack:
         frag, path = stack.pop()
         if isinstance(frag, Instance) and frag.type == ROM_MODULE:
@@ -56,19 +65,20 @@ def memories(design) -> list[Mem]:
         elif isinstance(frag, Instance) and frag.type == RAM_MODULE:
             p = frag.parameters
             found.append(Mem(path, p["LANES"] * p["LANE_WIDTH"], p["DEPTH"], p["LANES"]))
-        elif isinstance(frag, MemoryInstance):
-            found.append(Mem(path, Shape.cast(frag._data.shape).width, frag._data.depth,
-                             async_read=any(port._domain == "comb" for port in frag._read_ports)))
+        elif frag in finder.found:
+            mem = finder.found[frag]
+            found.append(Mem(path, Shape.cast(mem.shape).width, mem.depth,
+                             async_read=any(port.domain == "comb" for port in mem.read_ports)))
         stack.extend((sub, f"{path}.{name}") for sub, name, _ in frag.subfragments)
     return sorted(found, key=lambda m: m.name)
 
 
-def bram_blocks(mem: Mem, family: str) -> int:
-    if mem.depth <= LUTRAM_MAX_DEPTH[family] or mem.async_read:  # distributed RAM, or logic on iCE40
+def bram_blocks(mem: Mem, family: Family) -> int:
+    if mem.depth <= family.lutram_max_depth or mem.async_read:  # distributed RAM, or logic without it
         return 0
-    lane = mem.width // mem.lanes
-    width = mem.lanes * -(-lane // BYTE[family]) * BYTE[family] if mem.lanes > 1 else mem.width
-    return min(-(-width // w) * -(-mem.depth // d) for w, d in BRAM_SHAPES[family])
+    lane, byte = mem.width // mem.lanes, family.bram_byte
+    width = mem.lanes * -(-lane // byte) * byte if mem.lanes > 1 else mem.width
+    return min(-(-width // w) * -(-mem.depth // d) for w, d in family.bram_shapes)
 
 
 def estimate(prog: Program, mems: list[Mem], part: Part) -> dict:
@@ -93,23 +103,11 @@ def check_estimate(est: dict, part: Part) -> None:
                        f"{est['lut4'] - part.lut:,} too many ({est['lut4'] / part.lut:.0%} of the part)")
 
 
-# Yosys cells per family: logic cells (LUT4 equivalents each), flip-flops, block RAMs, multipliers.
-CELLS = {"ecp5": {"lut": {"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 2}, "ff": ("TRELLIS_FF",),
-                  "bram": ("DP16KD",), "dsp": ("MULT18X18D",)},
-         "ice40": {"lut": {"SB_LUT4": 1}, "ff": ("SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFSS", "SB_DFFR", "SB_DFFS",
-                                             "SB_DFFER", "SB_DFFES", "SB_DFFESR", "SB_DFFESS"),
-                   "bram": ("SB_RAM40_4K",), "dsp": ("SB_MAC16",)}}
-# nextpnr --report utilization names of the same resources
-BELS = {"ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp": "MULT18X18D"},
-        "ice40": {"lut": "ICESTORM_LC", "ff": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP"}}
-
-
-def yosys_counts(stat_file: Path, family: str) -> dict:
+def yosys_counts(stat_file: Path, family: Family) -> dict:
     cells = json.loads(Path(stat_file).read_text())["design"]["num_cells_by_type"]
-    kinds = CELLS[family]
-    return {"cells": cells, "lut": sum(cells.get(c, 0) * k for c, k in kinds["lut"].items()),
-            "ff": sum(cells.get(c, 0) for c in kinds["ff"]), "bram": sum(cells.get(c, 0) for c in kinds["bram"]),
-            "dsp": sum(cells.get(c, 0) for c in kinds["dsp"])}
+    count = lambda names: sum(cells.get(c, 0) for c in names)
+    return {"cells": cells, "lut": sum(cells.get(c, 0) * k for c, k in family.lut_cells.items()),
+            "ff": count(family.ff_cells), "bram": count(family.bram_cells), "dsp": count(family.dsp_cells)}
 
 
 def check_synthesized(counts: dict, part: Part) -> None:
@@ -135,12 +133,11 @@ def dsp_by_unit(netlist: Path, top: str, dsp_cells: tuple[str, ...]) -> dict[str
     return units
 
 
-def nextpnr_figures(report_file: Path, family: str) -> dict:
+def nextpnr_figures(report_file: Path, family: Family) -> dict:
     rep = json.loads(Path(report_file).read_text())
     util = rep["utilization"]
-    bels = BELS[family]
-    used = {k: util.get(bel, {}).get("used", 0) for k, bel in bels.items()}
-    avail = {k: util.get(bel, {}).get("available", 0) for k, bel in bels.items()}
+    used = {k: util.get(bel, {}).get("used", 0) for k, bel in family.bels.items()}
+    avail = {k: util.get(bel, {}).get("available", 0) for k, bel in family.bels.items()}
     clocks = {name: {"fmax_mhz": round(c["achieved"], 2), "constraint_mhz": round(c["constraint"], 2),
                      "passed": c["achieved"] >= c["constraint"]} for name, c in rep.get("fmax", {}).items()}
     return {"used": used, "available": avail, "clocks": clocks,

