@@ -28,7 +28,6 @@ class Part:
     lut: int = 0
     ff: int = 0
     bram: int = 0
-    bram_bits: int = 0  # bits of one block RAM
     dsp: int = 0
     package: str = ""
     speed: str = ""
@@ -38,13 +37,13 @@ class Part:
 # datasheet's 12K LUTs, 32 EBR (Lattice DS1044, table 1.1), which nextpnr does not enforce.
 # iCE40: from nextpnr-ice40 --report.
 PARTS = {p.name: p for p in [
-    Part("LFE5U-12F", ecp5.FAMILY, 12096, 12096, 32, 18432, 28, "BG381", "6"),
-    Part("LFE5U-25F", ecp5.FAMILY, 24288, 24288, 56, 18432, 28, "BG381", "6"),
-    Part("LFE5U-45F", ecp5.FAMILY, 43848, 43848, 108, 18432, 72, "BG381", "6"),
-    Part("LFE5U-85F", ecp5.FAMILY, 83640, 83640, 208, 18432, 156, "BG381", "6"),
-    Part("iCE40UP5K", ice40.FAMILY, 5280, 5280, 30, 4096, 8, "SG48"),
-    Part("iCE40HX8K", ice40.FAMILY, 7680, 7680, 32, 4096, 0, "CT256"),
-    Part("iCE40HX1K", ice40.FAMILY, 1280, 1280, 16, 4096, 0, "VQ100"),
+    Part("LFE5U-12F", ecp5.FAMILY, 12096, 12096, 32, 28, "BG381", "6"),
+    Part("LFE5U-25F", ecp5.FAMILY, 24288, 24288, 56, 28, "BG381", "6"),
+    Part("LFE5U-45F", ecp5.FAMILY, 43848, 43848, 108, 72, "BG381", "6"),
+    Part("LFE5U-85F", ecp5.FAMILY, 83640, 83640, 208, 156, "BG381", "6"),
+    Part("iCE40UP5K", ice40.FAMILY, 5280, 5280, 30, 8, "SG48"),
+    Part("iCE40HX8K", ice40.FAMILY, 7680, 7680, 32, 0, "CT256"),
+    Part("iCE40HX1K", ice40.FAMILY, 1280, 1280, 16, 0, "VQ100"),
 ]}
 
 
