@@ -209,8 +209,9 @@ def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path
         if open_tools:
             report = _run_open(tmp, family, part, base, progress)
         else:
+            vendor = "Vivado" if family_name == "xilinx" else "Quartus"
             report = {**base, "built": False, "note": "vendor build plan written, not run: run "
-                      f"build_{NAME}.sh with the vendor's tools on PATH ({'Vivado' if family_name == 'xilinx' else 'Quartus'})"}
+                      f"build_{NAME}.sh with the vendor's tools on PATH ({vendor})"}
         report["wall_s"] = round(time.monotonic() - t_start, 1)
         (tmp / "synth_report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "synth_summary.md").write_text(summary(report))
@@ -323,8 +324,10 @@ def add_arguments(p) -> None:
     where.add_argument("--board", choices=sorted(BOARDS), help="an amaranth-boards board: ECP5 and iCE40 boards "
                        "are built here; Xilinx and Intel boards get the vendor build plan, not run")
     where.add_argument("--device", choices=sorted(PARTS), help="a bare part: nextpnr places the I/O")
-    p.add_argument("--clock-mhz", type=_clock_mhz, help="accelerator clock (default 100 MHz on ECP5, from the "
-                   "board's oscillator through a PLL; the oscillator's frequency elsewhere; 12 MHz on a bare iCE40)")
+    defaults = "; ".join(f"{f.default_clock_hz / 1e6:g} MHz on {f.title}" + (
+        ", from a board's oscillator through a PLL" if f.pll else " (a bare part: a board runs at its oscillator's)")
+        for f in FAMILIES.values())
+    p.add_argument("--clock-mhz", type=_clock_mhz, help=f"accelerator clock (default {defaults})")
     p.add_argument("--baud", type=_baud, default=115200, help="UART baud rate (default 115200)")
     p.add_argument("--pnr-seed", type=int, default=1, help="nextpnr placement seed (default 1)")
 
