@@ -15,7 +15,7 @@ hwgen (tests/test_layering.py).
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from amaranth import Shape, signed, unsigned
@@ -65,6 +65,19 @@ class Hardware:
     tile: int
     pe_kind: str  # encoding.PE_KINDS
     cap: Capacity  # every program fitted into this hardware lies within these sizes
+
+    @classmethod
+    def of_manifest(cls, manifest: dict) -> "Hardware":
+        """The hardware a build's manifest.json was built for (a manifest without pe_kind is ternary)."""
+        return cls(manifest["pe"], manifest["lanes"], manifest["tile"], manifest.get("pe_kind", "ternary"),
+                   Capacity(**manifest["capacity"]))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, fields: dict) -> "Hardware":
+        return cls(**{**fields, "cap": Capacity(**fields["cap"])})
 
     @property
     def clamp_bits(self) -> int:

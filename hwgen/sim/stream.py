@@ -12,6 +12,7 @@ import numpy as np
 from ..contract import encoding, reference
 from ..build.generate import VERILOG_FILES
 from ..contract.encoding import unpack_lanes
+from ..contract.hardware import Hardware
 from ..contract.ir import Model, value_range
 from ..contract.mapping import num_blocks
 from ..rtl.extmem import RAM_MODULE
@@ -69,10 +70,20 @@ def buffer_tensor(words: list[int], shape, lanes: int, bits: int, signed: bool) 
 HARDWARE_KEY = "hwgen_hardware.json"
 
 
-def hardware_key(manifest: dict) -> dict:
-    """What the Verilog is a function of (lower.Capacity): a compiled model runs any build with the same key."""
-    return {k: manifest.get(k, "ternary") if k == "pe_kind" else manifest[k]
-            for k in ("top", "pe", "lanes", "tile", "capacity", "pe_kind")}
+def record_compiled(compiled: Path, manifest: dict) -> None:
+    """Note in a compiled model's folder the top and hardware of the build it was compiled from."""
+    key = {"top": manifest["top"], "hardware": Hardware.of_manifest(manifest).to_json()}
+    (Path(compiled) / HARDWARE_KEY).write_text(json.dumps(key, sort_keys=True) + "\n")
+
+
+def compiled_for(compiled: Path) -> tuple[str, Hardware] | None:
+    """(top module, hardware) a compiled model was built for, which runs any build of the same two; None if
+    ``compiled`` holds no readable record of them (not a model of :func:`compile_model`)."""
+    try:
+        key = json.loads((Path(compiled) / HARDWARE_KEY).read_text())
+        return key["top"], Hardware.from_json(key["hardware"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def compile_model(build_dir: Path, *, waves: bool = False, verbose: bool = False,
@@ -92,7 +103,7 @@ def compile_model(build_dir: Path, *, waves: bool = False, verbose: bool = False
         hdl_toplevel=top, build_dir=sim_build,
         build_args=VERILATOR_ARGS + (["--trace-fst"] if waves and waves_file().endswith(".fst") else []),
         waves=waves, timescale=("1ns", "1ps"), log_file=log)
-    (sim_build / HARDWARE_KEY).write_text(json.dumps(hardware_key(manifest), sort_keys=True) + "\n")
+    record_compiled(sim_build, manifest)
     return sim_build
 
 
@@ -140,9 +151,10 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
     t0 = time.perf_counter()
     if compiled is None:
         compiled = compile_model(build_dir, waves=waves, verbose=verbose, progress=progress)
-    elif json.loads((Path(compiled) / HARDWARE_KEY).read_text()) != hardware_key(manifest):
-        raise RuntimeError(f"{compiled} was compiled for other hardware (pe, lanes, tile or capacity) than "
-                           f"{build_dir}; compile that build instead")
+    elif (found := compiled_for(compiled)) != (manifest["top"], Hardware.of_manifest(manifest)):
+        why = (f"is not a compiled model (it holds no readable {HARDWARE_KEY})" if found is None else
+               f"was compiled for other hardware (pe, lanes, tile, PE kind or capacity) than {build_dir}")
+        raise RuntimeError(f"{compiled} {why}; compile {build_dir} instead")
     lanes, act_bits = manifest["lanes"], manifest["act_bits"]
     expected = reference.expected_beats(model, images)
     digits = -(-lanes * act_bits // 4)
