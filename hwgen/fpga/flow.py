@@ -87,7 +87,8 @@ def target(cfg: SynthConfig):
     return part, part.family.name, part.family, device_platform(part, clk), clk, None
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
+    """The executable of open-flow tool ``name`` (a key of TOOLS): the wheel's, beside this Python, else on PATH."""
     exe = TOOLS[name]
     local = Path(sys.executable).parent / exe
     found = str(local) if local.exists() else shutil.which(exe)
@@ -116,7 +117,7 @@ def run_stage(name: str, argv: list[str], cwd: Path, progress) -> float:
     with open(cwd / f"{name}.out", "w") as out:
         _termination.deferred = True  # a SIGTERM while the tool starts would leave it running unseen
         try:
-            proc = subprocess.Popen([_tool(name), *argv[1:]], cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([tool(name), *argv[1:]], cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
         finally:
             _termination.deferred = False
         try:
