@@ -18,7 +18,7 @@ from hwgen.contract import mapping
 from hwgen.frontends import synthetic
 from hwgen.contract.ir import Layer, Model
 from hwgen.compile.lower import layer_cycles, lower, predicted_cycles
-from hwgen.build.report import prunable as prunable_layers
+from hwgen.contract.mapping import prunable as prunable_layers
 
 BUILDERS = {"resnet18": lambda **o: synthetic.resnet18(input_size=224, **o),
             "resnet20": lambda **o: synthetic.resnet_cifar(20, **o)}

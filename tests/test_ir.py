@@ -138,8 +138,8 @@ def _channels(model, index, name, value):
 def _bias_room(model, layer):
     """Largest |bias| with |acc * mul + bias| + |residual| within int64, the reference's arithmetic."""
     magnitude = lambda lo_hi: max(map(abs, lo_hi))
-    acc = reference.acc_bound(layer, magnitude(reference.input_range(model, layer.source)))
-    res = 0 if layer.residual is None else magnitude(reference.input_range(model, layer.residual))
+    acc = ir.acc_bound(layer, magnitude(ir.input_range(model, layer.source)))
+    res = 0 if layer.residual is None else magnitude(ir.input_range(model, layer.residual))
     return INT64_MAX - acc * int(np.abs(layer.mul).max()) - res
 
 

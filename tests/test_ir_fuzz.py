@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hwgen.contract import ir, reference
+from hwgen.contract import ir
 from hwgen.contract.encoding import REQUANT_MAX_SHIFT, REQUANT_MUL_BITS
 from hwgen.contract.ir import value_range
 from hwgen.frontends.synthetic import chain_model
@@ -120,7 +120,7 @@ def _limits(model: ir.Model) -> dict:
         if l.weight is not None:
             limits[where, "tex"] = (1, ir.MAX_TEX)
         if l.mul is not None:
-            acc = reference.acc_bound(l, max(map(abs, reference.input_range(model, l.source))))
+            acc = ir.acc_bound(l, max(map(abs, ir.input_range(model, l.source))))
             room = INT64_MAX - acc * int(np.abs(l.mul).max())  # no residual in this model
             limits.update({(where, "mul"): MUL_RANGE, (where, "shift"): (0, REQUANT_MAX_SHIFT),
                            (where, "bias"): (-room, room)})

@@ -11,7 +11,8 @@ import torch
 from hwgen.frontends import synthetic
 from hwgen.contract.ir import Layer
 from hwgen.compile.lower import lower, real_lanes
-from hwgen.build.report import compression, is_identity_shortcut, prunable
+from hwgen.build.report import compression
+from hwgen.contract.mapping import is_identity_shortcut, prunable
 from hwgen.frontends.synthetic import NetBuilder
 from train.export import export, logit_scale
 from train.resnet import digits_resnet

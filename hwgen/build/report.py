@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..contract.ir import signed_width
-from ..contract.mapping import is_identity_shortcut, prunable  # noqa: F401  (prunable: the report's layer selection)
+from ..contract.mapping import prunable
 from ..compile.lower import HwLayer, Program, layer_cycles, predicted_cycles, real_lanes, utilization
 
 def compression(prog: Program) -> dict:

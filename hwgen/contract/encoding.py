@@ -1,5 +1,5 @@
 """The encodings of values shared by the generator, the host side and the testbenches (the ROM word layouts
-built from them are in ``contract.py``).
+built from them are in ``hardware.py``).
 
 - Ternary code, 2 bits per lane: 0 -> 0b00, +1 -> 0b01, -1 -> 0b11 (the 2-bit two's complement).
 - A lane's weight in a PE's weight ROM word (``contract.pe_word_layout``) is ``WEIGHT_BITS[pe_kind]`` bits:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .ir import Layer, Model, acc_bound, input_range, value_range  # noqa: F401  (re-exported)
+from .ir import Layer, Model, acc_bound, input_range, value_range
 from .encoding import output_stream
 from .mapping import conv_out_size
 

@@ -10,7 +10,7 @@ import torch
 
 from ..contract import mapping, reference
 from ..contract.encoding import average_constants, requant_constants
-from ..contract.ir import InputSpec, Layer, Model, validate
+from ..contract.ir import InputSpec, Layer, Model, input_range, validate
 from ..contract.mapping import prunable
 
 UNIT = (np.ones, np.zeros, np.zeros)  # mul, bias, shift of an exact pass-through
@@ -131,7 +131,7 @@ class NetBuilder:
 
     def avgpool(self) -> str:
         c, h, w = self.shape()
-        mul, bias, shift = average_constants(h * w, *reference.input_range(self.model, self.last))
+        mul, bias, shift = average_constants(h * w, *input_range(self.model, self.last))
         full = lambda v: np.full(c, v, np.int64)
         return self._add(Layer("pool", "avgpool", self.last, (c, h, w), (c, 1, 1), self.act_bits, False, True,
                                mul=full(mul), bias=full(bias), shift=full(shift)), calibrate=False)
