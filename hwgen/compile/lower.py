@@ -277,15 +277,16 @@ def tiles(prog: Program, layer: HwLayer) -> list[int]:
     return [prog.tile] * full + ([rest] if rest else [])
 
 
-def layer_cycles(prog: Program, layer: HwLayer, steps: int | None = None) -> int:
+def layer_cycles(prog: Program, layer: HwLayer, steps: int | None = None, locals_: int | None = None) -> int:
     """The controller's two machines (rtl/controller.py): tile i+1 computes while tile i drains; a hand-off
-    waits for the drain machine to be free, and the layer ends when its last drain is done. ``steps``
-    overrides the layer's compute steps (for what-if figures)."""
+    waits for the drain machine to be free, and the layer ends when its last drain is done. ``steps`` and
+    ``locals_`` override the layer's compute steps and output channels per PE (for what-if figures)."""
     steps = layer.n_steps if steps is None else steps
+    locals_ = layer.locals(prog.pe) if locals_ is None else locals_
     now, drain_free, drain_idle = LAYER_SETUP_CYCLES, 0, 0
     for n in tiles(prog, layer):
         now = max(now + TILE_SETUP_CYCLES + steps * n, drain_free)  # compute, then wait to hand off
-        drain_free = now + HANDOFF_CYCLES + DRAIN_PRE_CYCLES + layer.locals(prog.pe) * n
+        drain_free = now + HANDOFF_CYCLES + DRAIN_PRE_CYCLES + locals_ * n
         drain_idle = drain_free + DRAIN_POST_CYCLES
         now += HANDOFF_CYCLES
     return max(now, drain_idle) + LAYER_END_CYCLES
