@@ -1,0 +1,156 @@
+"""AXI4 burst masters for the memory tier (docs/dram.md): a read DMA and a write DMA, each taking commands
+(a byte address and a number of data-width beats) on a stream and moving the data on another.
+
+A command is cut into INCR bursts of at most 256 beats that never cross a 4 KB boundary (AXI4's two rules).
+Bursts are issued ahead of their data, up to ``outstanding`` of them; AXI returns the bursts of one ID in
+order, so a small FIFO of what was issued is enough to mark each command's last beat (read) and to end each
+burst's write data (write). Addresses must be aligned to the data width. Any response other than OKAY sets
+the sticky ``error`` output.
+"""
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+MAX_BURST = 256  # beats of one AXI4 INCR burst
+BOUNDARY = 4096  # bytes: an AXI4 burst may not cross it
+ID_WIDTH = 1  # one ID: bursts come back in order
+
+
+def command_layout(addr_width: int, beats_width: int) -> data.StructLayout:
+    return data.StructLayout({"addr": addr_width, "beats": beats_width})
+
+
+def read_bus(addr_width: int, data_width: int) -> wiring.Signature:
+    """The AR and R channels, as a master drives them."""
+    return wiring.Signature({
+        "arid": Out(ID_WIDTH), "araddr": Out(addr_width), "arlen": Out(8), "arsize": Out(3), "arburst": Out(2),
+        "arvalid": Out(1), "arready": In(1),
+        "rid": In(ID_WIDTH), "rdata": In(data_width), "rresp": In(2), "rlast": In(1), "rvalid": In(1),
+        "rready": Out(1)})
+
+
+def write_bus(addr_width: int, data_width: int) -> wiring.Signature:
+    """The AW, W and B channels, as a master drives them."""
+    return wiring.Signature({
+        "awid": Out(ID_WIDTH), "awaddr": Out(addr_width), "awlen": Out(8), "awsize": Out(3), "awburst": Out(2),
+        "awvalid": Out(1), "awready": In(1),
+        "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1), "wvalid": Out(1), "wready": In(1),
+        "bid": In(ID_WIDTH), "bresp": In(2), "bvalid": In(1), "bready": Out(1)})
+
+
+def check_beat_bytes(beat_bytes: int) -> None:
+    if beat_bytes < 1 or beat_bytes & (beat_bytes - 1) or beat_bytes > 128:
+        raise ValueError(f"the data width must be a power of two of 8 to 1024 bits, found {beat_bytes * 8}")
+
+
+class BurstSplitter(wiring.Component):
+    """Commands in, bursts out: (address, length in beats, whether it is its command's last burst)."""
+
+    def __init__(self, addr_width: int, beats_width: int, beat_bytes: int):
+        check_beat_bytes(beat_bytes)
+        self.addr_width, self.beats_width, self.beat_bytes = addr_width, beats_width, beat_bytes
+        super().__init__({
+            "cmd": In(stream.Signature(command_layout(addr_width, beats_width))),
+            "burst": Out(stream.Signature(data.StructLayout({"addr": addr_width, "len": range(1, MAX_BURST + 1),
+                                                             "final": 1}))),
+            "busy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        addr = Signal(self.addr_width)
+        left = Signal(self.beats_width)  # beats of the command not yet in a burst
+        per_boundary = BOUNDARY // self.beat_bytes
+        to_boundary = Signal(range(per_boundary + 1))
+        m.d.comb += to_boundary.eq(per_boundary - (addr % BOUNDARY) // self.beat_bytes)
+        cap = Signal(range(MAX_BURST + 1))
+        m.d.comb += cap.eq(Mux(to_boundary < MAX_BURST, to_boundary, MAX_BURST))
+        length = Signal(range(MAX_BURST + 1))
+        m.d.comb += length.eq(Mux(left < cap, left, cap))
+        m.d.comb += [self.busy.eq(left != 0), self.cmd.ready.eq(left == 0),
+                     self.burst.valid.eq(left != 0), self.burst.payload.addr.eq(addr),
+                     self.burst.payload.len.eq(length), self.burst.payload.final.eq(length == left)]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [addr.eq(self.cmd.payload.addr), left.eq(self.cmd.payload.beats)]
+        with m.Elif(self.burst.valid & self.burst.ready):
+            m.d.sync += [addr.eq(addr + length * self.beat_bytes), left.eq(left - length)]
+        return m
+
+
+def _axsize(beat_bytes: int) -> int:
+    return beat_bytes.bit_length() - 1
+
+
+class AxiReader(wiring.Component):
+    """``cmd`` (addr, beats) in, ``data`` out, ``last`` on each command's final beat."""
+
+    def __init__(self, addr_width: int, data_width: int, beats_width: int = 16, outstanding: int = 4):
+        self.addr_width, self.data_width, self.beats_width = addr_width, data_width, beats_width
+        self.outstanding = outstanding
+        super().__init__({
+            "cmd": In(stream.Signature(command_layout(addr_width, beats_width))),
+            "data": Out(stream.Signature(data.StructLayout({"data": data_width, "last": 1}))),
+            "axi": Out(read_bus(addr_width, data_width)),
+            "busy": Out(1), "error": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        split = m.submodules.split = BurstSplitter(self.addr_width, self.beats_width, self.data_width // 8)
+        finals = m.submodules.finals = fifo.SyncFIFOBuffered(width=1, depth=self.outstanding)
+        wiring.connect(m, wiring.flipped(self.cmd), split.cmd)
+        axi, burst = self.axi, split.burst
+        # a burst goes out when there is room to remember it
+        m.d.comb += [axi.arid.eq(0), axi.araddr.eq(burst.payload.addr), axi.arlen.eq(burst.payload.len - 1),
+                     axi.arsize.eq(_axsize(self.data_width // 8)), axi.arburst.eq(0b01),
+                     axi.arvalid.eq(burst.valid & finals.w_rdy), burst.ready.eq(axi.arready & finals.w_rdy),
+                     finals.w_data.eq(burst.payload.final), finals.w_en.eq(axi.arvalid & axi.arready)]
+        m.d.comb += [self.data.valid.eq(axi.rvalid), self.data.payload.data.eq(axi.rdata),
+                     self.data.payload.last.eq(axi.rlast & finals.r_data), axi.rready.eq(self.data.ready),
+                     finals.r_en.eq(axi.rvalid & axi.rready & axi.rlast)]
+        m.d.comb += self.busy.eq(split.busy | finals.r_rdy)
+        with m.If(axi.rvalid & axi.rready & (axi.rresp != 0)):
+            m.d.sync += self.error.eq(1)
+        return m
+
+
+class AxiWriter(wiring.Component):
+    """``cmd`` (addr, beats) in and ``data`` in: each command's beats written in order. ``busy`` stays high
+    until every burst's write response has come back."""
+
+    def __init__(self, addr_width: int, data_width: int, beats_width: int = 16, outstanding: int = 4):
+        self.addr_width, self.data_width, self.beats_width = addr_width, data_width, beats_width
+        self.outstanding = outstanding
+        super().__init__({
+            "cmd": In(stream.Signature(command_layout(addr_width, beats_width))),
+            "data": In(stream.Signature(data_width)),
+            "axi": Out(write_bus(addr_width, data_width)),
+            "busy": Out(1), "error": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        split = m.submodules.split = BurstSplitter(self.addr_width, self.beats_width, self.data_width // 8)
+        lengths = m.submodules.lengths = fifo.SyncFIFOBuffered(width=8, depth=self.outstanding)
+        wiring.connect(m, wiring.flipped(self.cmd), split.cmd)
+        axi, burst = self.axi, split.burst
+        pending = Signal(range(2 * self.outstanding + 1))  # bursts issued whose response has not come back
+        room = pending < self.outstanding
+        m.d.comb += [axi.awid.eq(0), axi.awaddr.eq(burst.payload.addr), axi.awlen.eq(burst.payload.len - 1),
+                     axi.awsize.eq(_axsize(self.data_width // 8)), axi.awburst.eq(0b01),
+                     axi.awvalid.eq(burst.valid & lengths.w_rdy & room),
+                     burst.ready.eq(axi.awready & lengths.w_rdy & room),
+                     lengths.w_data.eq(burst.payload.len - 1), lengths.w_en.eq(axi.awvalid & axi.awready)]
+        # write data only for a burst whose address has gone out: its length ends it
+        beat = Signal(8)
+        m.d.comb += [axi.wdata.eq(self.data.payload), axi.wstrb.eq(-1), axi.wlast.eq(beat == lengths.r_data),
+                     axi.wvalid.eq(self.data.valid & lengths.r_rdy), self.data.ready.eq(axi.wready & lengths.r_rdy),
+                     lengths.r_en.eq(axi.wvalid & axi.wready & axi.wlast)]
+        with m.If(axi.wvalid & axi.wready):
+            m.d.sync += beat.eq(Mux(axi.wlast, 0, beat + 1))
+        m.d.comb += axi.bready.eq(1)
+        issued, answered = axi.awvalid & axi.awready, axi.bvalid & axi.bready
+        m.d.sync += pending.eq(pending + issued - answered)
+        with m.If(answered & (axi.bresp != 0)):
+            m.d.sync += self.error.eq(1)
+        m.d.comb += self.busy.eq(split.busy | (pending != 0))
+        return m
