@@ -4,7 +4,7 @@ than a full fit sends something off chip."""
 import pytest
 
 from hwgen.compile.lower import lower, predicted_cycles
-from hwgen.compile.memplan import Dram, PlanError, fixed_pattern, plan, step_bits
+from hwgen.compile.memplan import Dram, PlanError, plan, step_bits
 from hwgen.contract.mapping import num_blocks
 from hwgen.frontends import zoo
 
@@ -58,7 +58,7 @@ def test_everything_on_chip_moves_nothing(resnet):
     _, prog = resnet
     p = plan(prog, LOTS)
     assert not p.uses_dram and p.cache_bits == 0
-    assert {lp.weights for lp, l in zip(p.layers, prog.layers) if not fixed_pattern(l)} == {"rom"}
+    assert {lp.weights for lp, l in zip(p.layers, prog.layers) if not l.pattern} == {"rom"}
     assert p.cycles == p.compute_cycles == predicted_cycles(prog)
 
 

@@ -11,8 +11,8 @@ from hwgen.contract import mapping
 from hwgen.build.generate import BuildConfig, generate
 from hwgen.contract.encoding import CODE, WEIGHT_BITS, lane_weights, pack_lanes, unpack_lanes
 from hwgen.compile.lower import lower, own_capacity, predicted_cycles
-from hwgen.contract.hardware import Capacity
-from hwgen.compile.roms import pe_roms, widths
+from hwgen.contract.hardware import Capacity, widths
+from hwgen.compile.roms import pattern_slots, pe_roms
 from hwgen.fpga.netlist import cell_counts, multipliers
 from hwgen.rtl.array import PEArray
 from hwgen.rtl.pe import MacPE, partial_width
@@ -71,6 +71,12 @@ def _rom_weights(prog) -> list[np.ndarray]:
     roms, step, out = pe_roms(prog, wd), 0, []
     for l in prog.layers:
         got = np.zeros((l.out_shape[0], mapping.num_blocks(l.in_shape[0], L) * L, l.kh, l.kw), np.int64)
+        if l.pattern:  # no ROM words: the hardware makes +1 from input channel o to each output channel o it fills
+            for o in pattern_slots(l, prog.pe).ravel():
+                if o >= 0:
+                    got[o, o] += 1
+            out.append(got[:, :l.in_shape[0]])
+            continue
         for r, j in enumerate(l.schedule.block):
             for p in range(prog.pe):
                 o = int(l.schedule.slots[r, p])

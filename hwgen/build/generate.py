@@ -40,16 +40,15 @@ class BuildConfig:
 
 
 def manifest(model: Model, prog: Program) -> dict:
-    wd = widths(prog)
-    steps = sum(l.n_steps for l in prog.layers)
-    rom_bits = prog.pe * steps * pe_rom_width(prog, wd)
+    word_bits = prog.pe * pe_rom_width(prog, widths(prog))  # a step's PE words; a fixed pattern has none
+    rom_bits = {l.name: 0 if l.pattern else l.n_steps * word_bits for l in prog.layers}
     kept = sum(int(l.kept.sum()) for l in prog.layers)
     total = sum(l.kept.size for l in prog.layers)
     return {
         "generator": f"{outdir.HWGEN.name} {__version__}", "model": model.name, "top": TOP_NAME,
         "pe": prog.pe, "lanes": prog.lanes, "tile": prog.tile, "pe_kind": prog.pe_kind,
         "predicted_cycles": predicted_cycles(prog), "utilization": round(utilization(prog), 6),
-        "rom_bits": rom_bits, "kept_groups": kept, "total_groups": total,
+        "rom_bits": sum(rom_bits.values()), "kept_groups": kept, "total_groups": total,
         "idle_slots": sum(l.schedule.idle_slots * l.kh * l.kw for l in prog.layers),
         "act_bits": prog.act_bits, "acc_bits": prog.acc_bits, "out_bits": prog.out_bits,
         "out_signed": prog.out_signed, "input_beats": prog.input_beats, "output_beats": prog.output_beats,
@@ -61,7 +60,7 @@ def manifest(model: Model, prog: Program) -> dict:
             "name": l.name, "kind": l.kind, "in_shape": list(l.in_shape), "out_shape": list(l.out_shape),
             "kernel": [l.kh, l.kw], "stride": l.stride, "padding": l.pad, "in_buf": l.in_buf, "out_buf": l.out_buf,
             "kept_groups": int(l.kept.sum()), "total_groups": int(l.kept.size), "waves": list(l.schedule.waves),
-            "steps": l.n_steps, "acc_bound": l.acc_bound, "cycles": layer_cycles(prog, l),
+            "steps": l.n_steps, "rom_bits": rom_bits[l.name], "acc_bound": l.acc_bound, "cycles": layer_cycles(prog, l),
             "utilization": round(utilization(prog, [l]), 6),
         } for l in prog.layers],
     }
@@ -93,7 +92,7 @@ def images(prog: Program) -> dict[str, str]:
              DESC_IMAGE: hex_image(descriptor_words(prog), descriptor_layout(prog, wd).size),
              NET_IMAGE: hex_image([net_word(prog)], net_layout(prog).size)}
     for p, words in enumerate(pe_roms(prog, wd)):
-        files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd), prog.cap.steps, PE_ROM_READ)
+        files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd), prog.cap.pe_steps, PE_ROM_READ)
     for p, words in enumerate(rq_roms(prog)):
         files[rq_image(p)] = hex_image(words, rq_width(prog))
     return files

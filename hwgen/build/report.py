@@ -63,7 +63,6 @@ def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None 
                      f"fullest PE finishes its waves")
     lines += ["", "| layer | kind | in | out | kernel/stride | kept/total groups | waves | cycles | util | "
               "ROM bits | acc bits |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    rom_word = manifest["rom_bits"] // max(1, sum(l.n_steps for l in prog.layers) * prog.pe)
     for l, entry in zip(prog.layers, manifest["layers"]):
         waves = entry["waves"]
         wave_text = f"{min(waves)}-{max(waves)}" if min(waves) != max(waves) else str(waves[0])
@@ -71,7 +70,7 @@ def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None 
             f"| {l.name} | {l.kind}{' +res' if l.res_buf is not None else ''} | {'x'.join(map(str, l.in_shape))} | "
             f"{'x'.join(map(str, l.out_shape))} | {l.kh}x{l.kw}/{l.stride} | {int(l.kept.sum())}/{l.kept.size} | "
             f"{wave_text} | {entry['cycles']:,} | {entry['utilization']:.3f} | "
-            f"{l.n_steps * prog.pe * rom_word:,} | {signed_width(l.acc_bound)} |")
+            f"{entry['rom_bits']:,} | {signed_width(l.acc_bound)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -79,10 +79,8 @@ def _layer_plots(man: dict) -> list[tuple[str, str]]:
     bar("Cycles per image per layer (bars) and PE utilization (line)", [l["cycles"] for l in layers], "cycles",
         "#55a868", utilization)
 
-    steps = sum(l["steps"] for l in layers)
-    per_step = man["rom_bits"] / steps if steps else 0  # every PE ROM holds one word per schedule step
-    bar("Weight ROM bits per layer (pruned groups take none)", [l["steps"] * per_step for l in layers], "bits",
-        "#8172b2")
+    bar("Weight ROM bits per layer (pruned groups and fixed patterns take none)", [l["rom_bits"] for l in layers],
+        "bits", "#8172b2")
     return plots
 
 
@@ -134,6 +132,9 @@ def render(folder: str) -> str:
     man = _read(folder, MANIFEST, True)
     if not isinstance(man.get("layers"), list) or not man["layers"]:
         raise ReportError(f"{os.path.join(folder, MANIFEST)}: expected a 'layers' list, found none")
+    if any("rom_bits" not in l for l in man["layers"]):
+        raise ReportError(f"{os.path.join(folder, MANIFEST)}: expected per-layer 'rom_bits', found a manifest of an "
+                          f"older hwgen; build the folder again")
     sim, synth = _read(folder, SIM, False), _read(folder, SYNTH, False)
     summary = [("model", man["model"]), ("array", f"{man['pe']} PEs x {man['lanes']} lanes, tile {man['tile']}"),
                ("cycles per image (model)", f"{man['predicted_cycles']:,}"),

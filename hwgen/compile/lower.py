@@ -59,6 +59,11 @@ class HwLayer:
     def n_steps(self) -> int:
         return self.schedule.rows * self.kh * self.kw
 
+    @property
+    def pattern(self) -> bool:
+        """Fixed identity weights the hardware generates instead of storing: pools and option-A shortcuts."""
+        return self.kind in ("maxpool", "avgpool") or mapping.is_identity_shortcut(self)
+
     def locals(self, pe: int) -> int:
         return -(-self.out_shape[0] // pe)
 
@@ -266,7 +271,9 @@ def own_capacity(prog: Program) -> Capacity:
         res_depth=prog.res_depth, n_bufs=prog.n_bufs, act_bits=prog.act_bits, out_bits=prog.out_bits,
         acc_bits=prog.acc_bits, bias_bits=prog.bias_bits, shift_bits=prog.shift_bits,
         reach=max(max(l.pad, l.kh - 1 - l.pad, l.kw - 1 - l.pad) for l in prog.layers),
-        stride=max(l.stride for l in prog.layers))
+        stride=max(l.stride for l in prog.layers),
+        pe_steps=max(1, sum(l.n_steps for l in prog.layers if not l.pattern)),
+        taps=max([1] + [l.kh * l.kw for l in prog.layers if l.pattern]))
 
 
 # ---------------------------------------------------------------- cycle model

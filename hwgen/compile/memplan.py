@@ -8,8 +8,8 @@ weights live, the DRAM traffic that follows, and a roofline estimate of the cycl
   and the PE words of its kept groups, nothing of a pruned group) stream from DRAM into a double-buffered
   weight cache, in passes over slices of the output channels small enough for one half of the cache. A
   layer of more passes reads its input map once per pass.
-- Fixed-pattern layers (pools, option-A shortcuts) need no stored weights: the plan counts them as
-  generated in hardware.
+- Fixed-pattern layers (pools, option-A shortcuts, ``HwLayer.pattern``) have no stored weights: the
+  hardware generates them.
 - A layer costs the larger of its compute cycles and its memory cycles (transfers overlap compute), plus
   the latency and the first rows it must wait for. This is an estimate of the design, not yet a prediction
   checked in simulation (the DRAM datapath is not built); its inputs are exact: shapes, steps, words.
@@ -119,11 +119,6 @@ def _tensors(prog: Program) -> _Tensors:
     return _Tensors(tuple(source), tuple(residual), bits, live)
 
 
-def fixed_pattern(layer: HwLayer) -> bool:
-    """Weights the hardware can make instead of storing: pools and option-A identity shortcuts."""
-    return layer.kind in ("maxpool", "avgpool") or mapping.is_identity_shortcut(layer)
-
-
 def step_bits(prog: Program) -> int:
     """Bits of one step's weights: its schedule entry and one PE word per PE."""
     wd = widths(prog)
@@ -157,7 +152,7 @@ def _layer(prog: Program, layer: HwLayer, t: _Tensors, i: int, on_chip: set[str]
            dram: Dram) -> LayerPlan:
     act_bytes = lambda name: t.bits[name] // 8  # noqa: E731
     src, res = t.source[i], t.residual[i]
-    generated, stream = fixed_pattern(layer), cache > 0
+    generated, stream = layer.pattern, cache > 0
     layer_bits = layer.n_steps * step_bits(prog)
     passes = 1 if generated or not stream else max(1, -(-layer_bits // cache))
     passes = min(passes, layer.locals(prog.pe))  # a pass holds at least one output channel per PE
@@ -180,7 +175,7 @@ def _layer(prog: Program, layer: HwLayer, t: _Tensors, i: int, on_chip: set[str]
 def _plan_with(prog: Program, budget: int, cache: int, dram: Dram) -> MemoryPlan | None:
     t = _tensors(prog)
     rq = prog.pe * rq_width(prog) * sum(l.locals(prog.pe) for l in prog.layers)
-    stored = [l for l in prog.layers if not fixed_pattern(l)]
+    stored = [l for l in prog.layers if not l.pattern]
     rom = sum(l.n_steps for l in stored) * step_bits(prog) if cache == 0 else 0
     result = prog.res_depth * prog.pe * prog.out_bits
     fixed = {"requant ROM": rq, "weight ROM": rom, "weight cache": 2 * cache, "result memory": result}
@@ -211,7 +206,7 @@ def plan(prog: Program, budget_bits: int, dram: Dram = Dram()) -> MemoryPlan:
     """The plan of fewest estimated cycles within ``budget_bits`` of on-chip memory: weights in ROM if they
     fit, else the weight cache size (a power of two of step words) that leaves the best room for maps."""
     best = _plan_with(prog, budget_bits, 0, dram)
-    largest = max(l.n_steps for l in prog.layers if not fixed_pattern(l)) * step_bits(prog)
+    largest = max(l.n_steps for l in prog.layers if not l.pattern) * step_bits(prog)
     cache = step_bits(prog)
     while cache <= 2 * largest:
         candidate = _plan_with(prog, budget_bits, cache, dram)

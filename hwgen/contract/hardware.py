@@ -34,7 +34,7 @@ class Capacity:
     into given sizes, so one compiled simulation model runs every network within them (docs/verification.md)."""
 
     layers: int  # descriptor ROM words
-    steps: int  # schedule and PE ROM words
+    steps: int  # schedule ROM words
     rq_words: int  # requant ROM words per PE
     locals: int  # output channels per PE in one layer
     dim: int  # largest map height or width
@@ -49,11 +49,16 @@ class Capacity:
     # the controller's coordinates and address offsets hold these (widths); None: as large as dim
     reach: int | None = None  # largest distance of a kernel tap from its output pixel's anchor
     stride: int | None = None  # largest stride
+    # PE ROM words: the steps of layers with stored weights (fixed-pattern layers' words are generated);
+    # taps: the most kernel positions of such a layer; None: steps, and dim * dim
+    pe_steps: int | None = None
+    taps: int | None = None
 
     def __post_init__(self):
-        for name in ("reach", "stride"):
+        defaults = {"reach": self.dim, "stride": self.dim, "pe_steps": self.steps, "taps": self.dim * self.dim}
+        for name, value in defaults.items():
             if getattr(self, name) is None:
-                object.__setattr__(self, name, self.dim)
+                object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,8 @@ class Widths:
     dim: int  # signed coordinates within a map and tap offsets (dy, dx)
     addr: int  # buffer addresses
     off: int  # signed schedule offsets
-    step: int  # schedule / PE-ROM addresses
+    step: int  # schedule addresses
+    pe_step: int  # PE-ROM addresses
     lo: int  # local channel index
     rq: int  # requant ROM addresses
     stride: int  # descriptor stride
@@ -151,6 +157,7 @@ def widths(source) -> Widths:
     # j*H*W + dy*W + dx: the block part is below buf_depth, |dy*W + dx| at most reach * (dim + 1)
     off = max(addr + 2, _signed_bits(c.buf_depth - 1 + c.reach * (c.dim + 1)))
     return Widths(dim=dim, addr=addr, off=off, step=max(1, c.steps.bit_length()),
+                  pe_step=max(1, c.pe_steps.bit_length()),
                   lo=max(1, (c.locals - 1).bit_length()), rq=max(1, c.rq_words.bit_length()),
                   stride=max(dim, c.stride.bit_length()), row=max(addr + 2, (c.stride * c.dim).bit_length()))
 
@@ -193,6 +200,10 @@ def descriptor_layout(source, wd: Widths) -> data.StructLayout:
         "n_steps": unsigned(wd.step + 1), "sched_base": unsigned(wd.step + 1),
         "locals": unsigned(wd.lo + 1), "lo_per_word": count(hw.lanes), "rq_base": unsigned(wd.rq + 1),
         "lo": signed(hw.clamp_bits + 1), "hi": signed(hw.clamp_bits + 1),
+        # stored weights start at PE-ROM word pe_base; a fixed-pattern layer's (pattern) are generated: the
+        # identity on its first ``channels`` channels, repeated over its ``taps`` kernel positions
+        "pe_base": unsigned(wd.pe_step + 1), "pattern": 1, "taps": count(hw.cap.taps),
+        "channels": count(hw.cap.locals * hw.pe),
     })
 
 

@@ -66,8 +66,10 @@ class Controller(wiring.Component):
     buffers then, to find the first layer that differs from the reference). Issue outputs are valid in the
     cycle they are asserted (stage 0):
 
-    - compute: ``issue``, ``step`` (PE-ROM address), ``t``, ``bank``; ``act_addr`` and ``inb`` (inside the
-      map) of that issue ``ADDRESS_LATENCY`` cycles later
+    - compute: ``issue``, ``step`` (schedule index), ``pe_step`` (PE-ROM address), ``t``, ``bank``;
+      ``act_addr`` and ``inb`` (inside the map) of that issue ``ADDRESS_LATENCY`` cycles later; in a
+      fixed-pattern layer, the generated weights' row: ``pat_lo`` (its local channel), ``pat_o`` (its first
+      output channel, PE p adds p) and ``pat_lane`` (its first input lane, PE p adds p)
     - drain: ``drain``, ``drain_lo``, ``drain_t``, ``rq_addr``, ``out_addr``, ``out_grp`` (of bank ~``bank``)
     - per layer (registered): ``desc``, the current layer's descriptor (``contract.descriptor_layout``)
 
@@ -82,6 +84,8 @@ class Controller(wiring.Component):
         super().__init__({
             "start": In(1), "done": Out(1), "layer_done": Out(1), "busy": Out(1), "bank": Out(1),
             "issue": Out(1), "step": Out(wd.step), "act_addr": Out(wd.addr), "inb": Out(1),
+            "pe_step": Out(wd.pe_step), "pat_lo": Out(wd.lo), "pat_o": Out(range(hw.cap.locals * hw.pe + 1)),
+            "pat_lane": Out(range(hw.lanes)),
             "t": Out(t_bits),
             "drain": Out(1), "drain_lo": Out(wd.lo), "drain_t": Out(t_bits), "rq_addr": Out(wd.rq),
             "out_addr": Out(wd.addr), "out_grp": Out(unsigned(max(1, hw.lanes.bit_length()))),
@@ -104,6 +108,12 @@ class Controller(wiring.Component):
         s_next = Signal.like(s)
         t = Signal.like(self.t)
         s_last, t_last = Signal.like(s), Signal.like(t)  # set per tile: no adder before the ROM address
+        pe_s = Signal(wd.pe_step + 1)
+        # a fixed-pattern layer's row r of kernel-position ``tap``: its generated weights, from counters
+        tap = Signal(range(hw.cap.taps + 1))
+        pat_lo, pat_o, pat_lane = Signal.like(self.pat_lo), Signal.like(self.pat_o), Signal.like(self.pat_lane)
+        next_row = [pat_lo.eq(pat_lo + 1), pat_o.eq(pat_o + hw.pe),
+                    pat_lane.eq(Mux(pat_lane == hw.lanes - hw.pe, 0, pat_lane + hw.pe))]
         cur, tile_start, nxt = Walker("cur", wd), Walker("tile", wd), Walker("nxt", wd)
         # the drain works on its own copy of the tile it was handed
         d_lo, d_t = Signal.like(self.drain_lo), Signal.like(self.drain_t)
@@ -112,6 +122,8 @@ class Controller(wiring.Component):
         d_start, d_free, d_idle = Signal(), Signal(), Signal()  # free: may take a bank; idle: writes landed
         d_wait = Signal(range(max(DRAIN_PRE_CYCLES, DRAIN_POST_CYCLES) + 1))
 
+        m.d.comb += [self.pe_step.eq(pe_s), self.pat_lo.eq(pat_lo), self.pat_o.eq(pat_o),
+                     self.pat_lane.eq(pat_lane)]
         m.d.comb += [desc_rd.addr.eq(layer), sched.addr.eq(s_next), s_next.eq(s), self.step.eq(s),
                      self.t.eq(t), self.drain_lo.eq(d_lo), self.drain_t.eq(d_t),
                      self.rq_addr.eq(desc.rq_base + d_lo), self.out_addr.eq(d_obase + d_tile_pix + d_t),
@@ -145,7 +157,8 @@ class Controller(wiring.Component):
                 m.d.comb += [self.busy.eq(1), s_next.eq(desc.sched_base)]
                 n_tile = Mux(last_tile, remaining, hw.tile)
                 m.d.sync += [s.eq(desc.sched_base), t.eq(0), n_t.eq(n_tile),
-                             s_last.eq(desc.sched_base + desc.n_steps - 1), t_last.eq(n_tile - 1)]
+                             s_last.eq(desc.sched_base + desc.n_steps - 1), t_last.eq(n_tile - 1),
+                             pe_s.eq(desc.pe_base), tap.eq(0), pat_lo.eq(0), pat_o.eq(0), pat_lane.eq(0)]
                 m.d.sync += cur.eq(tile_start)
                 m.next = "COMPUTE"
             with m.State("COMPUTE"):
@@ -158,7 +171,11 @@ class Controller(wiring.Component):
                         m.next = "HANDOFF"
                     with m.Else():
                         m.d.comb += s_next.eq(s + 1)
-                        m.d.sync += [s.eq(s + 1)] + cur.eq(tile_start)
+                        m.d.sync += [s.eq(s + 1), pe_s.eq(pe_s + 1)] + cur.eq(tile_start)
+                        with m.If(tap == desc.taps - 1):
+                            m.d.sync += [tap.eq(0)] + next_row
+                        with m.Else():
+                            m.d.sync += tap.eq(tap + 1)
                 with m.Else():
                     m.d.sync += [t.eq(t + 1)] + cur.eq(nxt)
             with m.State("HANDOFF"):  # give the finished bank to the drain once it is free, swap banks

@@ -13,13 +13,15 @@ controller's waits and the cycle model follow from them, and the asserts below c
 """
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal
+import numpy as np
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract.hardware import (COMPUTE_WRITE_STAGE, CYCLE_COUNTER_BITS, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE,
                                  NET_IMAGE, PE_ROM_READ, Hardware, hardware, net_layout, pe_image, pe_word_layout,
                                  requant_layout, rq_image)
+from ..contract.encoding import WEIGHT_BITS, lane_weights
 from .array import COMPUTE_LATENCY, DRAIN_LATENCY, PEArray
 from .controller import ADDRESS_LATENCY, Controller
 from .delay import delayed
@@ -77,7 +79,7 @@ class Top(wiring.Component):
         ctrl = m.submodules.ctrl = Controller(hw)
         pe_word, rq_word = pe_word_layout(hw, ctrl.wd), requant_layout(hw)
         array = m.submodules.array = PEArray(N, L, B, cap.acc_bits, cap.locals, hw.tile, hw.pe_kind)
-        pe_roms = [ImageROM(pe_word.size, cap.steps, pe_image(p), PE_ROM_READ) for p in range(N)]
+        pe_roms = [ImageROM(pe_word.size, cap.pe_steps, pe_image(p), PE_ROM_READ) for p in range(N)]
         rq_roms = [ImageROM(rq_word.size, cap.rq_words, rq_image(p)) for p in range(N)]
         net_rom = m.submodules.net_rom = ImageROM(net_layout(hw).size, 1, NET_IMAGE)
         net = data.View(net_layout(hw), net_rom.data)  # constant after the first clock edge
@@ -104,10 +106,24 @@ class Top(wiring.Component):
                      array.bank.eq(delayed(m, ctrl.bank, ARRAY_INPUT, "bank")),
                      array.acts.eq(Mux(inb, word, 0)),
                      array.act_signed.eq(desc.in_signed), array.max_mode.eq(desc.max_mode)]
-        step = delayed(m, ctrl.step, ARRAY_INPUT - PE_ROM_READ, "step")  # read beside the activation word
+        step = delayed(m, ctrl.pe_step, ARRAY_INPUT - PE_ROM_READ, "pe_step")  # read beside the activation word
+        # a fixed-pattern layer's weights, made beside the ROM words: PE p's output channel pat_o + p has
+        # weight +1 on input lane pat_lane + p, and none past the layer's channels. (Past them the lane is a
+        # zero padding lane and the entry is never drained, so the limit changes no result: it keeps the
+        # words equal to the ROM words they replace, roms.pattern_slots.)
+        pat_lo, pat_o, pat_lane = (delayed(m, v, ARRAY_INPUT, n) for v, n in (
+            (ctrl.pat_lo, "pat_lo"), (ctrl.pat_o, "pat_o"), (ctrl.pat_lane, "pat_lane")))
+        one_hot = Signal(L)
+        m.d.comb += one_hot.eq(1 << pat_lane)
+        width = WEIGHT_BITS[hw.pe_kind]
+        one = Const(int(lane_weights(np.ones(1, np.int8), hw.pe_kind)[0]), width)
         for p in range(N):
             word_pe = data.View(pe_word, pe_roms[p].data)
-            m.d.comb += [pe_roms[p].addr.eq(step), array.codes[p].eq(word_pe.weights), array.los[p].eq(word_pe.lo)]
+            hot = Cat(Const(0, p), one_hot)[:L] & Mux(pat_o + p < desc.channels, -1, 0)
+            made = Cat(*(Mux(hot[l], one, Const(0, width)) for l in range(L)))
+            m.d.comb += [pe_roms[p].addr.eq(step),
+                         array.codes[p].eq(Mux(desc.pattern, made, word_pe.weights.as_value())),
+                         array.los[p].eq(Mux(desc.pattern, pat_lo, word_pe.lo))]
 
         # ---- drain: issue registered (1), accumulator and requant constants read (2), requant, write (7)
         m.d.comb += [array.drain.eq(ctrl.drain), array.drain_bank.eq(~ctrl.bank), array.drain_lo.eq(ctrl.drain_lo),
