@@ -88,7 +88,7 @@ LAYERS = [
     {"compile": ["lower", "roms", "memplan"], "rtl": None, "frontends": ["synthetic", "zoo"]},
     {"build": ["outdir", "report_html", "report", "generate"]},
     {"host": ["protocol", "serial_runner"]},
-    {"sim": ["runner", "stream", "uart", "axi"], "fpga": ["netlist", "family", "ecp5", "ice40", "targets", "fit", "flow"]},
+    {"sim": ["runner", "stream", "uart", "axi"], "fpga": ["netlist", "family", "ecp5", "ice40", "targets", "litedram", "fit", "flow"]},
     {"cli": None},
     {"__main__": None},
 ]

@@ -6,44 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from amaranth import Module
 from amaranth.back import verilog
-from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
 
-from ..rtl.axi import AxiReader, AxiWriter, read_bus, write_bus
+from ..rtl.axi import DmaPair
 from .runner import VERILATOR_ARGS, build_model, public_signals, run_testbench, verilator_runner
 
 AXI_TOP = "hwgen_axi_pair"
 TESTBENCH = "sim.tb_axi"
-
-
-class DmaPair(wiring.Component):
-    """A reader and a writer on one AXI4 port (``m_axi``), the way the accelerator will hold them."""
-
-    def __init__(self, addr_width: int, data_width: int, beats_width: int = 12):
-        self.reader = AxiReader(addr_width, data_width, beats_width)
-        self.writer = AxiWriter(addr_width, data_width, beats_width)
-        bus = {**dict(read_bus(addr_width, data_width).members.items()),
-               **dict(write_bus(addr_width, data_width).members.items())}
-        super().__init__({"rcmd": self.reader.signature.members["cmd"], "rdata": self.reader.signature.members["data"],
-                          "wcmd": self.writer.signature.members["cmd"], "wdata": self.writer.signature.members["data"],
-                          "m_axi": Out(wiring.Signature(bus)), "r_busy": Out(1), "w_busy": Out(1),
-                          "r_error": Out(1), "w_error": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.reader, m.submodules.writer = self.reader, self.writer
-        for outer, inner in [(self.rcmd, self.reader.cmd), (self.wcmd, self.writer.cmd), (self.wdata, self.writer.data)]:
-            wiring.connect(m, wiring.flipped(outer), inner)
-        wiring.connect(m, self.reader.data, wiring.flipped(self.rdata))
-        for dma in (self.reader, self.writer):
-            for name, member in dma.axi.signature.members.items():
-                ours, theirs = getattr(self.m_axi, name), getattr(dma.axi, name)
-                m.d.comb += ours.eq(theirs) if member.flow == wiring.Out else theirs.eq(ours)
-        m.d.comb += [self.r_busy.eq(self.reader.busy), self.w_busy.eq(self.writer.busy),
-                     self.r_error.eq(self.reader.error), self.w_error.eq(self.writer.error)]
-        return m
 
 
 def simulate_axi(cases: list[dict], out: Path, *, addr_width: int, data_width: int,
