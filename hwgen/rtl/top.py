@@ -13,7 +13,6 @@ controller's waits and the cycle model follow from them, and the asserts below c
 """
 from __future__ import annotations
 
-import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -116,7 +115,7 @@ class Top(wiring.Component):
         one_hot = Signal(L)
         m.d.comb += one_hot.eq(1 << pat_lane)
         width = WEIGHT_BITS[hw.pe_kind]
-        one = Const(int(lane_weights(np.ones(1, np.int8), hw.pe_kind)[0]), width)
+        one = Const(int(lane_weights([1], hw.pe_kind)[0]), width)
         for p in range(N):
             word_pe = data.View(pe_word, pe_roms[p].data)
             hot = Cat(Const(0, p), one_hot)[:L] & Mux(pat_o + p < desc.channels, -1, 0)
