@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from hwgen.contract import ir, reference
 
 from .models import TernaryCNN
-from .quant import fake_quant, round_half_up
+from .quant import fake_quant
 from .resnet import TernaryResNet, residual_add
 
 U32 = 2.0 ** -24

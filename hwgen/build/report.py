@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 
 from ..contract.ir import signed_width
 from ..contract.mapping import prunable
