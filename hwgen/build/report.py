@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-
 from ..contract.ir import signed_width
 from ..contract.mapping import prunable
 from ..compile.lower import HwLayer, Program, layer_cycles, predicted_cycles, real_lanes, utilization
