@@ -82,19 +82,73 @@ def generate_core(cfg: SdramConfig, out: Path, timeout_s: int = 300) -> Core:
     return Core(verilog, module_ports(verilog.read_text(), CORE_TOP))
 
 
+# The BIOS's cdelay(n) spins n loop iterations of a few CPU cycles each; without the CPU each counts as
+# this many controller cycles, which errs long (the SDRAM's waits are minimums).
+CDELAY_CYCLES = 8
+
+
+def _csr_addresses(build: Path) -> dict[str, int]:
+    rows = [line.split(",") for line in (build / "csr.csv").read_text().splitlines()]
+    return {r[1]: int(r[2], 16) for r in rows if r[0] == "csr_register"}
+
+
+def init_program(core: Core) -> list[tuple[int, int, int]]:
+    """The SDRAM's bring-up as CSR writes (byte address, value, controller cycles to wait after), in the
+    order LiteX's BIOS runs it (``sdram_init``): software control of the DFI, ``init_done`` and
+    ``init_error`` cleared, the generated ``init_sequence`` of the core's own header, hardware control,
+    ``init_done`` set. A statement of the header this does not know is refused, never skipped."""
+    build = core.verilog.parent.parent
+    header = (build / "software" / "include" / "generated" / "sdram_phy.h").read_text()
+    csr = _csr_addresses(build)
+    defines = {n: int(v, 0) for n, v in re.findall(r"#define\s+(DFII_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", header)}
+
+    def value(expr: str) -> int:
+        total = 0
+        for term in expr.split("|"):
+            term = term.strip()
+            if term not in defines and not re.fullmatch(r"0x[0-9a-fA-F]+|\d+", term):
+                raise LiteDramError(f"sdram_phy.h: expected a number or a DFII_ constant, found {term!r}")
+            total |= defines[term] if term in defines else int(term, 0)
+        return total
+
+    software = defines["DFII_CONTROL_CKE"] | defines["DFII_CONTROL_ODT"] | defines["DFII_CONTROL_RESET_N"]
+    program = [[csr["sdram_dfii_control"], software, 0], [csr["ddrctrl_init_done"], 0, 0],
+               [csr["ddrctrl_init_error"], 0, 0]]
+    body = re.search(r"static inline void init_sequence\(void\)\s*\{(.*?)\n\}", header, re.S)
+    if body is None:
+        raise LiteDramError("sdram_phy.h: expected an init_sequence function, found none")
+    for statement in re.sub(r"/\*.*?\*/", "", body[1], flags=re.S).split(";"):
+        statement = statement.strip()
+        if not statement:
+            continue
+        if m := re.fullmatch(r"(sdram_\w+)_write\((.*)\)", statement):
+            program.append([csr[m[1]], value(m[2]), 0])
+        elif m := re.fullmatch(r"command_p0\((.*)\)", statement):
+            program += [[csr["sdram_dfii_pi0_command"], value(m[1]), 0], [csr["sdram_dfii_pi0_command_issue"], 1, 0]]
+        elif m := re.fullmatch(r"cdelay\((\d+)\)", statement):
+            program[-1][2] += int(m[1]) * CDELAY_CYCLES
+        else:
+            raise LiteDramError(f"sdram_phy.h: init_sequence has a statement hwgen does not know: {statement!r}")
+    program += [[csr["sdram_dfii_control"], defines["DFII_CONTROL_SEL"], 0], [csr["ddrctrl_init_done"], 1, 0]]
+    return [tuple(step) for step in program]
+
+
 def dma_on_sdram(core: Core):
-    """A small DRAM design: the accelerator's AXI4 DMA pair (rtl/axi.py) on the core's user port, in the
-    core's clock domain. The top's ports are the core's SDRAM pins, oscillator and reset, initialisation
-    status and control port, and the DMA's command and data streams."""
+    """A small DRAM design: the accelerator's AXI4 DMA pair (rtl/axi.py) on the core's user port and the
+    bring-up sequencer (rtl/csr_init.py, ``init_program``) on its control port, in the core's clock domain.
+    The top's ports are the core's SDRAM pins, oscillator and reset, ``init_done``/``init_error``, and the
+    DMA's command and data streams."""
     from amaranth import ClockDomain, ClockSignal, Instance, Module, ResetSignal, Signal
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
 
     from ..rtl.axi import DmaPair
+    from ..rtl.csr_init import CsrSequencer
 
     addr_width, data_width = core.axi_widths()
-    pins = {n: p for n, p in core.ports.items()
-            if not n.startswith(AXI_PORT) and n not in ("clk", "rst", "user_clk", "user_rst")}
+    program = init_program(core)
+    pins = {n: p for n, p in core.ports.items() if not n.startswith((AXI_PORT, "wb_ctrl_"))
+            and n not in ("clk", "rst", "user_clk", "user_rst")}
 
     class DmaOnSdram(wiring.Component):
         def __init__(self):
@@ -120,6 +174,11 @@ def dma_on_sdram(core: Core):
                 ours = getattr(axi, name)
                 m.d.comb += wire.eq(ours) if member.flow == Out else ours.eq(wire)
                 ports[f"{'i' if direction == 'input' else 'o'}_{AXI_PORT}_{name}"] = wire
+            seq = m.submodules.init = CsrSequencer(program, core.ports["wb_ctrl_adr"][1])
+            for name in ("cyc", "stb", "we", "adr", "dat_w", "sel"):
+                ports[f"i_wb_ctrl_{name}"] = getattr(seq.bus, name)
+            ports |= {"o_wb_ctrl_ack": seq.bus.ack, "i_wb_ctrl_cti": 0, "i_wb_ctrl_bte": 0,
+                      "o_wb_ctrl_dat_r": Signal(32, name="wb_ctrl_dat_r"), "o_wb_ctrl_err": Signal(name="wb_ctrl_err")}
             m.submodules.core = Instance(CORE_TOP, **ports)
             for outer, inner in [(self.rcmd, self.dma.rcmd), (self.wcmd, self.dma.wcmd), (self.wdata, self.dma.wdata)]:
                 wiring.connect(m, wiring.flipped(outer), inner)
