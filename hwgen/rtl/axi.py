@@ -82,28 +82,45 @@ def _axsize(beat_bytes: int) -> int:
     return beat_bytes.bit_length() - 1
 
 
-class AxiReader(wiring.Component):
+class _Master(wiring.Component):
+    """What the reader and the writer share: the command stream cut into bursts, and the address channel
+    (``ar`` or ``aw``) those bursts drive."""
+
+    def __init__(self, addr_width: int, data_width: int, beats_width: int, outstanding: int, data_member,
+                 bus: wiring.Signature):
+        self.addr_width, self.data_width, self.beats_width = addr_width, data_width, beats_width
+        self.outstanding = outstanding
+        super().__init__({"cmd": In(stream.Signature(command_layout(addr_width, beats_width))), "data": data_member,
+                          "axi": Out(bus), "busy": Out(1), "error": Out(1)})
+
+    def _bursts(self, m: Module) -> BurstSplitter:
+        split = m.submodules.split = BurstSplitter(self.addr_width, self.beats_width, self.data_width // 8)
+        wiring.connect(m, wiring.flipped(self.cmd), split.cmd)
+        return split
+
+    def _address(self, channel: str, burst) -> list:
+        """The fields of address channel ``channel`` for ``burst`` (its valid and ready are the caller's)."""
+        field = lambda name: getattr(self.axi, f"{channel}{name}")  # noqa: E731
+        return [field("id").eq(0), field("addr").eq(burst.payload.addr), field("len").eq(burst.payload.len - 1),
+                field("size").eq(_axsize(self.data_width // 8)), field("burst").eq(0b01)]
+
+
+class AxiReader(_Master):
     """``cmd`` (addr, beats) in, ``data`` out, ``last`` on each command's final beat."""
 
     def __init__(self, addr_width: int, data_width: int, beats_width: int = 16, outstanding: int = 4):
-        self.addr_width, self.data_width, self.beats_width = addr_width, data_width, beats_width
-        self.outstanding = outstanding
-        super().__init__({
-            "cmd": In(stream.Signature(command_layout(addr_width, beats_width))),
-            "data": Out(stream.Signature(data.StructLayout({"data": data_width, "last": 1}))),
-            "axi": Out(read_bus(addr_width, data_width)),
-            "busy": Out(1), "error": Out(1)})
+        super().__init__(addr_width, data_width, beats_width, outstanding,
+                         Out(stream.Signature(data.StructLayout({"data": data_width, "last": 1}))),
+                         read_bus(addr_width, data_width))
 
     def elaborate(self, platform):
         m = Module()
-        split = m.submodules.split = BurstSplitter(self.addr_width, self.beats_width, self.data_width // 8)
+        split = self._bursts(m)
         finals = m.submodules.finals = fifo.SyncFIFOBuffered(width=1, depth=self.outstanding)
-        wiring.connect(m, wiring.flipped(self.cmd), split.cmd)
         axi, burst = self.axi, split.burst
         # a burst goes out when there is room to remember it
-        m.d.comb += [axi.arid.eq(0), axi.araddr.eq(burst.payload.addr), axi.arlen.eq(burst.payload.len - 1),
-                     axi.arsize.eq(_axsize(self.data_width // 8)), axi.arburst.eq(0b01),
-                     axi.arvalid.eq(burst.valid & finals.w_rdy), burst.ready.eq(axi.arready & finals.w_rdy),
+        m.d.comb += self._address("ar", burst)
+        m.d.comb += [axi.arvalid.eq(burst.valid & finals.w_rdy), burst.ready.eq(axi.arready & finals.w_rdy),
                      finals.w_data.eq(burst.payload.final), finals.w_en.eq(axi.arvalid & axi.arready)]
         m.d.comb += [self.data.valid.eq(axi.rvalid), self.data.payload.data.eq(axi.rdata),
                      self.data.payload.last.eq(axi.rlast & finals.r_data), axi.rready.eq(self.data.ready),
@@ -114,30 +131,23 @@ class AxiReader(wiring.Component):
         return m
 
 
-class AxiWriter(wiring.Component):
+class AxiWriter(_Master):
     """``cmd`` (addr, beats) in and ``data`` in: each command's beats written in order. ``busy`` stays high
     until every burst's write response has come back."""
 
     def __init__(self, addr_width: int, data_width: int, beats_width: int = 16, outstanding: int = 4):
-        self.addr_width, self.data_width, self.beats_width = addr_width, data_width, beats_width
-        self.outstanding = outstanding
-        super().__init__({
-            "cmd": In(stream.Signature(command_layout(addr_width, beats_width))),
-            "data": In(stream.Signature(data_width)),
-            "axi": Out(write_bus(addr_width, data_width)),
-            "busy": Out(1), "error": Out(1)})
+        super().__init__(addr_width, data_width, beats_width, outstanding, In(stream.Signature(data_width)),
+                         write_bus(addr_width, data_width))
 
     def elaborate(self, platform):
         m = Module()
-        split = m.submodules.split = BurstSplitter(self.addr_width, self.beats_width, self.data_width // 8)
+        split = self._bursts(m)
         lengths = m.submodules.lengths = fifo.SyncFIFOBuffered(width=8, depth=self.outstanding)
-        wiring.connect(m, wiring.flipped(self.cmd), split.cmd)
         axi, burst = self.axi, split.burst
         pending = Signal(range(2 * self.outstanding + 1))  # bursts issued whose response has not come back
         room = pending < self.outstanding
-        m.d.comb += [axi.awid.eq(0), axi.awaddr.eq(burst.payload.addr), axi.awlen.eq(burst.payload.len - 1),
-                     axi.awsize.eq(_axsize(self.data_width // 8)), axi.awburst.eq(0b01),
-                     axi.awvalid.eq(burst.valid & lengths.w_rdy & room),
+        m.d.comb += self._address("aw", burst)
+        m.d.comb += [axi.awvalid.eq(burst.valid & lengths.w_rdy & room),
                      burst.ready.eq(axi.awready & lengths.w_rdy & room),
                      lengths.w_data.eq(burst.payload.len - 1), lengths.w_en.eq(axi.awvalid & axi.awready)]
         # write data only for a burst whose address has gone out: its length ends it
