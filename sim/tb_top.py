@@ -22,6 +22,8 @@ from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 
 from hwgen.contract.encoding import unpack_value
 
+from .tb_dram import start_dram
+
 CLOCK_NS = 10
 # The payload is a struct {data, last}: data in the low bits, last above it.
 
@@ -90,6 +92,8 @@ async def stream_images(dut):
     rng = random.Random(case.get("seed", 0))
     stall = case.get("stall", 0.0)
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    if case.get("dram"):  # the weights stream from it (a design built with weights in DRAM)
+        dram = start_dram(dut, case["dram"], rng.random())  # noqa: F841 (the model runs while referenced)
     await _reset(dut)
     outputs, cycles, problems, layers = [], [], [], []
     for i, (beats, expected) in enumerate(zip(case["inputs"], case["expected"])):
@@ -108,6 +112,8 @@ async def stream_images(dut):
         if lasts != [0] * (len(lasts) - 1) + [1]:
             problems.append(f"image {i}: last must mark only the final beat, found it on beats "
                             f"{[k for k, v in enumerate(lasts) if v]}")
+        if case.get("dram") and dut.dram_error.value:
+            problems.append(f"image {i}: the DRAM answered a read with an error response")
         if got != expected:
             k = next((k for k, (g, e) in enumerate(zip(got, expected)) if g != e), len(got))
             problems.append(f"image {i}: output value {k}: expected {expected[k]}, got {got[k]}")

@@ -1,7 +1,6 @@
 """IR -> Verilog, ROM images and manifest.json, written atomically into one output folder."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -13,7 +12,8 @@ from .. import __version__
 from . import outdir
 from ..compile.lower import Program, layer_cycles, lower, predicted_cycles, utilization
 from ..compile.roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
-from ..contract.hardware import (DESC_IMAGE, NET_IMAGE, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
+from ..compile.weights_stream import MODEL_LATENCY, dram_image, fetch_words, stream_capacity, stream_cycles
+from ..contract.hardware import (DESC_IMAGE, FETCH_IMAGE, NET_IMAGE, WEIGHTS_IMAGE, fetch_layout, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
                                  descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, rq_image,
                                  rq_width, schedule_layout, widths)
 from ..contract.ir import Model
@@ -32,22 +32,34 @@ class BuildConfig:
     tile: int = 16
     capacity: Capacity | None = None  # hardware sizes to fit the network into (default: its own)
     pe_kind: str = "ternary"  # encoding.PE_KINDS; "mac" is the int8 multiply-accumulate baseline
+    weights: str = "rom"  # WEIGHT_PLACES: "dram" streams them into a weight cache (docs/dram.md)
 
     def lower(self, model: Model) -> Program:
         """The program this configuration builds ``model`` into: the one lowering every stage (build, sim,
         synth, run) works from."""
-        return lower(model, self.pe, self.lanes, self.tile, capacity=self.capacity, pe_kind=self.pe_kind)
+        if self.weights not in WEIGHT_PLACES:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHT_PLACES)}, found {self.weights!r}")
+        capacity = self.capacity
+        if self.weights == "dram" and not (capacity and capacity.weight_cache):
+            own = lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind)
+            capacity = stream_capacity(own.cap, max(l.n_steps for l in own.layers))
+        return lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind)
+
+
+WEIGHT_PLACES = ("rom", "dram")
 
 
 def manifest(model: Model, prog: Program) -> dict:
+    streamed = bool(prog.cap.weight_cache)
     word_bits = prog.pe * pe_rom_width(prog, widths(prog))  # a step's PE words; a fixed pattern has none
     rom_bits = {l.name: 0 if l.pattern else l.n_steps * word_bits for l in prog.layers}
+    cycles = stream_cycles(prog) if streamed else [layer_cycles(prog, l) for l in prog.layers]
     kept = sum(int(l.kept.sum()) for l in prog.layers)
     total = sum(l.kept.size for l in prog.layers)
     return {
         "generator": f"{outdir.HWGEN.name} {__version__}", "model": model.name, "top": TOP_NAME,
         "pe": prog.pe, "lanes": prog.lanes, "tile": prog.tile, "pe_kind": prog.pe_kind,
-        "predicted_cycles": predicted_cycles(prog), "utilization": round(utilization(prog), 6),
+        "predicted_cycles": sum(stream_cycles(prog)) if streamed else predicted_cycles(prog), "utilization": round(utilization(prog), 6),
         "rom_bits": sum(rom_bits.values()), "kept_groups": kept, "total_groups": total,
         "idle_slots": sum(l.schedule.idle_slots * l.kh * l.kw for l in prog.layers),
         "act_bits": prog.act_bits, "acc_bits": prog.acc_bits, "out_bits": prog.out_bits,
@@ -55,14 +67,15 @@ def manifest(model: Model, prog: Program) -> dict:
         "input_shape": list(model.input.shape), "stream_shape": list(prog.input_shape),
         "im2col": list(prog.im2col) if prog.im2col else None, "output_shape": list(prog.layers[-1].out_shape),
         "buffer_bits": buffer_bits(prog),
-        "files": list(VERILOG_FILES), "capacity": dataclasses.asdict(prog.cap),
+        "files": list(VERILOG_FILES), "capacity": prog.cap.to_json(),
+        **({"dram": {"weights_beats": len(dram_image(prog)), "model_latency": MODEL_LATENCY}} if streamed else {}),
         "layers": [{
             "name": l.name, "kind": l.kind, "in_shape": list(l.in_shape), "out_shape": list(l.out_shape),
             "kernel": [l.kh, l.kw], "stride": l.stride, "padding": l.pad, "in_buf": l.in_buf, "out_buf": l.out_buf,
             "kept_groups": int(l.kept.sum()), "total_groups": int(l.kept.size), "waves": list(l.schedule.waves),
-            "steps": l.n_steps, "rom_bits": rom_bits[l.name], "acc_bound": l.acc_bound, "cycles": layer_cycles(prog, l),
+            "steps": l.n_steps, "rom_bits": rom_bits[l.name], "acc_bound": l.acc_bound, "cycles": cycles[k],
             "utilization": round(utilization(prog, [l]), 6),
-        } for l in prog.layers],
+        } for k, l in enumerate(prog.layers)],
     }
 
 
@@ -88,11 +101,16 @@ def generate(model: Model, cfg: BuildConfig, note: str = "", compare_unbalanced:
 def images(prog: Program) -> dict[str, str]:
     """The ROM images: all that differs between networks built into the same capacity."""
     wd = widths(prog)
-    files = {SCHED_IMAGE: hex_image(schedule_rom(prog, wd), schedule_layout(wd).size, prog.cap.steps, SCHED_ROM_READ),
-             DESC_IMAGE: hex_image(descriptor_words(prog), descriptor_layout(prog, wd).size),
+    files = {DESC_IMAGE: hex_image(descriptor_words(prog), descriptor_layout(prog, wd).size),
              NET_IMAGE: hex_image([net_word(prog)], net_layout(prog).size)}
-    for p, words in enumerate(pe_roms(prog, wd)):
-        files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd), prog.cap.pe_steps, PE_ROM_READ)
+    if prog.cap.weight_cache:  # the step words live in DRAM; the fetch unit's ROM says where
+        files[FETCH_IMAGE] = hex_image(fetch_words(prog), fetch_layout(prog, wd).size)
+        files[WEIGHTS_IMAGE] = hex_image(dram_image(prog), prog.cap.dram_data_bits)
+    else:
+        files = {SCHED_IMAGE: hex_image(schedule_rom(prog, wd), schedule_layout(wd).size, prog.cap.steps,
+                                        SCHED_ROM_READ), **files}
+        for p, words in enumerate(pe_roms(prog, wd)):
+            files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd), prog.cap.pe_steps, PE_ROM_READ)
     for p, words in enumerate(rq_roms(prog)):
         files[rq_image(p)] = hex_image(words, rq_width(prog))
     return files

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..contract import mapping
-from ..contract.hardware import (DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, HANDOFF_CYCLES, LAYER_END_CYCLES,
+from ..contract.hardware import (DRAM_FIELDS, DRAIN_POST_CYCLES, DRAIN_PRE_CYCLES, HANDOFF_CYCLES, LAYER_END_CYCLES,
                                  LAYER_SETUP_CYCLES, TILE_SETUP_CYCLES, Capacity, partial_width)
 from ..contract.encoding import check_pe_kind
 from ..contract.ir import Model, acc_bound, input_range, signed_width
@@ -246,7 +246,7 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool =
     need = own_capacity(prog)
     if capacity is None:
         return replace(prog, cap=need)
-    _check_fits(capacity, need)
+    _check_fits(capacity, need, prog)
     c = capacity
     if c.acc_bits < partial_width(lanes, c.act_bits, pe_kind):
         raise UnsupportedError(f"capacity acc_bits must be at least {partial_width(lanes, c.act_bits, pe_kind)} "
@@ -255,9 +255,16 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool =
                    shift_bits=c.shift_bits, buf_depth=c.buf_depth, res_depth=c.res_depth, n_bufs=c.n_bufs, cap=c)
 
 
-def _check_fits(capacity: Capacity, need: Capacity) -> None:
+def _check_fits(capacity: Capacity, need: Capacity, prog: Program) -> None:
+    skip = set(DRAM_FIELDS)
+    if capacity.weight_cache:  # streamed weights: the cache holds one layer at a time, not all of them
+        skip |= {"steps", "pe_steps"}
+        largest = max(l.n_steps for l in prog.layers)
+        if largest > capacity.weight_cache:
+            raise UnsupportedError(f"capacity weight_cache must be at least {largest} steps (the largest layer) "
+                                   f"for this network, found {capacity.weight_cache}")
     for name, have in vars(capacity).items():
-        if getattr(need, name) > have:
+        if name not in skip and getattr(need, name) > have:
             raise UnsupportedError(f"capacity {name} must be at least {getattr(need, name)} for this network, "
                                    f"found {have}")
 

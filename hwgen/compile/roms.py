@@ -85,7 +85,10 @@ def pattern_slots(l, pe: int) -> np.ndarray:
 def descriptors(prog: Program) -> list[dict]:
     """Layer descriptors for the controller, as ``contract.descriptor_layout`` names their fields."""
     out, step, pe_step, rq = [], 0, 0, 0
-    for l in prog.layers:
+    cache = prog.cap.weight_cache  # streamed weights: layer k's steps are in half k % 2 of the cache
+    for k, l in enumerate(prog.layers):
+        if cache:
+            step = pe_step = (k % 2) * cache
         if l.pattern and not np.array_equal(l.schedule.slots, pattern_slots(l, prog.pe)):
             raise AssertionError(f"layer '{l.name}': its schedule is not the pattern the hardware generates")
         _, h_in, w_in = l.in_shape

@@ -53,12 +53,30 @@ class Capacity:
     # taps: the most kernel positions of such a layer; None: steps, and dim * dim
     pe_steps: int | None = None
     taps: int | None = None
+    # weights from DRAM (docs/dram.md): step words per half of the double-buffered weight cache, which then
+    # replaces the schedule and PE ROMs (steps = pe_steps = 2 * weight_cache); 0: weights in ROM. The AXI4
+    # read port's data and byte-address widths.
+    weight_cache: int = 0
+    dram_data_bits: int = 16
+    dram_addr_bits: int = 25
 
     def __post_init__(self):
         defaults = {"reach": self.dim, "stride": self.dim, "pe_steps": self.steps, "taps": self.dim * self.dim}
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+
+    def to_json(self) -> dict:
+        """The fields, without the DRAM port's when the weights are in ROM (so such builds' manifests are what
+        they were before the memory tier)."""
+        fields = asdict(self)
+        if not self.weight_cache:
+            for name in DRAM_FIELDS:
+                del fields[name]
+        return fields
+
+
+DRAM_FIELDS = ("weight_cache", "dram_data_bits", "dram_addr_bits")
 
 
 @dataclass(frozen=True)
@@ -78,7 +96,7 @@ class Hardware:
                    Capacity(**manifest["capacity"]))
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "cap": self.cap.to_json()}
 
     @classmethod
     def from_json(cls, fields: dict) -> "Hardware":
@@ -215,6 +233,34 @@ def net_layout(source) -> data.StructLayout:
                               "out_pix": range(cap.res_depth + 1)})
 
 
+def step_word_layout(source, wd: Widths) -> data.StructLayout:
+    """One step as it lies in DRAM when the weights stream (``Capacity.weight_cache``): its schedule entry, then
+    one PE word per PE. A fixed-pattern layer's steps hold the entry alone (``entry_beats``)."""
+    hw = hardware(source)
+    return data.StructLayout({"entry": schedule_layout(wd),
+                              "pe": data.ArrayLayout(pe_word_layout(hw, wd), hw.pe)})
+
+
+def step_beats(source, wd: Widths) -> int:
+    """DRAM beats of one step word: each starts on a beat, the lowest bits in the first beat."""
+    return -(-step_word_layout(source, wd).size // hardware(source).cap.dram_data_bits)
+
+
+def entry_beats(source, wd: Widths) -> int:
+    """DRAM beats of a fixed-pattern layer's step: the schedule entry alone."""
+    return -(-schedule_layout(wd).size // hardware(source).cap.dram_data_bits)
+
+
+def fetch_layout(source, wd: Widths) -> data.StructLayout:
+    """One word of ``FETCH_IMAGE`` per layer: where its step words start in DRAM (a byte address), how many
+    beats they take, whether they hold schedule entries only (a fixed-pattern layer), and whether the layer
+    is the last."""
+    cap = hardware(source).cap
+    return data.StructLayout({"addr": unsigned(cap.dram_addr_bits),
+                              "beats": unsigned(max(1, (cap.weight_cache * step_beats(source, wd)).bit_length())),
+                              "entry_only": 1, "last": 1})
+
+
 def pe_rom_width(source, wd: Widths) -> int:
     return pe_word_layout(source, wd).size
 
@@ -283,6 +329,8 @@ def _packer(shape, name: str) -> Callable[[Any], int]:
 SCHED_IMAGE = "sched.hex"
 DESC_IMAGE = "desc.hex"
 NET_IMAGE = "net.hex"
+FETCH_IMAGE = "fetch.hex"  # when the weights stream: the fetch unit's one word per layer (fetch_layout)
+WEIGHTS_IMAGE = "weights.hex"  # and the DRAM image of their step words: one beat per line from address 0
 
 
 def pe_image(p: int) -> str:
@@ -298,6 +346,7 @@ def rq_image(p: int) -> str:
 SCHED_ROM_READ = 2
 PE_ROM_READ = 2
 DESC_ROM_READ = 1
+FETCH_ROM_READ = 1
 
 # Pipeline depths in cycles after the controller issues (rtl/top.py adds them up from its stages):
 COMPUTE_WRITE_STAGE = 9  # a compute issue's sum is written into its accumulator entry
@@ -315,6 +364,14 @@ LAYER_SETUP_CYCLES = DESC_ROM_READ + 1  # the DESC states: the descriptor ROM re
 TILE_SETUP_CYCLES = 1  # TILE: the tile's step and pixel counters are loaded
 HANDOFF_CYCLES = 1  # HANDOFF: the bank goes to the drain machine (when that is free)
 LAYER_END_CYCLES = 1  # LAYER_END: the cycle that sees the last drain's writes landed
+# With streamed weights (rtl/weight_fetch.py), the compute machine waits after the descriptor for the layer's
+# half of the weight cache (at least one cycle), and the fetch machine per layer: reads its fetch word, then
+# issues the read once that half is free; the last beat's step word is written the cycle after it arrives,
+# and the half is ready the cycle after that. compile/weights_stream.py adds these up.
+WEIGHT_WAIT_CYCLES = 1
+FETCH_SETUP_CYCLES = FETCH_ROM_READ + 1
+FETCH_ISSUE_CYCLES = 1  # the read command is taken; the splitter's first burst goes out the next cycle
+FETCH_LAND_CYCLES = 2
 
 # ---------------------------------------------------------------- the images' bank layout
 

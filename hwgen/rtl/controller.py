@@ -24,7 +24,7 @@ from ..contract.hardware import (DESC_IMAGE, DESC_ROM_READ, DRAIN_POST_CYCLES, D
                                  SCHED_ROM_READ, Hardware, Widths, descriptor_layout, hardware, schedule_layout,
                                  widths)
 from .delay import delayed
-from .extmem import ImageROM
+from .extmem import CacheRAM, ImageROM
 
 ADDRESS_LATENCY = 2  # ``act_addr`` and ``inb`` follow their issue by this many cycles
 
@@ -90,6 +90,10 @@ class Controller(wiring.Component):
             "drain": Out(1), "drain_lo": Out(wd.lo), "drain_t": Out(t_bits), "rq_addr": Out(wd.rq),
             "out_addr": Out(wd.addr), "out_grp": Out(unsigned(max(1, hw.lanes.bit_length()))),
             "desc": Out(self.layout),
+            # streamed weights (rtl/weight_fetch.py): the schedule is a cache written by the fetch unit; the
+            # layer waits for its half to be ready and releases it when it ends
+            **({"w_ready": In(2), "w_release": Out(1), "w_half": Out(1), "sched_waddr": In(range(hw.cap.steps)),
+                "sched_wdata": In(schedule_layout(self.wd)), "sched_we": In(1)} if hw.cap.weight_cache else {}),
         })
 
     def elaborate(self, platform):
@@ -97,7 +101,13 @@ class Controller(wiring.Component):
         hw, wd = self.hw, self.wd
         desc_rd = m.submodules.desc_rom = ImageROM(self.layout.size, hw.cap.layers, DESC_IMAGE, DESC_ROM_READ)
         entry_layout = schedule_layout(wd)
-        sched = m.submodules.sched_rom = ImageROM(entry_layout.size, hw.cap.steps, SCHED_IMAGE, SCHED_ROM_READ)
+        streamed = bool(hw.cap.weight_cache)
+        if streamed:
+            sched = m.submodules.sched_cache = CacheRAM(entry_layout.size, hw.cap.steps, SCHED_ROM_READ)
+            m.d.comb += [sched.waddr.eq(self.sched_waddr), sched.wdata.eq(self.sched_wdata),
+                         sched.wen.eq(self.sched_we), sched.ren.eq(0)]  # read in TILE and COMPUTE only
+        else:
+            sched = m.submodules.sched_rom = ImageROM(entry_layout.size, hw.cap.steps, SCHED_IMAGE, SCHED_ROM_READ)
         entry = data.View(entry_layout, sched.data)
 
         desc = self.desc
@@ -152,9 +162,16 @@ class Controller(wiring.Component):
             with m.State(f"DESC{DESC_ROM_READ}"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [desc.eq(desc_rd.data), tile_pix.eq(0)] + tile_start.reset()
-                m.next = "TILE"
+                m.next = "WEIGHTS" if streamed else "TILE"
+            if streamed:
+                with m.State("WEIGHTS"):  # WEIGHT_WAIT_CYCLES: the layer's half of the cache is filled
+                    m.d.comb += self.busy.eq(1)
+                    with m.If(Mux(layer[0], self.w_ready[1], self.w_ready[0])):
+                        m.next = "TILE"
             with m.State("TILE"):
                 m.d.comb += [self.busy.eq(1), s_next.eq(desc.sched_base)]
+                if streamed:
+                    m.d.comb += sched.ren.eq(1)
                 n_tile = Mux(last_tile, remaining, hw.tile)
                 m.d.sync += [s.eq(desc.sched_base), t.eq(0), n_t.eq(n_tile),
                              s_last.eq(desc.sched_base + desc.n_steps - 1), t_last.eq(n_tile - 1),
@@ -163,6 +180,8 @@ class Controller(wiring.Component):
                 m.next = "COMPUTE"
             with m.State("COMPUTE"):
                 m.d.comb += [self.busy.eq(1), self.issue.eq(1)]
+                if streamed:
+                    m.d.comb += sched.ren.eq(1)
                 last_t, last_s = t == t_last, s == s_last
                 with m.If(last_t):
                     m.d.sync += t.eq(0)
@@ -192,6 +211,8 @@ class Controller(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 with m.If(d_idle):
                     m.d.comb += self.layer_done.eq(1)
+                    if streamed:
+                        m.d.comb += [self.w_release.eq(1), self.w_half.eq(layer[0])]
                     with m.If(desc.to_result):  # the last layer is the one that writes the result
                         m.d.comb += self.done.eq(1)
                         m.next = "IDLE"

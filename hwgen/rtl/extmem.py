@@ -189,3 +189,24 @@ class CopyRegister(wiring.Component):
         m.submodules.reg = Instance(COPY_REG_MODULE, p_WIDTH=self.width, i_clk=ClockSignal(), i_d=self.d,
                                     o_q=self.q)
         return m
+
+
+class CacheRAM(wiring.Component):
+    """A ROM's read port (``addr``, ``data`` ``read_latency`` cycles later, read while ``ren`` is high) on a
+    memory written through ``waddr``, ``wdata`` and ``wen``: the weight cache when weights stream from DRAM
+    (rtl/weight_fetch.py). The address being written may not be read in the same cycle (``LaneRAM``)."""
+
+    def __init__(self, width: int, depth: int, read_latency: int = 1):
+        check_read_latency(read_latency)
+        self.width, self.depth, self.read_latency = width, depth, read_latency
+        aw = addr_width(depth)
+        super().__init__({"addr": In(aw), "data": Out(width), "ren": In(1, init=1),
+                          "waddr": In(aw), "wdata": In(width), "wen": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ram = Instance(
+            RAM_MODULE, p_LANES=1, p_LANE_WIDTH=self.width, p_DEPTH=self.depth, p_ADDR_WIDTH=addr_width(self.depth),
+            p_OUT_REG=self.read_latency - 1, i_clk=ClockSignal(), i_waddr=self.waddr, i_wdata=self.wdata,
+            i_wen=self.wen, i_raddr=self.addr, i_ren=self.ren, o_rdata=self.data)
+        return m

@@ -25,7 +25,9 @@ from .array import COMPUTE_LATENCY, DRAIN_LATENCY, PEArray
 from .controller import ADDRESS_LATENCY, Controller
 from .delay import delayed
 from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
-from .extmem import ImageROM, LaneRAM
+from .axi import read_bus
+from .extmem import CacheRAM, ImageROM, LaneRAM
+from .weight_fetch import WeightFetch
 
 BUFFER_READ = 2  # activation buffers: block RAM read, then a register right at its output
 ARRAY_INPUT = ADDRESS_LATENCY + BUFFER_READ  # the word, selected and masked, goes straight in
@@ -68,6 +70,9 @@ class Top(wiring.Component):
             "out": Out(stream.Signature(data.StructLayout({"data": hw.cap.out_bits, "last": 1}))),
             "cycles": Out(CYCLE_COUNTER_BITS),
             "layer_done": Out(1),
+            # weights streamed from DRAM (rtl/weight_fetch.py): the AXI4 read port and its sticky error
+            **({"m_axi": Out(read_bus(hw.cap.dram_addr_bits, hw.cap.dram_data_bits)), "dram_error": Out(1)}
+               if hw.cap.weight_cache else {}),
         })
 
     def elaborate(self, platform):
@@ -78,13 +83,17 @@ class Top(wiring.Component):
         ctrl = m.submodules.ctrl = Controller(hw)
         pe_word, rq_word = pe_word_layout(hw, ctrl.wd), requant_layout(hw)
         array = m.submodules.array = PEArray(N, L, B, cap.acc_bits, cap.locals, hw.tile, hw.pe_kind)
-        pe_roms = [ImageROM(pe_word.size, cap.pe_steps, pe_image(p), PE_ROM_READ) for p in range(N)]
+        streamed = bool(cap.weight_cache)
+        if streamed:  # the PE words come from the weight cache, which the fetch unit fills
+            pe_roms = [CacheRAM(pe_word.size, cap.pe_steps, PE_ROM_READ) for p in range(N)]
+        else:
+            pe_roms = [ImageROM(pe_word.size, cap.pe_steps, pe_image(p), PE_ROM_READ) for p in range(N)]
         rq_roms = [ImageROM(rq_word.size, cap.rq_words, rq_image(p)) for p in range(N)]
         net_rom = m.submodules.net_rom = ImageROM(net_layout(hw).size, 1, NET_IMAGE)
         net = data.View(net_layout(hw), net_rom.data)  # constant after the first clock edge
         rqs = [Requant(cap.acc_bits, cap.bias_bits, cap.shift_bits, hw.clamp_bits, B + 1) for _ in range(N)]
         for p in range(N):
-            m.submodules[f"pe_rom{p}"], m.submodules[f"rq_rom{p}"] = pe_roms[p], rq_roms[p]
+            m.submodules[f"pe_cache{p}" if streamed else f"pe_rom{p}"], m.submodules[f"rq_rom{p}"] = pe_roms[p], rq_roms[p]
             m.submodules[f"requant{p}"] = rqs[p]
 
         desc = ctrl.desc
@@ -106,6 +115,18 @@ class Top(wiring.Component):
                      array.acts.eq(Mux(inb, word, 0)),
                      array.act_signed.eq(desc.in_signed), array.max_mode.eq(desc.max_mode)]
         step = delayed(m, ctrl.pe_step, ARRAY_INPUT - PE_ROM_READ, "pe_step")  # read beside the activation word
+        if streamed:
+            fetch = m.submodules.weight_fetch = WeightFetch(hw)
+            wiring.connect(m, fetch.axi, wiring.flipped(self.m_axi))
+            m.d.comb += [fetch.release.eq(ctrl.w_release), fetch.release_half.eq(ctrl.w_half),
+                         ctrl.w_ready.eq(fetch.ready), self.dram_error.eq(fetch.error),
+                         ctrl.sched_waddr.eq(fetch.waddr), ctrl.sched_wdata.eq(fetch.entry),
+                         ctrl.sched_we.eq(fetch.entry_we)]
+            # a cache is read only for an issue of the current layer, whose half is never being written
+            pe_read = delayed(m, ctrl.issue, ARRAY_INPUT - PE_ROM_READ, "pe_read")
+            for p in range(N):
+                m.d.comb += [pe_roms[p].waddr.eq(fetch.waddr), pe_roms[p].wdata.eq(fetch.pe[p]),
+                             pe_roms[p].wen.eq(fetch.pe_we), pe_roms[p].ren.eq(pe_read)]
         # a fixed-pattern layer's weights, made beside the ROM words: PE p's output channel pat_o + p has
         # weight +1 on input lane pat_lane + p, and none past the layer's channels. (Past them the lane is a
         # zero padding lane and the entry is never drained, so the limit changes no result: it keeps the
@@ -197,6 +218,8 @@ class Top(wiring.Component):
         start = Signal()
         m.d.sync += start.eq(0)
         m.d.comb += ctrl.start.eq(start)
+        if streamed:
+            m.d.comb += fetch.start.eq(start)
         done = delayed(m, ctrl.done, 1, "done")
         with m.FSM():
             with m.State("LOAD"):

@@ -12,7 +12,7 @@ import numpy as np
 from ..contract import encoding, reference
 from ..build.generate import VERILOG_FILES
 from ..contract.encoding import unpack_lanes
-from ..contract.hardware import Hardware
+from ..contract.hardware import WEIGHTS_IMAGE, Hardware
 from ..contract.ir import Model, value_range
 from ..contract.mapping import num_blocks
 from ..rtl.extmem import RAM_MODULE
@@ -23,6 +23,7 @@ WAVES_BUILD = "sim_build_waves"  # a model built with FST tracing, kept apart fr
 TESTBENCH = "sim.tb_top"
 # The top ports are the only public signals (runner.VERILATOR_ARGS turns cocotb's all-public off) ...
 PUBLIC_PORTS = ("clk", "rst", "inp__*", "out__*", "cycles", "layer_done")
+DRAM_PORTS = ("m_axi__*", "dram_error")  # with the weights in DRAM: the port sim/tb_dram.py answers
 # ... and the activation buffers: on a mismatch the testbench reads each layer's output from them.
 RAM_ARRAY = "mem"  # the word array of the buffer module (rtl/extmem.py)
 PUBLIC_MEMORIES = (f'public_flat_rw -module "{RAM_MODULE}" -var "{RAM_ARRAY}"',)
@@ -96,7 +97,8 @@ def compile_model(build_dir: Path, *, waves: bool = False, verbose: bool = False
     top = manifest["top"]
     log = None if verbose else build_dir / "verilator_build.log"
     progress(f"building the Verilator model (about a minute; log: {log or 'stdout'})")
-    control = public_signals(build_dir / "sim_public.vlt", top, PUBLIC_PORTS, PUBLIC_MEMORIES)
+    ports = PUBLIC_PORTS + (DRAM_PORTS if "dram" in manifest else ())
+    control = public_signals(build_dir / "sim_public.vlt", top, ports, PUBLIC_MEMORIES)
     sim_build = build_dir / (WAVES_BUILD if waves else SIM_BUILD)
     build_model(
         verilator_runner(), sources=[control] + [build_dir / f for f in VERILOG_FILES],
@@ -164,6 +166,9 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
                                                       / (1.0 - stall))) + 10_000
     case = {"inputs": beats, "expected": expected, "in_bits": lanes * act_bits, "out_bits": manifest["out_bits"],
             "out_signed": manifest["out_signed"], "stall": stall, "seed": seed, "timeout_cycles": timeout}
+    if "dram" in manifest:  # the deterministic memory of the prediction, or random pauses as the streams stall
+        case["dram"] = {"image": str(build_dir / WEIGHTS_IMAGE), "data_bits": manifest["capacity"]["dram_data_bits"],
+                        "latency": manifest["dram"]["model_latency"], "pause": stall}
     snap = [{"path": buffer_path(l["out_buf"]), "words": num_blocks(l["out_shape"][0], lanes) * l["out_shape"][1]
              * l["out_shape"][2]} for l in manifest["layers"][:-1]]
     t1 = time.perf_counter()

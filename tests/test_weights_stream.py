@@ -1,0 +1,111 @@
+"""Weights from DRAM (docs/dram.md): the DRAM image holds exactly the ROM words, and the design that streams
+them into its weight cache runs bit-exact in Verilator, with cycles == predicted against the deterministic
+memory and exact outputs under cocotbext-axi's random pauses."""
+from dataclasses import replace
+
+import pytest
+from amaranth import Shape
+
+from hwgen.build.generate import BuildConfig, build
+from hwgen.compile.lower import UnsupportedError, predicted_cycles
+from hwgen.compile.roms import pe_roms, schedule_rom
+from hwgen.compile.weights_stream import dram_image, fetch_words, layer_beats, stream_capacity, stream_cycles
+from hwgen.contract.hardware import (FETCH_IMAGE, WEIGHTS_IMAGE, entry_beats, fetch_layout, pe_rom_width,
+                                     schedule_layout, step_beats, widths)
+from hwgen.frontends.synthetic import NetBuilder
+from hwgen.sim.stream import random_images, simulate
+
+
+@pytest.fixture(scope="module")
+def net():
+    """A stem, a max pool, a block with an option-A shortcut (stride 2) and one with a 1x1 downsample, the
+    global pool and a classifier: stored and generated (fixed-pattern) weights, residuals, stride 2."""
+    b = NetBuilder("dram_net", (3, 9, 9), pe=4, density=0.5, seed=11)
+    b.conv(16, 3, dense=True)
+    b.maxpool(3, 2, 1)
+    x = b.last
+    skip = b.shortcut_a(32, 2, source=x)
+    b.conv(32, 3, 2, source=x)
+    b.conv(32, 3, 1, residual=skip)
+    y = b.last
+    skip = b.conv(48, 1, 2, 0, source=y, relu=False)
+    b.conv(48, 3, 2, source=y)
+    b.conv(48, 3, 1, residual=skip)
+    b.avgpool()
+    b.linear(10)
+    return b.finish()
+
+
+def _field(word: int, layout, name: str) -> int:
+    f = layout[name]
+    return (word >> f.offset) & ((1 << Shape.cast(f.shape).width) - 1)
+
+
+@pytest.mark.parametrize("data_bits", [16, 64])
+def test_dram_image_holds_the_rom_words_and_nothing_else(net, data_bits):
+    cfg = BuildConfig(pe=4, weights="dram")
+    prog = cfg.lower(net)
+    if data_bits != 16:
+        prog = BuildConfig(pe=4, capacity=replace(prog.cap, dram_data_bits=data_bits)).lower(net)
+    wd = widths(prog)
+    image, fetch = dram_image(prog), fetch_words(prog)
+    layout = fetch_layout(prog, wd)
+    entry_bits, pe_bits = schedule_layout(wd).size, pe_rom_width(prog, wd)
+    assert any(l.pattern for l in prog.layers) and not all(l.pattern for l in prog.layers)
+    # decode the image from the fetch words alone, back into schedule entries and PE words
+    entries, words, at = [], [[] for _ in range(prog.pe)], 0
+    for k, (l, f) in enumerate(zip(prog.layers, fetch)):
+        addr, beats = _field(f, layout, "addr"), _field(f, layout, "beats")
+        assert addr == at * data_bits // 8 and _field(f, layout, "last") == (k == len(prog.layers) - 1)
+        assert _field(f, layout, "entry_only") == l.pattern
+        per_step = entry_beats(prog, wd) if l.pattern else step_beats(prog, wd)
+        assert beats == l.n_steps * per_step
+        for s in range(l.n_steps):
+            bits = sum(b << (i * data_bits) for i, b in enumerate(image[at + s * per_step:at + (s + 1) * per_step]))
+            entries.append(bits & ((1 << entry_bits) - 1))
+            if not l.pattern:
+                for p in range(prog.pe):
+                    words[p].append((bits >> (entry_bits + p * pe_bits)) & ((1 << pe_bits) - 1))
+            assert bits >> (entry_bits + (0 if l.pattern else prog.pe * pe_bits)) == 0  # padding is zero
+        at += beats
+    assert at == len(image) == sum(layer_beats(prog))
+    assert entries == schedule_rom(prog, wd)
+    assert words == pe_roms(prog, wd)
+
+
+def test_stream_cycles_add_the_wait_and_the_fetches(net):
+    prog = BuildConfig(pe=4, weights="dram").lower(net)
+    rom = predicted_cycles(BuildConfig(pe=4).lower(net))
+    fast, slow = sum(stream_cycles(prog, 1)), sum(stream_cycles(prog, 200))
+    # at least one wait cycle per layer and the first layer's whole fetch; more latency never helps
+    assert fast >= rom + len(prog.layers) + layer_beats(prog)[0]
+    assert slow > fast
+    with pytest.raises(ValueError, match="latency of 1 to 256"):
+        stream_cycles(prog, 0)
+
+
+def test_a_cache_smaller_than_the_largest_layer_is_refused(net):
+    own = BuildConfig(pe=4).lower(net)
+    largest = max(l.n_steps for l in own.layers)
+    with pytest.raises(UnsupportedError, match=f"cannot hold the largest layer's {largest} steps"):
+        stream_capacity(own.cap, largest, largest - 1)
+    cap = replace(stream_capacity(own.cap, largest), weight_cache=largest - 1)
+    with pytest.raises(UnsupportedError, match=f"weight_cache must be at least {largest}"):
+        BuildConfig(pe=4, capacity=cap).lower(net)
+
+
+def test_weights_from_dram_bit_exact_with_cycles_as_predicted(net, tmp_path):
+    out = tmp_path / "dram"
+    man = build(net, BuildConfig(pe=4, weights="dram"), out)
+    names = {p.name for p in out.iterdir()}
+    assert {WEIGHTS_IMAGE, FETCH_IMAGE} <= names and not any(n.startswith(("pe", "sched")) for n in names)
+    images = random_images(net, 3, seed=5)
+    exact = simulate(net, out, images)
+    assert exact["mismatches"] == 0 and not exact["stream_problems"], exact
+    assert exact["outputs_checked"] == 3 * man["output_beats"]
+    assert exact["cycles_per_image"] == man["predicted_cycles"] == sum(stream_cycles(BuildConfig(
+        pe=4, weights="dram").lower(net)))
+    # cocotbext-axi's RAM with random pauses on the address and data channels, streams stalled too
+    paused = simulate(net, out, images, stall=0.3, seed=2, compiled=out / "sim_build")
+    assert paused["mismatches"] == 0 and not paused["stream_problems"], paused
+    assert min(paused["cycles_per_image"]) > man["predicted_cycles"]
