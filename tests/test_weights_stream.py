@@ -109,3 +109,61 @@ def test_weights_from_dram_bit_exact_with_cycles_as_predicted(net, tmp_path):
     paused = simulate(net, out, images, stall=0.3, seed=2, compiled=out / "sim_build")
     assert paused["mismatches"] == 0 and not paused["stream_problems"], paused
     assert min(paused["cycles_per_image"]) > man["predicted_cycles"]
+
+
+def _stored_layer(prog, nth: int) -> int:
+    return [i for i, l in enumerate(prog.layers) if not l.pattern][nth]
+
+
+@pytest.fixture(scope="module")
+def dram_build(net, tmp_path_factory):
+    """The built design and its compiled model, run once unmutated."""
+    out = tmp_path_factory.mktemp("dram_mutations") / "build"
+    build(net, BuildConfig(pe=4, weights="dram"), out)
+    images = random_images(net, 1, seed=9)
+    clean = simulate(net, out, images)
+    assert clean["mismatches"] == 0, clean
+    return out, images
+
+
+@pytest.mark.parametrize("fault", ["burst address", "dropped beat", "flipped bit"])
+def test_dram_faults_are_caught_and_localised(net, dram_build, tmp_path, fault):
+    """A fetch word pointing one step off, a beat missing from the DRAM image, or one bit of a weight beat
+    flipped: the run differs from the reference, and the first differing layer is the one whose words it hit."""
+    out, images = dram_build
+    prog = BuildConfig(pe=4, weights="dram").lower(net)
+    wd = widths(prog)
+    k = _stored_layer(prog, 1)
+    layer = prog.layers[k]
+    start = sum(layer_beats(prog)[:k])  # the layer's first beat in weights.hex
+    steps = step_beats(prog, wd)
+    layout = fetch_layout(prog, wd)
+    if fault == "burst address":
+        file = FETCH_IMAGE
+        digits = len((out / FETCH_IMAGE).read_text().split()[0])
+
+        def change(lines):
+            word = int(lines[k], 16) + ((steps * prog.cap.dram_data_bits // 8) << layout["addr"].offset)
+            return lines[:k] + [f"{word:0{digits}x}"] + lines[k + 1:]
+    elif fault == "dropped beat":
+        file = WEIGHTS_IMAGE
+
+        def change(lines):
+            return lines[:start + steps // 2] + lines[start + steps // 2 + 1:]
+    else:
+        file = WEIGHTS_IMAGE
+        at = start + steps * (layer.n_steps // 2) + steps - 1  # a PE word's beat in the middle of the layer
+
+        def change(lines):
+            word = int(lines[at], 16) ^ 1
+            return lines[:at] + [f"{word:04x}"] + lines[at + 1:]
+    copy = tmp_path / "mutant"
+    copy.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    lines = (copy / file).read_text().split()
+    (copy / file).write_text("".join(f"{w}\n" for w in change(lines)))
+    result = simulate(net, copy, images, compiled=out / "sim_build")
+    assert result["mismatches"] == 1
+    assert result["first_difference"].startswith(f"image 0: layer '{layer.name}':"), result["first_difference"]

@@ -12,7 +12,8 @@ from .. import __version__
 from . import outdir
 from ..compile.lower import Program, layer_cycles, lower, predicted_cycles, utilization
 from ..compile.roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
-from ..compile.weights_stream import MODEL_LATENCY, dram_image, fetch_words, stream_capacity, stream_cycles
+from ..compile.weights_stream import (MODEL_LATENCY, dram_image, fetch_words, layer_beats, stream_capacity,
+                                           stream_cycles)
 from ..contract.hardware import (DESC_IMAGE, FETCH_IMAGE, NET_IMAGE, WEIGHTS_IMAGE, fetch_layout, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
                                  descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, rq_image,
                                  rq_width, schedule_layout, widths)
@@ -68,15 +69,24 @@ def manifest(model: Model, prog: Program) -> dict:
         "im2col": list(prog.im2col) if prog.im2col else None, "output_shape": list(prog.layers[-1].out_shape),
         "buffer_bits": buffer_bits(prog),
         "files": list(VERILOG_FILES), "capacity": prog.cap.to_json(),
-        **({"dram": {"weights_beats": len(dram_image(prog)), "model_latency": MODEL_LATENCY}} if streamed else {}),
+        **({"dram": dram_summary(prog)} if streamed else {}),
         "layers": [{
             "name": l.name, "kind": l.kind, "in_shape": list(l.in_shape), "out_shape": list(l.out_shape),
             "kernel": [l.kh, l.kw], "stride": l.stride, "padding": l.pad, "in_buf": l.in_buf, "out_buf": l.out_buf,
             "kept_groups": int(l.kept.sum()), "total_groups": int(l.kept.size), "waves": list(l.schedule.waves),
             "steps": l.n_steps, "rom_bits": rom_bits[l.name], "acc_bound": l.acc_bound, "cycles": cycles[k],
+            **({"compute_cycles": layer_cycles(prog, l)} if streamed else {}),
             "utilization": round(utilization(prog, [l]), 6),
         } for k, l in enumerate(prog.layers)],
     }
+
+
+def dram_summary(prog: Program) -> dict:
+    """The weights' traffic and what it costs, against the memory of the prediction (weights_stream)."""
+    beats = layer_beats(prog)
+    return {"model_latency": MODEL_LATENCY, "data_bits": prog.cap.dram_data_bits,
+            "weights_bytes": sum(beats) * prog.cap.dram_data_bits // 8, "compute_cycles": predicted_cycles(prog),
+            "layer_beats": beats}
 
 
 def buffer_bits(prog: Program) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..contract.hardware import WEIGHT_WAIT_CYCLES
 from ..contract.ir import signed_width
 from ..contract.mapping import prunable
 from ..compile.lower import HwLayer, Program, layer_cycles, predicted_cycles, real_lanes, utilization
@@ -38,7 +39,8 @@ def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None 
         note, "",
         f"- predicted cycles per image: **{manifest['predicted_cycles']:,}**",
         f"- utilization (useful lane-adds / (N·L·cycles)): **{manifest['utilization']:.4f}**",
-        f"- weight ROM: {manifest['rom_bits']:,} bits; activation buffers: {manifest['buffer_bits']:,} bits "
+        f"- {'weights (in DRAM, no weight ROM)' if 'dram' in manifest else 'weight ROM'}: {manifest['rom_bits']:,} "
+        f"bits; activation buffers: {manifest['buffer_bits']:,} bits "
         f"({prog.n_bufs} buffers of {prog.buf_depth:,} words)",
         f"- prunable groups kept: {comp['kept_groups']:,} of {comp['prunable_groups']:,} (density "
         f"{comp['group_density']:.3f}); compression 16 / (t_ex · kept fraction) = **{comp['compression']}x**, "
@@ -59,6 +61,7 @@ def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None 
                      f"{u_cycles:,} cycles (**{u_cycles / manifest['predicted_cycles'] - 1:+.1%}**), utilization "
                      f"{utilization(unbalanced):.4f}: PEs with fewer kept groups in a block idle while the "
                      f"fullest PE finishes its waves")
+    lines += _dram_lines(manifest)
     lines += ["", "| layer | kind | in | out | kernel/stride | kept/total groups | waves | cycles | util | "
               "ROM bits | acc bits |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for l, entry in zip(prog.layers, manifest["layers"]):
@@ -70,6 +73,25 @@ def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None 
             f"{wave_text} | {entry['cycles']:,} | {entry['utilization']:.3f} | "
             f"{entry['rom_bits']:,} | {signed_width(l.acc_bound)} |")
     return "\n".join(lines) + "\n"
+
+
+def _dram_lines(manifest: dict, clock_mhz: float = 100.0) -> list[str]:
+    """With the weights in DRAM: the traffic per image and, per layer, whether the compute or the weights'
+    fetch bounds it, against the prediction's memory (fixed latency, one beat per cycle)."""
+    dram = manifest.get("dram")
+    if not dram:
+        return []
+    total, compute = manifest["predicted_cycles"], dram["compute_cycles"]
+    lines = [f"- weights in DRAM: {dram['weights_bytes']:,} bytes read per image over a {dram['data_bits']}-bit port "
+             f"(memory of {dram['model_latency']} cycles latency, one beat per cycle): {total:,} cycles against "
+             f"{compute:,} with the weights on chip (**{total / compute:.3f}x**), {clock_mhz * 1e6 / total:,.1f} "
+             f"images/s at {clock_mhz:g} MHz",
+             "", "| layer | compute cycles | DRAM beats | cycles with the fetch | bound |", "|---|---|---|---|---|"]
+    for entry, beats in zip(manifest["layers"], dram["layer_beats"]):
+        # a layer's fetch overlaps the previous layer; it bounds the layer when the compute waits for it
+        bound = "memory" if entry["cycles"] > entry["compute_cycles"] + WEIGHT_WAIT_CYCLES else "compute"
+        lines.append(f"| {entry['name']} | {entry['compute_cycles']:,} | {beats:,} | {entry['cycles']:,} | {bound} |")
+    return lines
 
 
 def unbalanced_program(model, cfg, seed: int = 0) -> Program:
