@@ -65,6 +65,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", choices=WEIGHT_PLACES, default="rom", help="rom (on-chip weight ROMs; default) or "
                    "dram (step words streamed from external memory over an AXI4 read port into a weight cache, "
                    "docs/dram.md)")
+    p.add_argument("--weight-cache", type=_positive, help="with --weights dram: step words per half of the weight "
+                   "cache (default: the largest layer's); a larger layer runs in passes over its output channels")
     p.add_argument("--out", type=Path, help="output folder (default rtl_out/<model>_pe<N>)")
 
 
@@ -103,7 +105,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def build_config(args) -> BuildConfig:
-    return BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind, weights=args.weights)
+    if args.weight_cache is not None and args.weights != "dram":
+        raise UsageError(f"--weight-cache needs --weights dram, found --weights {args.weights}")
+    return BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind, weights=args.weights,
+                       weight_cache=args.weight_cache)
 
 
 def load_model(args) -> ir.Model:

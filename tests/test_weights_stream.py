@@ -3,13 +3,14 @@ them into its weight cache runs bit-exact in Verilator, with cycles == predicted
 memory and exact outputs under cocotbext-axi's random pauses."""
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from amaranth import Shape
 
 from hwgen.build.generate import BuildConfig, build
-from hwgen.compile.lower import UnsupportedError, predicted_cycles
+from hwgen.compile.lower import UnsupportedError, passes, predicted_cycles
 from hwgen.compile.roms import pe_roms, schedule_rom
-from hwgen.compile.weights_stream import dram_image, fetch_words, layer_beats, stream_capacity, stream_cycles
+from hwgen.compile.weights_stream import dram_image, fetch_words, layer_beats, stream_cycles
 from hwgen.contract.hardware import (FETCH_IMAGE, WEIGHTS_IMAGE, entry_beats, fetch_layout, pe_rom_width,
                                      schedule_layout, step_beats, widths)
 from hwgen.frontends.synthetic import NetBuilder
@@ -84,14 +85,35 @@ def test_stream_cycles_add_the_wait_and_the_fetches(net):
         stream_cycles(prog, 0)
 
 
-def test_a_cache_smaller_than_the_largest_layer_is_refused(net):
-    own = BuildConfig(pe=4).lower(net)
-    largest = max(l.n_steps for l in own.layers)
-    with pytest.raises(UnsupportedError, match=f"cannot hold the largest layer's {largest} steps"):
-        stream_capacity(own.cap, largest, largest - 1)
-    cap = replace(stream_capacity(own.cap, largest), weight_cache=largest - 1)
-    with pytest.raises(UnsupportedError, match=f"weight_cache must be at least {largest}"):
-        BuildConfig(pe=4, capacity=cap).lower(net)
+def test_a_layer_larger_than_half_the_cache_runs_in_passes(net):
+    prog = BuildConfig(pe=4, weights="dram", weight_cache=100).lower(net)
+    units = passes(prog)
+    split = {prog.layers[u.index].name for u in units if not (u.first_local == 0 and u.last)}
+    assert split == {l.name for l in prog.layers if l.n_steps > 100} and len(units) == prog.cap.layers
+    for u in units:  # each pass within a half, the passes of a layer covering its channels in order
+        assert u.layer.n_steps <= 100
+    for i, l in enumerate(prog.layers):
+        mine = [u for u in units if u.index == i]
+        assert [u.first_local * prog.pe for u in mine] == list(np.cumsum([0] + [u.layer.out_shape[0] for u in mine[:-1]]))
+        assert sum(u.layer.out_shape[0] for u in mine) == l.out_shape[0] and [u.last for u in mine][-1]
+    assert any(prog.layers[u.index].res_buf is not None for u in units if not u.last)  # a residual layer split
+    with pytest.raises(UnsupportedError, match="16 of its output channels take 90 steps, more than half the weight "
+                                               r"cache \(80 steps\)"):
+        BuildConfig(pe=4, weights="dram", weight_cache=80).lower(net)
+    pool = prog.layers[1]  # the max pool, after a layer of fewer steps
+    assert pool.pattern and prog.layers[0].n_steps < pool.n_steps - 1
+    with pytest.raises(UnsupportedError, match=f"layer '{pool.name}': a fixed-pattern layer of {pool.n_steps} steps"):
+        BuildConfig(pe=4, weights="dram", weight_cache=pool.n_steps - 1).lower(net)
+
+
+def test_layers_in_passes_bit_exact_with_cycles_as_predicted(net, tmp_path):
+    cfg = BuildConfig(pe=4, weights="dram", weight_cache=100)
+    assert max(sum(u.index == i for u in passes(cfg.lower(net))) for i in range(len(net.layers))) == 3
+    out = tmp_path / "passes"
+    man = build(net, cfg, out)
+    result = simulate(net, out, random_images(net, 2, seed=8))
+    assert result["mismatches"] == 0 and not result["stream_problems"], result
+    assert result["cycles_per_image"] == man["predicted_cycles"]
 
 
 def test_weights_from_dram_bit_exact_with_cycles_as_predicted(net, tmp_path):

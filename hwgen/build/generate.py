@@ -10,7 +10,7 @@ from amaranth.back import verilog
 
 from .. import __version__
 from . import outdir
-from ..compile.lower import Program, layer_cycles, lower, predicted_cycles, utilization
+from ..compile.lower import Program, layer_cycles, lower, passes, predicted_cycles, utilization
 from ..compile.roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
 from ..compile.weights_stream import (MODEL_LATENCY, dram_image, fetch_words, layer_beats, stream_capacity,
                                            stream_cycles)
@@ -34,6 +34,7 @@ class BuildConfig:
     capacity: Capacity | None = None  # hardware sizes to fit the network into (default: its own)
     pe_kind: str = "ternary"  # encoding.PE_KINDS; "mac" is the int8 multiply-accumulate baseline
     weights: str = "rom"  # WEIGHT_PLACES: "dram" streams them into a weight cache (docs/dram.md)
+    weight_cache: int | None = None  # with "dram": step words per half of the cache (None: the largest layer's)
 
     def lower(self, model: Model) -> Program:
         """The program this configuration builds ``model`` into: the one lowering every stage (build, sim,
@@ -43,7 +44,7 @@ class BuildConfig:
         capacity = self.capacity
         if self.weights == "dram" and not (capacity and capacity.weight_cache):
             own = lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind)
-            capacity = stream_capacity(own.cap, max(l.n_steps for l in own.layers))
+            capacity = stream_capacity(own, self.weight_cache)
         return lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind)
 
 
@@ -54,7 +55,7 @@ def manifest(model: Model, prog: Program) -> dict:
     streamed = bool(prog.cap.weight_cache)
     word_bits = prog.pe * pe_rom_width(prog, widths(prog))  # a step's PE words; a fixed pattern has none
     rom_bits = {l.name: 0 if l.pattern else l.n_steps * word_bits for l in prog.layers}
-    cycles = stream_cycles(prog) if streamed else [layer_cycles(prog, l) for l in prog.layers]
+    cycles = per_layer(prog, stream_cycles(prog)) if streamed else [layer_cycles(prog, l) for l in prog.layers]
     kept = sum(int(l.kept.sum()) for l in prog.layers)
     total = sum(l.kept.size for l in prog.layers)
     return {
@@ -75,7 +76,8 @@ def manifest(model: Model, prog: Program) -> dict:
             "kernel": [l.kh, l.kw], "stride": l.stride, "padding": l.pad, "in_buf": l.in_buf, "out_buf": l.out_buf,
             "kept_groups": int(l.kept.sum()), "total_groups": int(l.kept.size), "waves": list(l.schedule.waves),
             "steps": l.n_steps, "rom_bits": rom_bits[l.name], "acc_bound": l.acc_bound, "cycles": cycles[k],
-            **({"compute_cycles": layer_cycles(prog, l)} if streamed else {}),
+            **({"compute_cycles": layer_cycles(prog, l), "passes": sum(u.index == k for u in passes(prog))}
+               if streamed else {}),
             "utilization": round(utilization(prog, [l]), 6),
         } for k, l in enumerate(prog.layers)],
     }
@@ -83,10 +85,18 @@ def manifest(model: Model, prog: Program) -> dict:
 
 def dram_summary(prog: Program) -> dict:
     """The weights' traffic and what it costs, against the memory of the prediction (weights_stream)."""
-    beats = layer_beats(prog)
+    beats = per_layer(prog, layer_beats(prog))
     return {"model_latency": MODEL_LATENCY, "data_bits": prog.cap.dram_data_bits,
             "weights_bytes": sum(beats) * prog.cap.dram_data_bits // 8, "compute_cycles": predicted_cycles(prog),
             "layer_beats": beats}
+
+
+def per_layer(prog: Program, values: list[int]) -> list[int]:
+    """Per-descriptor figures (``lower.passes``) summed per layer."""
+    sums = [0] * len(prog.layers)
+    for u, v in zip(passes(prog), values):
+        sums[u.index] += v
+    return sums
 
 
 def buffer_bits(prog: Program) -> int:

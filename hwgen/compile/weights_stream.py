@@ -1,8 +1,8 @@
 """Weights from DRAM (docs/dram.md): a program whose step words stream from external memory into a
 double-buffered weight cache instead of living in the schedule and PE ROMs (``Capacity.weight_cache``).
 
-- ``stream_capacity``: the hardware sizes of that design, with one half of the cache as large as the
-  largest layer's steps (output-channel passes, for layers larger than a half, are not built yet).
+- ``stream_capacity``: the hardware sizes of that design for a given half of the cache; a layer with more
+  steps than a half runs in passes over slices of its output channels (``lower.passes``).
 - ``dram_image`` and ``fetch_words``: the DRAM image of every layer's step words, one after the other from
   address 0, each step on whole beats (a fixed-pattern layer's steps hold the schedule entry alone: its
   weights are generated), and the fetch unit's word per layer saying where they are.
@@ -17,7 +17,7 @@ from dataclasses import replace
 from ..contract.hardware import (FETCH_ISSUE_CYCLES, FETCH_LAND_CYCLES, FETCH_SETUP_CYCLES, LAYER_SETUP_CYCLES,
                                  WEIGHT_WAIT_CYCLES, Capacity, entry_beats, fetch_layout, packer, pe_rom_width,
                                  step_beats, step_word_layout, widths)
-from .lower import Program, UnsupportedError, layer_cycles
+from .lower import Program, UnsupportedError, layer_cycles, passes
 from .roms import pe_roms, schedule_rom
 
 # The deterministic DRAM of the simulation: a burst's first beat comes this many cycles after its address is
@@ -28,21 +28,22 @@ MODEL_LATENCY = 16
 MAX_MODEL_LATENCY = 256
 
 
-def stream_capacity(cap: Capacity, largest_steps: int, weight_cache: int | None = None) -> Capacity:
-    """``cap`` with the weights streamed: a cache of ``weight_cache`` step words per half (default: the
-    largest layer's ``largest_steps``), which then holds the schedule and PE words."""
-    half = largest_steps if weight_cache is None else weight_cache
-    if half < largest_steps:
-        raise UnsupportedError(f"a weight cache of {half} steps per half cannot hold the largest layer's "
-                               f"{largest_steps} steps (layers in passes are not built yet)")
-    return replace(cap, weight_cache=half, steps=2 * half, pe_steps=2 * half)
+def stream_capacity(prog: Program, weight_cache: int | None = None) -> Capacity:
+    """``prog``'s hardware sizes with the weights streamed through a cache of ``weight_cache`` step words per
+    half (default: the largest layer's steps, so no layer runs in passes). A layer larger than a half runs in
+    passes (``lower.passes``), each a descriptor of its own."""
+    half = max(l.n_steps for l in prog.layers) if weight_cache is None else weight_cache
+    if half < 1:
+        raise UnsupportedError(f"a weight cache must hold at least one step per half, found {half}")
+    cap = replace(prog.cap, weight_cache=half, steps=2 * half, pe_steps=2 * half)
+    return replace(cap, layers=len(passes(replace(prog, cap=cap))))
 
 
 def layer_beats(prog: Program) -> list[int]:
-    """DRAM beats of each layer's step words."""
+    """DRAM beats of each descriptor's (layer's or pass's) step words."""
     wd = widths(prog)
     full, entry = step_beats(prog, wd), entry_beats(prog, wd)
-    return [l.n_steps * (entry if l.pattern else full) for l in prog.layers]
+    return [u.layer.n_steps * (entry if u.layer.pattern else full) for u in passes(prog)]
 
 
 def dram_image(prog: Program) -> list[int]:
@@ -52,10 +53,11 @@ def dram_image(prog: Program) -> list[int]:
     layout = step_word_layout(prog, wd)
     pe_at, pe_bits = layout["pe"].offset, pe_rom_width(prog, wd)
     assert layout["entry"].offset == 0 and layout.size == pe_at + prog.pe * pe_bits
-    entries, pe_words = iter(schedule_rom(prog, wd)), [iter(words) for words in pe_roms(prog, wd)]
+    units = [u.layer for u in passes(prog)]
+    entries, pe_words = iter(schedule_rom(prog, wd, units)), [iter(words) for words in pe_roms(prog, wd, units)]
     full, entry_only = step_beats(prog, wd), entry_beats(prog, wd)
     beats, mask = [], (1 << width) - 1
-    for l in prog.layers:
+    for l in units:
         for _ in range(l.n_steps):
             e = next(entries)
             # the words come packed (roms); a pattern layer's PE words are generated, its steps carry the entry
@@ -68,28 +70,29 @@ def fetch_words(prog: Program) -> list[int]:
     """One ``contract.fetch_layout`` word per layer: byte address, beats, entries only, last."""
     pack = packer(fetch_layout(prog, widths(prog)))
     beat_bytes = prog.cap.dram_data_bits // 8
-    words, at = [], 0
-    for k, (l, beats) in enumerate(zip(prog.layers, layer_beats(prog))):
-        words.append(pack({"addr": at * beat_bytes, "beats": beats, "entry_only": int(l.pattern),
-                           "last": int(k == len(prog.layers) - 1)}))
+    words, at, units = [], 0, passes(prog)
+    for k, (u, beats) in enumerate(zip(units, layer_beats(prog))):
+        words.append(pack({"addr": at * beat_bytes, "beats": beats, "entry_only": int(u.layer.pattern),
+                           "last": int(k == len(units) - 1)}))
         at += beats
     return words
 
 
 def stream_cycles(prog: Program, latency: int = MODEL_LATENCY) -> list[int]:
-    """Busy cycles of each layer against the deterministic DRAM of ``latency`` (the ``cycles`` port counts
-    their sum). Cycle 0 is the one in which both machines see ``start``."""
+    """Busy cycles of each descriptor (layer or pass, ``lower.passes``) against the deterministic DRAM of
+    ``latency`` (the ``cycles`` port counts their sum). Cycle 0 is the one in which both machines see
+    ``start``."""
     if not 1 <= latency <= MAX_MODEL_LATENCY:
         raise ValueError(f"the memory model holds for a latency of 1 to {MAX_MODEL_LATENCY} cycles, "
                          f"found {latency}")
     start = [1]  # cycle of each layer's first descriptor state
     read, ready = 1, []  # the fetch machine reads the fetch word of the next layer; each layer's half is ready
-    for k, (l, beats) in enumerate(zip(prog.layers, layer_beats(prog))):
+    for k, (u, beats) in enumerate(zip(passes(prog), layer_beats(prog))):
         free = start[k - 1] if k >= 2 else 0  # the half was released as layer k - 2 ended
         issue = max(read + FETCH_SETUP_CYCLES, free)
         last_beat = issue + FETCH_ISSUE_CYCLES + latency + beats - 1
         ready.append(last_beat + FETCH_LAND_CYCLES)
         read = ready[-1]
         wait_ends = max(start[k] + LAYER_SETUP_CYCLES, ready[k])  # the cycle that sees the half ready
-        start.append(wait_ends + WEIGHT_WAIT_CYCLES + layer_cycles(prog, l) - LAYER_SETUP_CYCLES)
+        start.append(wait_ends + WEIGHT_WAIT_CYCLES + layer_cycles(prog, u.layer) - LAYER_SETUP_CYCLES)
     return [b - a for a, b in zip(start, start[1:])]

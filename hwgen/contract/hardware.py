@@ -222,6 +222,10 @@ def descriptor_layout(source, wd: Widths) -> data.StructLayout:
         # identity on its first ``channels`` channels, repeated over its ``taps`` kernel positions
         "pe_base": unsigned(wd.pe_step + 1), "pattern": 1, "taps": count(hw.cap.taps),
         "channels": count(hw.cap.locals * hw.pe),
+        # streamed weights: a layer larger than half the weight cache runs in passes over slices of its output
+        # channels, one descriptor each; a pass's first output word is out_base, and only a layer's last pass
+        # ends it (layer_done, and done after the last layer)
+        **({"out_base": unsigned(wd.addr + 1), "last_pass": 1} if hw.cap.weight_cache else {}),
     })
 
 

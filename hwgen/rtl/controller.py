@@ -210,17 +210,19 @@ class Controller(wiring.Component):
             with m.State("LAYER_END"):  # the last drain's writes land before the next layer reads them
                 m.d.comb += self.busy.eq(1)
                 with m.If(d_idle):
-                    m.d.comb += self.layer_done.eq(1)
+                    m.d.comb += self.layer_done.eq(desc.last_pass if streamed else 1)
                     if streamed:
                         m.d.comb += [self.w_release.eq(1), self.w_half.eq(layer[0])]
-                    with m.If(desc.to_result):  # the last layer is the one that writes the result
+                    # the last layer (its last pass) is the one that writes the result
+                    with m.If(desc.to_result & desc.last_pass if streamed else desc.to_result):
                         m.d.comb += self.done.eq(1)
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += layer.eq(layer + 1)
                         m.next = "DESC0"
 
-        start_drain = [d_lo.eq(0), d_t.eq(0), d_grp.eq(0), d_obase.eq(0), d_wait.eq(0)]
+        start_drain = [d_lo.eq(0), d_t.eq(0), d_grp.eq(0), d_obase.eq(desc.out_base if streamed else 0),
+                       d_wait.eq(0)]
         with m.FSM(name="drain"):
             with m.State("IDLE"):
                 m.d.comb += [d_idle.eq(1), d_free.eq(1)]
