@@ -78,11 +78,17 @@ async def _snapshot(dut, layers, into):
         into.append([int(mem[a].value) for a in range(layer["words"])])
 
 
-async def _image(dut, case, i, beats, expected, stall, rng, snaps):
-    if snaps is not None:
+async def _image(dut, case, i, beats, expected, stall, rng, snaps, dram):
+    in_dram = bool(case.get("snapshots")) and "dram" in case["snapshots"][0]
+    if snaps is not None and not in_dram:
         cocotb.start_soon(_snapshot(dut, case["snapshots"], snaps))
     await _send(dut, [int(b, 16) for b in beats], case["in_bits"], stall, rng)
-    return await _receive(dut, len(expected), case["out_bits"], case["out_signed"], stall, rng)
+    result = await _receive(dut, len(expected), case["out_bits"], case["out_signed"], stall, rng)
+    if snaps is not None and in_dram:  # every map has its own region in DRAM: read them after the image
+        for layer in case["snapshots"]:
+            raw, size = dram.read(layer["dram"], layer["words"] * layer["word_bytes"]), layer["word_bytes"]
+            snaps.append([int.from_bytes(raw[k * size:(k + 1) * size], "little") for k in range(layer["words"])])
+    return result
 
 
 @cocotb.test()
@@ -92,14 +98,15 @@ async def stream_images(dut):
     rng = random.Random(case.get("seed", 0))
     stall = case.get("stall", 0.0)
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-    if case.get("dram"):  # the weights stream from it (a design built with weights in DRAM)
-        dram = start_dram(dut, case["dram"], rng.random())  # noqa: F841 (the model runs while referenced)
+    dram = None
+    if case.get("dram"):  # the weights stream from it (a design built with weights in DRAM), maybe the maps too
+        dram = start_dram(dut, case["dram"], rng.random())
     await _reset(dut)
     outputs, cycles, problems, layers = [], [], [], []
     for i, (beats, expected) in enumerate(zip(case["inputs"], case["expected"])):
         snaps = [] if case.get("snapshots") is not None else None
         limit = case.get("timeout_cycles", 0)
-        work = _image(dut, case, i, beats, expected, stall, rng, snaps)
+        work = _image(dut, case, i, beats, expected, stall, rng, snaps, dram)
         try:
             got, lasts = await (with_timeout(work, limit * CLOCK_NS, "ns") if limit else work)
         except SimTimeoutError:

@@ -8,10 +8,11 @@ import pytest
 from amaranth import Shape
 
 from hwgen.build.generate import BuildConfig, build
-from hwgen.compile.lower import UnsupportedError, passes, predicted_cycles
+from hwgen.compile.lower import UnsupportedError, predicted_cycles
 from hwgen.compile.roms import pe_roms, schedule_rom
-from hwgen.compile.weights_stream import dram_image, fetch_words, layer_beats, stream_cycles
-from hwgen.contract.hardware import (FETCH_IMAGE, WEIGHTS_IMAGE, entry_beats, fetch_layout, pe_rom_width,
+from hwgen.compile.dram import dram_image, read_words, stream_cycles
+from hwgen.compile.units import unit_beats, units
+from hwgen.contract.hardware import (READS_IMAGE, WEIGHTS_IMAGE, entry_beats, pe_rom_width, read_command_layout,
                                      schedule_layout, step_beats, widths)
 from hwgen.frontends.synthetic import NetBuilder
 from hwgen.sim.stream import random_images, simulate
@@ -49,16 +50,17 @@ def test_dram_image_holds_the_rom_words_and_nothing_else(net, data_bits):
     if data_bits != 16:
         prog = BuildConfig(pe=4, capacity=replace(prog.cap, dram_data_bits=data_bits)).lower(net)
     wd = widths(prog)
-    image, fetch = dram_image(prog), fetch_words(prog)
-    layout = fetch_layout(prog, wd)
+    image, fetch = dram_image(prog), read_words(prog)
+    layout = read_command_layout(prog, wd)
     entry_bits, pe_bits = schedule_layout(wd).size, pe_rom_width(prog, wd)
     assert any(l.pattern for l in prog.layers) and not all(l.pattern for l in prog.layers)
     # decode the image from the fetch words alone, back into schedule entries and PE words
     entries, words, at = [], [[] for _ in range(prog.pe)], 0
     for k, (l, f) in enumerate(zip(prog.layers, fetch)):
         addr, beats = _field(f, layout, "addr"), _field(f, layout, "beats")
-        assert addr == at * data_bits // 8 and _field(f, layout, "last") == (k == len(prog.layers) - 1)
-        assert _field(f, layout, "entry_only") == l.pattern
+        assert addr == at * data_bits // 8 and _field(f, layout, "end") == (k == len(prog.layers) - 1)
+        assert _field(f, layout, "entry_only") == l.pattern and _field(f, layout, "to_cache")
+        assert _field(f, layout, "waddr") == (k % 2) * prog.cap.weight_cache
         per_step = entry_beats(prog, wd) if l.pattern else step_beats(prog, wd)
         assert beats == l.n_steps * per_step
         for s in range(l.n_steps):
@@ -69,7 +71,7 @@ def test_dram_image_holds_the_rom_words_and_nothing_else(net, data_bits):
                     words[p].append((bits >> (entry_bits + p * pe_bits)) & ((1 << pe_bits) - 1))
             assert bits >> (entry_bits + (0 if l.pattern else prog.pe * pe_bits)) == 0  # padding is zero
         at += beats
-    assert at == len(image) == sum(layer_beats(prog))
+    assert at == len(image) == sum(unit_beats(prog))
     assert entries == schedule_rom(prog, wd)
     assert words == pe_roms(prog, wd)
 
@@ -79,7 +81,7 @@ def test_stream_cycles_add_the_wait_and_the_fetches(net):
     rom = predicted_cycles(BuildConfig(pe=4).lower(net))
     fast, slow = sum(stream_cycles(prog, 1)), sum(stream_cycles(prog, 200))
     # at least one wait cycle per layer and the first layer's whole fetch; more latency never helps
-    assert fast >= rom + len(prog.layers) + layer_beats(prog)[0]
+    assert fast >= rom + len(prog.layers) + unit_beats(prog)[0]
     assert slow > fast
     with pytest.raises(ValueError, match="latency of 1 to 256"):
         stream_cycles(prog, 0)
@@ -87,16 +89,16 @@ def test_stream_cycles_add_the_wait_and_the_fetches(net):
 
 def test_a_layer_larger_than_half_the_cache_runs_in_passes(net):
     prog = BuildConfig(pe=4, weights="dram", weight_cache=100).lower(net)
-    units = passes(prog)
-    split = {prog.layers[u.index].name for u in units if not (u.first_local == 0 and u.last)}
-    assert split == {l.name for l in prog.layers if l.n_steps > 100} and len(units) == prog.cap.layers
-    for u in units:  # each pass within a half, the passes of a layer covering its channels in order
+    us = units(prog)
+    split = {prog.layers[u.index].name for u in us if not (u.first_local == 0 and u.last)}
+    assert split == {l.name for l in prog.layers if l.n_steps > 100} and len(us) == prog.cap.layers
+    for u in us:  # each pass within a half, the passes of a layer covering its channels in order
         assert u.layer.n_steps <= 100
     for i, l in enumerate(prog.layers):
-        mine = [u for u in units if u.index == i]
+        mine = [u for u in us if u.index == i]
         assert [u.first_local * prog.pe for u in mine] == list(np.cumsum([0] + [u.layer.out_shape[0] for u in mine[:-1]]))
         assert sum(u.layer.out_shape[0] for u in mine) == l.out_shape[0] and [u.last for u in mine][-1]
-    assert any(prog.layers[u.index].res_buf is not None for u in units if not u.last)  # a residual layer split
+    assert any(prog.layers[u.index].res_buf is not None for u in us if not u.last)  # a residual layer split
     with pytest.raises(UnsupportedError, match="16 of its output channels take 90 steps, more than half the weight "
                                                r"cache \(80 steps\)"):
         BuildConfig(pe=4, weights="dram", weight_cache=80).lower(net)
@@ -108,7 +110,7 @@ def test_a_layer_larger_than_half_the_cache_runs_in_passes(net):
 
 def test_layers_in_passes_bit_exact_with_cycles_as_predicted(net, tmp_path):
     cfg = BuildConfig(pe=4, weights="dram", weight_cache=100)
-    assert max(sum(u.index == i for u in passes(cfg.lower(net))) for i in range(len(net.layers))) == 3
+    assert max(sum(u.index == i for u in units(cfg.lower(net))) for i in range(len(net.layers))) == 3
     out = tmp_path / "passes"
     man = build(net, cfg, out)
     result = simulate(net, out, random_images(net, 2, seed=8))
@@ -120,7 +122,7 @@ def test_weights_from_dram_bit_exact_with_cycles_as_predicted(net, tmp_path):
     out = tmp_path / "dram"
     man = build(net, BuildConfig(pe=4, weights="dram"), out)
     names = {p.name for p in out.iterdir()}
-    assert {WEIGHTS_IMAGE, FETCH_IMAGE} <= names and not any(n.startswith(("pe", "sched")) for n in names)
+    assert {WEIGHTS_IMAGE, READS_IMAGE} <= names and not any(n.startswith(("pe", "sched")) for n in names)
     images = random_images(net, 3, seed=5)
     exact = simulate(net, out, images)
     assert exact["mismatches"] == 0 and not exact["stream_problems"], exact
@@ -157,12 +159,12 @@ def test_dram_faults_are_caught_and_localised(net, dram_build, tmp_path, fault):
     wd = widths(prog)
     k = _stored_layer(prog, 1)
     layer = prog.layers[k]
-    start = sum(layer_beats(prog)[:k])  # the layer's first beat in weights.hex
+    start = sum(unit_beats(prog)[:k])  # the layer's first beat in weights.hex
     steps = step_beats(prog, wd)
-    layout = fetch_layout(prog, wd)
+    layout = read_command_layout(prog, wd)
     if fault == "burst address":
-        file = FETCH_IMAGE
-        digits = len((out / FETCH_IMAGE).read_text().split()[0])
+        file = READS_IMAGE
+        digits = len((out / READS_IMAGE).read_text().split()[0])
 
         def change(lines):
             word = int(lines[k], 16) + ((steps * prog.cap.dram_data_bits // 8) << layout["addr"].offset)

@@ -10,11 +10,12 @@ from amaranth.back import verilog
 
 from .. import __version__
 from . import outdir
-from ..compile.lower import Program, layer_cycles, lower, passes, predicted_cycles, utilization
+from ..compile.lower import Program, layer_cycles, lower, predicted_cycles, utilization
 from ..compile.roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
-from ..compile.weights_stream import (MODEL_LATENCY, dram_image, fetch_words, layer_beats, stream_capacity,
-                                           stream_cycles)
-from ..contract.hardware import (DESC_IMAGE, FETCH_IMAGE, NET_IMAGE, WEIGHTS_IMAGE, fetch_layout, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
+from ..compile.dram import MODEL_LATENCY, dram_image, read_words, stream_capacity, stream_cycles, write_words
+from ..compile.units import dma_programs, dram_map, unit_beats, units, word_beats
+from ..contract.hardware import (DESC_IMAGE, NET_IMAGE, READS_IMAGE, WEIGHTS_IMAGE, WRITES_IMAGE,
+                                 read_command_layout, write_command_layout, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
                                  descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, rq_image,
                                  rq_width, schedule_layout, widths)
 from ..contract.ir import Model
@@ -35,6 +36,7 @@ class BuildConfig:
     pe_kind: str = "ternary"  # encoding.PE_KINDS; "mac" is the int8 multiply-accumulate baseline
     weights: str = "rom"  # WEIGHT_PLACES: "dram" streams them into a weight cache (docs/dram.md)
     weight_cache: int | None = None  # with "dram": step words per half of the cache (None: the largest layer's)
+    band_words: int = 0  # with "dram": the maps through DRAM too, in bands of buffers of this many words
 
     def lower(self, model: Model) -> Program:
         """The program this configuration builds ``model`` into: the one lowering every stage (build, sim,
@@ -42,9 +44,11 @@ class BuildConfig:
         if self.weights not in WEIGHT_PLACES:
             raise ValueError(f"weights must be one of {', '.join(WEIGHT_PLACES)}, found {self.weights!r}")
         capacity = self.capacity
+        if self.band_words and self.weights != "dram":
+            raise ValueError("maps in DRAM (band_words) need the weights in DRAM too (weights='dram')")
         if self.weights == "dram" and not (capacity and capacity.weight_cache):
             own = lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind)
-            capacity = stream_capacity(own, self.weight_cache)
+            capacity = stream_capacity(own, self.weight_cache, self.band_words)
         return lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind)
 
 
@@ -76,7 +80,7 @@ def manifest(model: Model, prog: Program) -> dict:
             "kernel": [l.kh, l.kw], "stride": l.stride, "padding": l.pad, "in_buf": l.in_buf, "out_buf": l.out_buf,
             "kept_groups": int(l.kept.sum()), "total_groups": int(l.kept.size), "waves": list(l.schedule.waves),
             "steps": l.n_steps, "rom_bits": rom_bits[l.name], "acc_bound": l.acc_bound, "cycles": cycles[k],
-            **({"compute_cycles": layer_cycles(prog, l), "passes": sum(u.index == k for u in passes(prog))}
+            **({"compute_cycles": layer_cycles(prog, l), "units": sum(u.index == k for u in units(prog))}
                if streamed else {}),
             "utilization": round(utilization(prog, [l]), 6),
         } for k, l in enumerate(prog.layers)],
@@ -84,17 +88,24 @@ def manifest(model: Model, prog: Program) -> dict:
 
 
 def dram_summary(prog: Program) -> dict:
-    """The weights' traffic and what it costs, against the memory of the prediction (weights_stream)."""
-    beats = per_layer(prog, layer_beats(prog))
+    """The weights' traffic and what it costs, against the memory of the prediction (compile/dram.py)."""
+    beats = per_layer(prog, unit_beats(prog))
+    where, dma = dram_map(prog), dma_programs(prog)
+    beat_bytes = prog.cap.dram_data_bits // 8
+    map_words = lambda commands: sum(c.beats if hasattr(c, "beats") else c.words * word_beats(prog)  # noqa: E731
+                                     for c in commands) * beat_bytes
     return {"model_latency": MODEL_LATENCY, "data_bits": prog.cap.dram_data_bits,
-            "weights_bytes": sum(beats) * prog.cap.dram_data_bits // 8, "compute_cycles": predicted_cycles(prog),
-            "layer_beats": beats}
+            "weights_bytes": sum(beats) * beat_bytes, "compute_cycles": predicted_cycles(prog),
+            "layer_beats": beats, "bytes": where.end, "maps": where.maps,
+            "word_bytes": word_beats(prog) * beat_bytes if prog.cap.band_words else 0,
+            "map_read_bytes": map_words([r for r in dma.reads if not r.to_cache]),
+            "map_write_bytes": map_words(dma.writes)}
 
 
 def per_layer(prog: Program, values: list[int]) -> list[int]:
-    """Per-descriptor figures (``lower.passes``) summed per layer."""
+    """Per-unit figures (``units.units``) summed per layer."""
     sums = [0] * len(prog.layers)
-    for u, v in zip(passes(prog), values):
+    for u, v in zip(units(prog), values):
         sums[u.index] += v
     return sums
 
@@ -124,7 +135,9 @@ def images(prog: Program) -> dict[str, str]:
     files = {DESC_IMAGE: hex_image(descriptor_words(prog), descriptor_layout(prog, wd).size),
              NET_IMAGE: hex_image([net_word(prog)], net_layout(prog).size)}
     if prog.cap.weight_cache:  # the step words live in DRAM; the fetch unit's ROM says where
-        files[FETCH_IMAGE] = hex_image(fetch_words(prog), fetch_layout(prog, wd).size)
+        files[READS_IMAGE] = hex_image(read_words(prog), read_command_layout(prog, wd).size)
+        if prog.cap.band_words:
+            files[WRITES_IMAGE] = hex_image(write_words(prog), write_command_layout(prog, wd).size)
         files[WEIGHTS_IMAGE] = hex_image(dram_image(prog), prog.cap.dram_data_bits)
     else:
         files = {SCHED_IMAGE: hex_image(schedule_rom(prog, wd), schedule_layout(wd).size, prog.cap.steps,

@@ -6,7 +6,6 @@ channel), so the logic is one engine whatever the network (docs/design.md §5).
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -51,6 +50,7 @@ class HwLayer:
     schedule: mapping.Schedule
     plane_kept: tuple[np.ndarray, ...] = ()  # per weight plane, its kept groups (one plane unless tex > 1)
     tex: int = 1  # the IR's residual expansion: 2*tex bits of storage per kept weight (the compression metric)
+    pad_top: int | None = None  # a band's (compile/units.py): the rows above its buffer's first (None: pad)
 
     @property
     def n_pix(self) -> int:
@@ -258,12 +258,10 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool =
 
 def _check_fits(capacity: Capacity, need: Capacity, prog: Program) -> None:
     skip = set(DRAM_FIELDS)
-    if capacity.weight_cache:  # streamed weights: the cache holds one pass at a time, not all of them
+    if capacity.weight_cache:  # streamed weights: the cache holds one unit at a time (compile/units.py checks)
         skip |= {"steps", "pe_steps", "layers"}
-        units = len(passes(replace(prog, cap=capacity)))  # refuses a cache too small for any pass
-        if units > capacity.layers:
-            raise UnsupportedError(f"capacity layers must be at least {units} (descriptors, one per pass) for "
-                                   f"this network, found {capacity.layers}")
+    if capacity.band_words:  # maps in DRAM: the buffers hold bands of them
+        skip |= {"buf_depth", "n_bufs"}
     for name, have in vars(capacity).items():
         if name not in skip and getattr(need, name) > have:
             raise UnsupportedError(f"capacity {name} must be at least {getattr(need, name)} for this network, "
@@ -323,58 +321,6 @@ def utilization(prog: Program, layers=None) -> float:
     layers = prog.layers if layers is None else layers
     slots = prog.pe * prog.lanes * sum(layer_cycles(prog, l) for l in layers)
     return sum(useful_lane_slots(prog, l) for l in layers) / slots
-
-
-@dataclass(frozen=True)
-class Pass:
-    """One descriptor of a program whose weights stream (``Capacity.weight_cache``): ``layer`` is a slice of
-    the output channels of ``prog.layers[index]`` starting at its local channel ``first_local``, with its own
-    schedule, small enough for one half of the weight cache."""
-    layer: HwLayer
-    index: int
-    first_local: int
-    last: bool
-
-
-@functools.lru_cache(maxsize=8)  # a Program compares by identity; every image and figure of a build asks
-def passes(prog: Program) -> tuple[Pass, ...]:
-    """The descriptors the hardware runs: one per layer, or, with streamed weights, as many passes over
-    slices of ``lanes`` output channels as it takes to fit each into half the weight cache (greedily, each
-    pass as wide as fits: a pass's steps grow with its channels)."""
-    cache = prog.cap.weight_cache if prog.cap else 0
-    out = []
-    for i, l in enumerate(prog.layers):
-        if not cache or l.n_steps <= cache:
-            out.append(Pass(l, i, 0, True))
-            continue
-        if l.pattern:  # its generated weights start at the layer's first channel: not split (yet)
-            raise UnsupportedError(f"layer '{l.name}': a fixed-pattern layer of {l.n_steps} steps runs in one pass, "
-                                   f"more than half the weight cache ({cache} steps)")
-        channels, c0, k = l.out_shape[0], 0, 0
-        while c0 < channels:
-            fit, c1 = None, c0 + prog.lanes
-            while c1 - prog.lanes < channels:
-                part = _channel_slice(prog, l, c0, min(c1, channels), k)
-                if part.n_steps > cache:
-                    break
-                fit, c1 = part, c1 + prog.lanes
-            if fit is None:
-                raise UnsupportedError(f"layer '{l.name}': {prog.lanes} of its output channels take "
-                                       f"{_channel_slice(prog, l, c0, min(c0 + prog.lanes, channels), k).n_steps} "
-                                       f"steps, more than half the weight cache ({cache} steps)")
-            c0 += fit.out_shape[0]
-            out.append(Pass(fit, i, (c0 - fit.out_shape[0]) // prog.pe, c0 == channels))
-            k += 1
-    return tuple(out)
-
-
-def _channel_slice(prog: Program, l: HwLayer, c0: int, c1: int, k: int) -> HwLayer:
-    """Output channels [c0, c1) of ``l`` as a layer of their own (pass ``k``), scheduled alone."""
-    weight = l.weight[c0:c1]
-    sched, plane_kept = _schedule(weight, prog.lanes, prog.pe, prog.pe_kind)
-    return replace(l, name=f"{l.name}.pass{k}", out_shape=(c1 - c0,) + l.out_shape[1:], weight=weight,
-                   mul=l.mul[c0:c1], bias=l.bias[c0:c1], shift=l.shift[c0:c1], kept=l.kept[c0:c1],
-                   schedule=sched, plane_kept=tuple(plane_kept))
 
 
 def predicted_cycles(prog: Program) -> int:

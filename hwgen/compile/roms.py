@@ -9,7 +9,8 @@ from ..contract import mapping
 from ..contract.encoding import lane_weights
 from ..contract.hardware import (Widths, descriptor_layout, net_layout, packer, pe_word_layout, requant_layout,
                                  schedule_layout, widths)
-from .lower import RESULT_BUF, Program, passes, weight_planes
+from .lower import RESULT_BUF, Program, weight_planes
+from .units import dma_programs, dram_map, units
 
 
 def schedule_rom(prog: Program, wd: Widths, layers=None) -> list[int]:
@@ -20,7 +21,7 @@ def schedule_rom(prog: Program, wd: Widths, layers=None) -> list[int]:
         for j in l.schedule.block:
             for ky in range(l.kh):
                 for kx in range(l.kw):
-                    dy, dx = ky - l.pad, kx - l.pad
+                    dy, dx = ky - (l.pad if l.pad_top is None else l.pad_top), kx - l.pad
                     off = int(j) * hw_in + dy * l.in_shape[2] + dx
                     words.append(entry({"off": off, "dy": dy, "dx": dx}))
     return words
@@ -84,11 +85,16 @@ def pattern_slots(l, pe: int) -> np.ndarray:
 
 def descriptors(prog: Program) -> list[dict]:
     """Layer descriptors for the controller, as ``contract.descriptor_layout`` names their fields: one per
-    layer, or per pass when the weights stream (``lower.passes``)."""
+    unit (pass or band, ``units.units``) when the weights stream."""
     out, step, pe_step, rq = [], 0, 0, 0
     cache = prog.cap.weight_cache  # streamed weights: descriptor k's steps are in half k % 2 of the cache
-    for k, unit in enumerate(passes(prog)):
+    dma = dma_programs(prog) if cache else None
+    layer_rq = {}  # a layer's first requant word: its passes start within, its bands share them
+    for k, unit in enumerate(units(prog)):
         l = unit.layer
+        if unit.index not in layer_rq:
+            layer_rq[unit.index] = rq
+            rq += prog.layers[unit.index].locals(prog.pe)
         if cache:
             step = pe_step = (k % 2) * cache
         if l.pattern and not np.array_equal(l.schedule.slots, pattern_slots(l, prog.pe)):
@@ -102,13 +108,13 @@ def descriptors(prog: Program) -> list[dict]:
             max_mode=int(l.max_mode), in_signed=int(l.in_signed), h_in=h_in, w_in=w_in,
             w_out=l.out_shape[2], n_pix=l.n_pix, stride=l.stride, row_step=l.stride * w_in,
             n_steps=l.n_steps, sched_base=step, locals=l.locals(prog.pe),
-            lo_per_word=lo_per_word, rq_base=rq, lo=l.lo, hi=l.hi,
+            lo_per_word=lo_per_word, rq_base=layer_rq[unit.index] + unit.first_local, lo=l.lo, hi=l.hi,
             pe_base=pe_step, pattern=int(l.pattern), taps=l.kh * l.kw if l.pattern else 0,
             channels=pattern_channels(l) if l.pattern else 0,
-            **({"out_base": unit.first_local // lo_per_word * l.n_pix, "last_pass": int(unit.last)} if cache else {})))
+            **({"out_base": unit.first_local // lo_per_word * l.n_pix, "last_pass": int(unit.last),
+                "wait_r": dma.wait_r[k], "wait_w": dma.wait_w[k]} if cache else {})))
         step += l.n_steps
         pe_step += 0 if l.pattern else l.n_steps
-        rq += l.locals(prog.pe)
     return out
 
 
@@ -121,5 +127,6 @@ def descriptor_words(prog: Program) -> list[int]:
 
 def net_word(prog: Program) -> int:
     """The ``contract.net_layout`` word of the network's stream sizes."""
+    maps = {"in_addr": dram_map(prog).maps["input"]} if prog.cap.band_words else {}
     return packer(net_layout(prog))({"in_beats": prog.input_beats, "out_c": prog.layers[-1].out_shape[0],
-                                     "out_pix": prog.layers[-1].n_pix})
+                                     "out_pix": prog.layers[-1].n_pix, **maps})

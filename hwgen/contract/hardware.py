@@ -59,6 +59,11 @@ class Capacity:
     weight_cache: int = 0
     dram_data_bits: int = 16
     dram_addr_bits: int = 25
+    # feature maps in DRAM (compile/units.py): words of each of the six band buffers (n_bufs = 6, buf_depth =
+    # band_words); 0: maps on chip. The DMA programs' lengths (the fetch ROMs' depths).
+    band_words: int = 0
+    read_commands: int = 0
+    write_commands: int = 0
 
     def __post_init__(self):
         defaults = {"reach": self.dim, "stride": self.dim, "pe_steps": self.steps, "taps": self.dim * self.dim}
@@ -76,7 +81,7 @@ class Capacity:
         return fields
 
 
-DRAM_FIELDS = ("weight_cache", "dram_data_bits", "dram_addr_bits")
+DRAM_FIELDS = ("weight_cache", "dram_data_bits", "dram_addr_bits", "band_words", "read_commands", "write_commands")
 
 
 @dataclass(frozen=True)
@@ -225,7 +230,9 @@ def descriptor_layout(source, wd: Widths) -> data.StructLayout:
         # streamed weights: a layer larger than half the weight cache runs in passes over slices of its output
         # channels, one descriptor each; a pass's first output word is out_base, and only a layer's last pass
         # ends it (layer_done, and done after the last layer)
-        **({"out_base": unsigned(wd.addr + 1), "last_pass": 1} if hw.cap.weight_cache else {}),
+        # and it starts once ``wait_r`` read and ``wait_w`` write commands are complete (compile/units.py)
+        **({"out_base": unsigned(wd.addr + 1), "last_pass": 1, "wait_r": _count(hw.cap.read_commands),
+            "wait_w": _count(hw.cap.write_commands)} if hw.cap.weight_cache else {}),
     })
 
 
@@ -233,6 +240,9 @@ def net_layout(source) -> data.StructLayout:
     """The one word of ``NET_IMAGE``: the stream sizes of the network, so that they are not Verilog constants."""
     hw = hardware(source)
     cap = hw.cap
+    if cap.band_words:  # the input goes to DRAM, at in_addr
+        return data.StructLayout({"in_beats": unsigned(cap.dram_addr_bits), "out_c": range(cap.locals * hw.pe + 1),
+                                  "out_pix": range(cap.res_depth + 1), "in_addr": unsigned(cap.dram_addr_bits)})
     return data.StructLayout({"in_beats": range(cap.buf_depth + 1), "out_c": range(cap.locals * hw.pe + 1),
                               "out_pix": range(cap.res_depth + 1)})
 
@@ -255,14 +265,43 @@ def entry_beats(source, wd: Widths) -> int:
     return -(-schedule_layout(wd).size // hardware(source).cap.dram_data_bits)
 
 
-def fetch_layout(source, wd: Widths) -> data.StructLayout:
-    """One word of ``FETCH_IMAGE`` per layer: where its step words start in DRAM (a byte address), how many
-    beats they take, whether they hold schedule entries only (a fixed-pattern layer), and whether the layer
-    is the last."""
-    cap = hardware(source).cap
-    return data.StructLayout({"addr": unsigned(cap.dram_addr_bits),
-                              "beats": unsigned(max(1, (cap.weight_cache * step_beats(source, wd)).bit_length())),
-                              "entry_only": 1, "last": 1})
+def map_word_beats(source) -> int:
+    """DRAM beats of one map word (``lanes`` activations), when the maps go through DRAM."""
+    hw = hardware(source)
+    return -(-hw.lanes * hw.cap.act_bits // hw.cap.dram_data_bits)
+
+
+def _count(n: int) -> Shape:
+    return unsigned(max(1, n.bit_length()))
+
+
+def _buffer_index(hw: Hardware) -> Shape:
+    return unsigned(max(1, (hw.cap.n_bufs - 1).bit_length()))
+
+
+def read_command_layout(source, wd: Widths) -> data.StructLayout:
+    """One word of ``READS_IMAGE``: a read of ``beats`` from DRAM byte address ``addr`` into the weight cache
+    (step words, or schedule entries alone) or into buffer ``buf``, from word ``waddr`` on. It starts once
+    ``wait_u`` units have ended and ``wait_w`` write commands are complete (compile/units.py); ``end``: the
+    program's last."""
+    hw = hardware(source)
+    cap = hw.cap
+    beats = max(cap.weight_cache * step_beats(hw, wd), cap.band_words * map_word_beats(hw))
+    return data.StructLayout({
+        "addr": unsigned(cap.dram_addr_bits), "beats": _count(beats), "to_cache": 1, "buf": _buffer_index(hw),
+        "waddr": unsigned(max(addr_width(2 * cap.weight_cache), addr_width(cap.buf_depth))), "entry_only": 1,
+        "wait_u": _count(cap.layers), "wait_w": _count(cap.write_commands), "end": 1})
+
+
+def write_command_layout(source, wd: Widths) -> data.StructLayout:
+    """One word of ``WRITES_IMAGE``: ``words`` map words from buffer ``buf``, word ``raddr`` on, to DRAM byte
+    address ``addr``, once ``after`` units have ended; ``end``: the program's last."""
+    hw = hardware(source)
+    cap = hw.cap
+    return data.StructLayout({
+        "addr": unsigned(cap.dram_addr_bits), "words": _count(cap.band_words),
+        "buf": _buffer_index(hw), "raddr": unsigned(addr_width(cap.buf_depth)), "after": _count(cap.layers),
+        "end": 1})
 
 
 def pe_rom_width(source, wd: Widths) -> int:
@@ -333,8 +372,9 @@ def _packer(shape, name: str) -> Callable[[Any], int]:
 SCHED_IMAGE = "sched.hex"
 DESC_IMAGE = "desc.hex"
 NET_IMAGE = "net.hex"
-FETCH_IMAGE = "fetch.hex"  # when the weights stream: the fetch unit's one word per layer (fetch_layout)
-WEIGHTS_IMAGE = "weights.hex"  # and the DRAM image of their step words: one beat per line from address 0
+READS_IMAGE = "reads.hex"  # when the weights stream: the read program (read_command_layout)
+WRITES_IMAGE = "writes.hex"  # with maps in DRAM: the write program (write_command_layout)
+WEIGHTS_IMAGE = "weights.hex"  # and the DRAM image of the step words: one beat per line from address 0
 
 
 def pe_image(p: int) -> str:
@@ -350,7 +390,7 @@ def rq_image(p: int) -> str:
 SCHED_ROM_READ = 2
 PE_ROM_READ = 2
 DESC_ROM_READ = 1
-FETCH_ROM_READ = 1
+DMA_ROM_READ = 1
 
 # Pipeline depths in cycles after the controller issues (rtl/top.py adds them up from its stages):
 COMPUTE_WRITE_STAGE = 9  # a compute issue's sum is written into its accumulator entry
@@ -368,14 +408,19 @@ LAYER_SETUP_CYCLES = DESC_ROM_READ + 1  # the DESC states: the descriptor ROM re
 TILE_SETUP_CYCLES = 1  # TILE: the tile's step and pixel counters are loaded
 HANDOFF_CYCLES = 1  # HANDOFF: the bank goes to the drain machine (when that is free)
 LAYER_END_CYCLES = 1  # LAYER_END: the cycle that sees the last drain's writes landed
-# With streamed weights (rtl/weight_fetch.py), the compute machine waits after the descriptor for the layer's
-# half of the weight cache (at least one cycle), and the fetch machine per layer: reads its fetch word, then
-# issues the read once that half is free; the last beat's step word is written the cycle after it arrives,
-# and the half is ready the cycle after that. compile/weights_stream.py adds these up.
+# With streamed weights (rtl/dma.py), the compute machine waits after the descriptor until the read and write
+# commands it names are complete (at least one cycle), and the read engine per command: reads its command
+# word, then issues the read once what it waits for holds; the last beat's word is written the cycle after it
+# arrives, and the command counts as complete the cycle after that. compile/dram.py adds these up.
 WEIGHT_WAIT_CYCLES = 1
-FETCH_SETUP_CYCLES = FETCH_ROM_READ + 1
+FETCH_SETUP_CYCLES = DMA_ROM_READ + 1
 FETCH_ISSUE_CYCLES = 1  # the read command is taken; the splitter's first burst goes out the next cycle
 FETCH_LAND_CYCLES = 2
+# The write engine per command: reads its word, issues the write once the unit it waits for has ended (cycle
+# c), reads the first buffer word in c + 1 (``BUFFER_READ``), holds it at c + 4 and sends its first beat in
+# c + 5, one beat per cycle after; the command is complete two cycles after the last burst's response.
+WRITE_FIRST_BEAT_CYCLES = 5
+WRITE_DONE_CYCLES = 2
 
 # ---------------------------------------------------------------- the images' bank layout
 

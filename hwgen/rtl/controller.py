@@ -90,9 +90,10 @@ class Controller(wiring.Component):
             "drain": Out(1), "drain_lo": Out(wd.lo), "drain_t": Out(t_bits), "rq_addr": Out(wd.rq),
             "out_addr": Out(wd.addr), "out_grp": Out(unsigned(max(1, hw.lanes.bit_length()))),
             "desc": Out(self.layout),
-            # streamed weights (rtl/weight_fetch.py): the schedule is a cache written by the fetch unit; the
-            # layer waits for its half to be ready and releases it when it ends
-            **({"w_ready": In(2), "w_release": Out(1), "w_half": Out(1), "sched_waddr": In(range(hw.cap.steps)),
+            # streamed weights (rtl/dma.py): the schedule is a cache written by the read engine; a unit starts
+            # once the read and write commands its descriptor names are complete, and counts itself ended
+            **({"reads_done": In(range(hw.cap.read_commands + 1)), "writes_done": In(range(hw.cap.write_commands + 1)),
+                "units_done": Out(range(hw.cap.layers + 1)), "waiting": Out(1), "sched_waddr": In(range(hw.cap.steps)),
                 "sched_wdata": In(schedule_layout(self.wd)), "sched_we": In(1)} if hw.cap.weight_cache else {}),
         })
 
@@ -153,6 +154,8 @@ class Controller(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [layer.eq(0), self.bank.eq(0)]
+                    if streamed:
+                        m.d.sync += self.units_done.eq(0)
                     m.next = "DESC0"
             # LAYER_SETUP_CYCLES: the descriptor ROM reads ``layer``, then its word is latched
             for i in range(DESC_ROM_READ):
@@ -164,9 +167,9 @@ class Controller(wiring.Component):
                 m.d.sync += [desc.eq(desc_rd.data), tile_pix.eq(0)] + tile_start.reset()
                 m.next = "WEIGHTS" if streamed else "TILE"
             if streamed:
-                with m.State("WEIGHTS"):  # WEIGHT_WAIT_CYCLES: the layer's half of the cache is filled
-                    m.d.comb += self.busy.eq(1)
-                    with m.If(Mux(layer[0], self.w_ready[1], self.w_ready[0])):
+                with m.State("WEIGHTS"):  # WEIGHT_WAIT_CYCLES: its weights and band are in, its output buffer free
+                    m.d.comb += [self.busy.eq(1), self.waiting.eq(1)]
+                    with m.If((self.reads_done >= desc.wait_r) & (self.writes_done >= desc.wait_w)):
                         m.next = "TILE"
             with m.State("TILE"):
                 m.d.comb += [self.busy.eq(1), s_next.eq(desc.sched_base)]
@@ -212,7 +215,7 @@ class Controller(wiring.Component):
                 with m.If(d_idle):
                     m.d.comb += self.layer_done.eq(desc.last_pass if streamed else 1)
                     if streamed:
-                        m.d.comb += [self.w_release.eq(1), self.w_half.eq(layer[0])]
+                        m.d.sync += self.units_done.eq(self.units_done + 1)
                     # the last layer (its last pass) is the one that writes the result
                     with m.If(desc.to_result & desc.last_pass if streamed else desc.to_result):
                         m.d.comb += self.done.eq(1)

@@ -25,9 +25,8 @@ from .array import COMPUTE_LATENCY, DRAIN_LATENCY, PEArray
 from .controller import ADDRESS_LATENCY, Controller
 from .delay import delayed
 from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
-from .axi import read_bus
+from .dma import attach_band_buffers, attach_dram, dram_bus
 from .extmem import CacheRAM, ImageROM, LaneRAM
-from .weight_fetch import WeightFetch
 
 BUFFER_READ = 2  # activation buffers: block RAM read, then a register right at its output
 ARRAY_INPUT = ADDRESS_LATENCY + BUFFER_READ  # the word, selected and masked, goes straight in
@@ -70,9 +69,9 @@ class Top(wiring.Component):
             "out": Out(stream.Signature(data.StructLayout({"data": hw.cap.out_bits, "last": 1}))),
             "cycles": Out(CYCLE_COUNTER_BITS),
             "layer_done": Out(1),
-            # weights streamed from DRAM (rtl/weight_fetch.py): the AXI4 read port and its sticky error
-            **({"m_axi": Out(read_bus(hw.cap.dram_addr_bits, hw.cap.dram_data_bits)), "dram_error": Out(1)}
-               if hw.cap.weight_cache else {}),
+            # weights streamed from DRAM (rtl/dma.py): the AXI4 port (reads; writes too with the maps in DRAM)
+            # and its sticky error
+            **({"m_axi": Out(dram_bus(hw)), "dram_error": Out(1)} if hw.cap.weight_cache else {}),
         })
 
     def elaborate(self, platform):
@@ -84,6 +83,7 @@ class Top(wiring.Component):
         pe_word, rq_word = pe_word_layout(hw, ctrl.wd), requant_layout(hw)
         array = m.submodules.array = PEArray(N, L, B, cap.acc_bits, cap.locals, hw.tile, hw.pe_kind)
         streamed = bool(cap.weight_cache)
+        reads = writes = None
         if streamed:  # the PE words come from the weight cache, which the fetch unit fills
             pe_roms = [CacheRAM(pe_word.size, cap.pe_steps, PE_ROM_READ) for p in range(N)]
         else:
@@ -116,17 +116,7 @@ class Top(wiring.Component):
                      array.act_signed.eq(desc.in_signed), array.max_mode.eq(desc.max_mode)]
         step = delayed(m, ctrl.pe_step, ARRAY_INPUT - PE_ROM_READ, "pe_step")  # read beside the activation word
         if streamed:
-            fetch = m.submodules.weight_fetch = WeightFetch(hw)
-            wiring.connect(m, fetch.axi, wiring.flipped(self.m_axi))
-            m.d.comb += [fetch.release.eq(ctrl.w_release), fetch.release_half.eq(ctrl.w_half),
-                         ctrl.w_ready.eq(fetch.ready), self.dram_error.eq(fetch.error),
-                         ctrl.sched_waddr.eq(fetch.waddr), ctrl.sched_wdata.eq(fetch.entry),
-                         ctrl.sched_we.eq(fetch.entry_we)]
-            # a cache is read only for an issue of the current layer, whose half is never being written
-            pe_read = delayed(m, ctrl.issue, ARRAY_INPUT - PE_ROM_READ, "pe_read")
-            for p in range(N):
-                m.d.comb += [pe_roms[p].waddr.eq(fetch.waddr), pe_roms[p].wdata.eq(fetch.pe[p]),
-                             pe_roms[p].wen.eq(fetch.pe_we), pe_roms[p].ren.eq(pe_read)]
+            reads, writes = attach_dram(m, self, hw, ctrl, pe_roms, ARRAY_INPUT - PE_ROM_READ)
         # a fixed-pattern layer's weights, made beside the ROM words: PE p's output channel pat_o + p has
         # weight +1 on input lane pat_lane + p, and none past the layer's channels. (Past them the lane is a
         # zero padding lane and the entry is never drained, so the limit changes no result: it keeps the
@@ -159,7 +149,9 @@ class Top(wiring.Component):
             # a buffer is read only as this layer's input or residual, never while it is written. The input
             # read enable comes from a register: the controller's busy state fanned out to every buffer block
             # RAM's enable was a critical path. Busy rises before the first address and outlasts the last.
-            input_read = delayed(m, ctrl.busy & (desc.in_buf == i), 1, f"buf{i}_input_read")
+            # (with streamed weights, not while the unit waits: its input band may be landing then)
+            reading = ctrl.busy & ~ctrl.waiting if streamed else ctrl.busy
+            input_read = delayed(m, reading & (desc.in_buf == i), 1, f"buf{i}_input_read")
             m.d.comb += [buf.raddr.eq(Mux(res_read, addr_res, ctrl.act_addr)), buf.ren.eq(res_read | input_read)]
         res_word = Signal(L * B)
         for i, buf in enumerate(bufs):
@@ -188,7 +180,7 @@ class Top(wiring.Component):
                      result.wen.eq(Mux(dvw & desc.to_result, (1 << N) - 1, 0))]
 
         # ---- top-level sequence: load, run, stream out
-        in_count = Signal(range(cap.buf_depth + 1))
+        in_count = Signal(cap.dram_addr_bits) if cap.band_words else Signal(range(cap.buf_depth + 1))
         out_o = Signal(range(cap.locals * N + 1))
         out_p = Signal(range(N + 1))
         out_px = Signal(range(cap.res_depth + 1))
@@ -211,26 +203,47 @@ class Top(wiring.Component):
         load_we, load_data = Signal(), Signal(L * B)
         load_addr = Signal.like(in_count)
         m.d.sync += load_we.eq(0)
-        with m.If(load_we):
-            m.d.comb += [bufs[0].waddr.eq(load_addr), bufs[0].wdata.eq(load_data), bufs[0].wen.eq((1 << L) - 1)]
+        if writes is None:
+            with m.If(load_we):
+                m.d.comb += [bufs[0].waddr.eq(load_addr), bufs[0].wdata.eq(load_data), bufs[0].wen.eq((1 << L) - 1)]
+        else:  # the maps are in DRAM, the input too: the write engine takes it there before the run
+            m.d.comb += [writes.load_addr.eq(net.in_addr), writes.load_words.eq(net.in_beats),
+                         writes.load.payload.eq(self.inp.payload.data)]
+            attach_band_buffers(m, reads, writes, bufs, L)
         # start and done cross between the stream logic and the controller through registers: the two sit
         # apart on the chip
         start = Signal()
         m.d.sync += start.eq(0)
         m.d.comb += ctrl.start.eq(start)
         if streamed:
-            m.d.comb += fetch.start.eq(start)
+            m.d.comb += reads.start.eq(start)
+        if writes is not None:
+            m.d.comb += writes.start.eq(start)
         done = delayed(m, ctrl.done, 1, "done")
         with m.FSM():
+            if writes is not None:
+                with m.State("LOAD_GO"):
+                    m.d.comb += writes.load_go.eq(1)
+                    m.next = "LOAD"
+                with m.State("LOAD_WAIT"):  # until the input is in DRAM
+                    with m.If(~writes.load_busy):
+                        m.d.sync += [start.eq(1), self.cycles.eq(0)]
+                        m.next = "RUN"
             with m.State("LOAD"):
-                m.d.comb += self.inp.ready.eq(1)
-                with m.If(self.inp.valid):
+                if writes is None:
+                    m.d.comb += self.inp.ready.eq(1)
+                else:
+                    m.d.comb += [self.inp.ready.eq(writes.load.ready), writes.load.valid.eq(self.inp.valid)]
+                with m.If(self.inp.valid if writes is None else self.inp.valid & self.inp.ready):
                     m.d.sync += [load_we.eq(1), load_addr.eq(in_count), load_data.eq(self.inp.payload.data)]
                     m.d.sync += in_count.eq(in_count + 1)
                     with m.If(in_count == net.in_beats - 1):
-                        m.d.sync += start.eq(1)
-                        m.d.sync += [in_count.eq(0), self.cycles.eq(0)]
-                        m.next = "RUN"
+                        m.d.sync += in_count.eq(0)
+                        if writes is None:
+                            m.d.sync += [start.eq(1), self.cycles.eq(0)]
+                            m.next = "RUN"
+                        else:
+                            m.next = "LOAD_WAIT"
             with m.State("RUN"):
                 with m.If(done):
                     m.d.sync += [out_o.eq(0), out_p.eq(0), out_px.eq(0), out_lobase.eq(0)]
@@ -247,7 +260,7 @@ class Top(wiring.Component):
                     with m.If(out_o == net.out_c - 1):
                         m.d.sync += [out_o.eq(0), out_p.eq(0), out_lobase.eq(0), out_px.eq(out_px + 1)]
                         with m.If(out_px == n_pix_f - 1):
-                            m.next = "LOAD"
+                            m.next = "LOAD" if writes is None else "LOAD_GO"
                     with m.Else():
                         m.d.sync += out_o.eq(out_o + 1)
                         with m.If(out_p == N - 1):

@@ -167,10 +167,17 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
     case = {"inputs": beats, "expected": expected, "in_bits": lanes * act_bits, "out_bits": manifest["out_bits"],
             "out_signed": manifest["out_signed"], "stall": stall, "seed": seed, "timeout_cycles": timeout}
     if "dram" in manifest:  # the deterministic memory of the prediction, or random pauses as the streams stall
-        case["dram"] = {"image": str(build_dir / WEIGHTS_IMAGE), "data_bits": manifest["capacity"]["dram_data_bits"],
-                        "latency": manifest["dram"]["model_latency"], "pause": stall}
-    snap = [{"path": buffer_path(l["out_buf"]), "words": num_blocks(l["out_shape"][0], lanes) * l["out_shape"][1]
-             * l["out_shape"][2]} for l in manifest["layers"][:-1]]
+        dram = manifest["dram"]
+        case["dram"] = {"image": str(build_dir / WEIGHTS_IMAGE), "data_bits": dram["data_bits"],
+                        "latency": dram["model_latency"], "pause": stall, "writes": bool(dram["maps"]),
+                        "size": dram["bytes"]}
+    words = lambda l: num_blocks(l["out_shape"][0], lanes) * l["out_shape"][1] * l["out_shape"][2]  # noqa: E731
+    if manifest.get("dram", {}).get("maps"):  # each layer's output map, read from DRAM after the image
+        dram = manifest["dram"]
+        snap = [{"dram": dram["maps"][l["name"]], "words": words(l), "word_bytes": dram["word_bytes"]}
+                for l in manifest["layers"][:-1]]
+    else:
+        snap = [{"path": buffer_path(l["out_buf"]), "words": words(l)} for l in manifest["layers"][:-1]]
     t1 = time.perf_counter()
     progress(f"running {len(images)} images (log: {'stdout' if verbose else build_dir / 'sim.log'})")
     seen = _run(manifest, build_dir, Path(compiled), {**case, "snapshots": snap if snapshots else None},

@@ -1,0 +1,273 @@
+"""The descriptors the hardware runs, and the DMA programs that feed them when the weights stream from DRAM
+(docs/dram.md).
+
+- A **unit** is one descriptor: a whole layer, or a slice of one. With streamed weights
+  (``Capacity.weight_cache``), a layer with more steps than half the weight cache runs in *passes* over
+  slices of ``lanes`` output channels. With feature maps in DRAM (``Capacity.band_words``), every layer
+  runs in *bands* of output rows. A band's input rows (with the kernel's halo), and its residual rows, are
+  loaded into on-chip band buffers, and its output is written back, so that band b + 1 loads while band b
+  computes. Passes run inside a band.
+- The **read program**: per unit, its step words into its half of the weight cache, then for a band's first
+  unit the band's input and residual rows, one command per channel block. The **write program**: per band,
+  its output rows, one command per block. Every command says what it waits for: ``wait_u`` units ended,
+  and ``wait_w`` write commands completed. Each descriptor says which read and write commands must be
+  complete before it starts (``wait_r``, ``wait_w``). That covers the buffers' reuse and every
+  read-after-write through DRAM, and needs nothing but three counters in the hardware.
+- The **DRAM map**: the weights' image from address 0, then the input, then each layer's output map, each
+  in the on-chip word layout (channel block, row, column), one word on ``word_beats`` beats.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+
+from ..contract import mapping
+from ..contract.hardware import entry_beats, step_beats, widths
+from .lower import RESULT_BUF, HwLayer, Program, UnsupportedError, _schedule
+
+# the band buffers: input rows, residual rows and output rows, two of each (band b uses b % 2)
+IN_BUFS, RES_BUFS, OUT_BUFS = (0, 1), (2, 3), (4, 5)
+BAND_BUFFERS = 6
+
+
+@dataclass(frozen=True)
+class Band:
+    number: int  # bands counted over the whole program: its buffers are those of number % 2
+    oy0: int  # output rows [oy0, oy1)
+    oy1: int
+    r0: int  # input rows [r0, r1) in its input buffer
+    r1: int
+
+
+@dataclass(frozen=True)
+class Unit:
+    """``layer`` is what the descriptor runs: ``prog.layers[index]``, or its slice of output channels from
+    local channel ``first_local`` (a pass) and of output rows (``band``)."""
+    layer: HwLayer
+    index: int
+    first_local: int
+    last: bool  # the layer's last unit
+    band: Band | None = None
+    band_last: bool = True  # the band's last pass
+
+
+@dataclass(frozen=True)
+class ReadCommand:
+    addr: int  # DRAM byte address
+    beats: int
+    to_cache: bool  # step words into the weight cache, or map words into buffer ``buf``
+    buf: int
+    waddr: int  # first cache or buffer word written
+    entry_only: bool  # step words of a fixed-pattern layer: its schedule entries alone
+    wait_u: int
+    wait_w: int
+    unit: int
+
+
+@dataclass(frozen=True)
+class WriteCommand:
+    addr: int
+    words: int
+    buf: int
+    raddr: int  # first buffer word read
+    after: int  # it starts once this many units have ended
+
+
+def word_beats(prog: Program) -> int:
+    """DRAM beats of one map word (``lanes`` activations)."""
+    return -(-prog.lanes * prog.act_bits // prog.cap.dram_data_bits)
+
+
+# ---------------------------------------------------------------- units
+
+@functools.lru_cache(maxsize=8)  # a Program compares by identity; every image and figure of a build asks
+def units(prog: Program) -> tuple[Unit, ...]:
+    """Every descriptor in order: per layer, its bands (maps in DRAM), in each its passes (streamed weights)."""
+    cache = prog.cap.weight_cache if prog.cap else 0
+    out, band_number = [], 0
+    for i, l in enumerate(prog.layers):
+        parts = _passes(prog, l, cache) if cache else [(l, 0)]
+        bands = _bands(prog, l) if prog.cap and prog.cap.band_words else [None]
+        for b, rows in enumerate(bands):
+            band = None if rows is None else Band(band_number, *rows)
+            band_number += rows is not None
+            for k, (part, first_local) in enumerate(parts):
+                out.append(Unit(part if band is None else _row_slice(part, band, b), i, first_local,
+                                b == len(bands) - 1 and k == len(parts) - 1, band, k == len(parts) - 1))
+    if prog.cap and prog.cap.weight_cache and len(out) > prog.cap.layers:
+        raise UnsupportedError(f"capacity layers must be at least {len(out)} (descriptors: one per pass and band) "
+                               f"for this network, found {prog.cap.layers}")
+    return tuple(out)
+
+
+def _passes(prog: Program, l: HwLayer, cache: int) -> list[tuple[HwLayer, int]]:
+    """``l`` as slices of ``lanes`` output channels, each as wide as fits half the cache (a slice's steps
+    grow with its channels), with the first local channel of each."""
+    if l.n_steps <= cache:
+        return [(l, 0)]
+    if l.pattern:  # its generated weights start at the layer's first channel: not split (yet)
+        raise UnsupportedError(f"layer '{l.name}': a fixed-pattern layer of {l.n_steps} steps runs in one pass, "
+                               f"more than half the weight cache ({cache} steps)")
+    channels, c0, out = l.out_shape[0], 0, []
+    while c0 < channels:
+        fit, c1 = None, c0 + prog.lanes
+        while c1 - prog.lanes < channels:
+            part = _channel_slice(prog, l, c0, min(c1, channels), len(out))
+            if part.n_steps > cache:
+                break
+            fit, c1 = part, c1 + prog.lanes
+        if fit is None:
+            steps = _channel_slice(prog, l, c0, min(c0 + prog.lanes, channels), len(out)).n_steps
+            raise UnsupportedError(f"layer '{l.name}': {prog.lanes} of its output channels take {steps} steps, "
+                                   f"more than half the weight cache ({cache} steps)")
+        out.append((fit, c0 // prog.pe))
+        c0 += fit.out_shape[0]
+    return out
+
+
+def _channel_slice(prog: Program, l: HwLayer, c0: int, c1: int, k: int) -> HwLayer:
+    """Output channels [c0, c1) of ``l`` as a layer of their own (pass ``k``), scheduled alone."""
+    weight = l.weight[c0:c1]
+    sched, plane_kept = _schedule(weight, prog.lanes, prog.pe, prog.pe_kind)
+    return replace(l, name=f"{l.name}.pass{k}", out_shape=(c1 - c0,) + l.out_shape[1:], weight=weight,
+                   mul=l.mul[c0:c1], bias=l.bias[c0:c1], shift=l.shift[c0:c1], kept=l.kept[c0:c1],
+                   schedule=sched, plane_kept=tuple(plane_kept))
+
+
+def input_rows(l: HwLayer, oy0: int, oy1: int) -> tuple[int, int]:
+    """The input rows [r0, r1) output rows [oy0, oy1) of ``l`` read (its halo), within the map."""
+    return max(0, oy0 * l.stride - l.pad), min(l.in_shape[1], (oy1 - 1) * l.stride - l.pad + l.kh)
+
+
+def _bands(prog: Program, l: HwLayer) -> list[tuple[int, int, int, int]]:
+    """Output rows of ``l`` in bands as tall as its band buffers hold: (oy0, oy1, r0, r1) each."""
+    depth, lanes = prog.cap.band_words, prog.lanes
+    c_in, _, w_in = l.in_shape
+    c_out, h_out, w_out = l.out_shape
+    in_words = lambda oy0, oy1: mapping.num_blocks(c_in, lanes) * (lambda r: r[1] - r[0])(input_rows(l, oy0, oy1)) * w_in  # noqa: E731
+    out_words = lambda rows: mapping.num_blocks(c_out, lanes) * rows * w_out  # noqa: E731
+    if l.out_buf == RESULT_BUF:  # the result memory holds the whole output: the last layer runs in one band
+        if in_words(0, h_out) > depth:
+            raise UnsupportedError(f"layer '{l.name}': the last layer runs in one band, and its input takes "
+                                   f"{in_words(0, h_out)} words, more than a band buffer ({depth})")
+        return [(0, h_out) + input_rows(l, 0, h_out)]
+    out, oy0 = [], 0
+    while oy0 < h_out:
+        oy1 = oy0
+        while oy1 < h_out and in_words(oy0, oy1 + 1) <= depth and out_words(oy1 + 1 - oy0) <= depth:
+            oy1 += 1
+        if oy1 == oy0:
+            raise UnsupportedError(f"layer '{l.name}': one output row takes {in_words(oy0, oy0 + 1)} input and "
+                                   f"{out_words(1)} output words, more than a band buffer ({depth})")
+        out.append((oy0, oy1) + input_rows(l, oy0, oy1))
+        oy0 = oy1
+    return out
+
+
+def _row_slice(l: HwLayer, band: Band, b: int) -> HwLayer:
+    """``l`` on its band: output rows [oy0, oy1) from input rows [r0, r1) in its buffers. The kernel's
+    first row sits ``oy0 * stride - pad - r0`` rows into the buffer (below zero: the map's own padding)."""
+    c_in, _, w_in = l.in_shape
+    c_out, _, w_out = l.out_shape
+    return replace(l, name=f"{l.name}.band{b}", in_shape=(c_in, band.r1 - band.r0, w_in),
+                   out_shape=(c_out, band.oy1 - band.oy0, w_out), pad_top=l.pad - (band.oy0 * l.stride - band.r0),
+                   in_buf=IN_BUFS[band.number % 2], out_buf=l.out_buf if l.out_buf == RESULT_BUF
+                   else OUT_BUFS[band.number % 2], res_buf=None if l.res_buf is None else RES_BUFS[band.number % 2])
+
+
+# ---------------------------------------------------------------- the DRAM map and the DMA programs
+
+@dataclass(frozen=True)
+class DramMap:
+    weights: tuple[int, ...]  # each unit's step words: byte address (their beats follow one another)
+    maps: dict  # map name ("input" or a layer's) -> byte address
+    end: int  # bytes used
+
+
+def unit_beats(prog: Program) -> list[int]:
+    """DRAM beats of each unit's step words."""
+    wd = widths(prog)
+    full, entry = step_beats(prog, wd), entry_beats(prog, wd)
+    return [u.layer.n_steps * (entry if u.layer.pattern else full) for u in units(prog)]
+
+
+@functools.lru_cache(maxsize=8)
+def dram_map(prog: Program) -> DramMap:
+    beat_bytes = prog.cap.dram_data_bits // 8
+    weights, at = [], 0
+    for beats in unit_beats(prog):
+        weights.append(at)
+        at += beats * beat_bytes
+    maps = {}
+    if prog.cap.band_words:
+        word_bytes = word_beats(prog) * beat_bytes
+        for name, shape in [("input", prog.input_shape)] + [(l.name, l.out_shape) for l in prog.layers[:-1]]:
+            maps[name] = at
+            at += mapping.num_blocks(shape[0], prog.lanes) * shape[1] * shape[2] * word_bytes
+    if at > 1 << prog.cap.dram_addr_bits:
+        raise UnsupportedError(f"the DRAM image and maps take {at:,} bytes, more than the "
+                               f"{prog.cap.dram_addr_bits}-bit address space ({1 << prog.cap.dram_addr_bits:,})")
+    return DramMap(tuple(weights), maps, at)
+
+
+@dataclass(frozen=True)
+class Programs:
+    reads: tuple[ReadCommand, ...]
+    writes: tuple[WriteCommand, ...]
+    wait_r: tuple[int, ...]  # per unit: read commands complete before it starts
+    wait_w: tuple[int, ...]  # per unit: write commands complete before it starts
+
+
+@functools.lru_cache(maxsize=8)
+def dma_programs(prog: Program) -> Programs:
+    us, beats, where = units(prog), unit_beats(prog), dram_map(prog)
+    cache, beat_bytes = prog.cap.weight_cache, prog.cap.dram_data_bits // 8
+    per_word = word_beats(prog)
+    word_bytes = per_word * beat_bytes
+    sources = _map_names(prog)
+    reads, writes, wait_r, wait_w = [], [], [], []
+    band_last_unit = {}  # band number -> its last unit
+    band_writes = {}  # band number -> write commands through its last
+    rows_written = {}  # layer name -> [(oy1, write commands through that band)]
+    for k, u in enumerate(us):
+        reads.append(ReadCommand(where.weights[k], beats[k], True, 0, (k % 2) * cache, u.layer.pattern,
+                                 max(0, k - 1), 0, k))
+        band = u.band
+        first_of_band = band is not None and (k == 0 or us[k - 1].band != band)
+        if first_of_band:
+            free = band_last_unit.get(band.number - 2, -1) + 1  # the band before last used these buffers
+            full = prog.layers[u.index]
+            src, res = sources[u.index]
+            for name, rows, buf, shape in [(src, (band.r0, band.r1), u.layer.in_buf, full.in_shape)] + (
+                    [] if res is None else [(res, (band.oy0, band.oy1), u.layer.res_buf, full.out_shape)]):
+                done = 0 if name == "input" else next(n for oy1, n in rows_written[name] if oy1 >= rows[1])
+                c, h, w = shape
+                n_rows = rows[1] - rows[0]
+                for j in range(mapping.num_blocks(c, prog.lanes)):
+                    reads.append(ReadCommand(where.maps[name] + (j * h + rows[0]) * w * word_bytes,
+                                             n_rows * w * per_word, False, buf, j * n_rows * w, False, free, done, k))
+        wait_r.append(len(reads))
+        wait_w.append(band_writes.get(band.number - 2, 0) if band is not None else 0)
+        if band is not None and u.band_last:
+            band_last_unit[band.number] = k
+            full = prog.layers[u.index]
+            if full.out_buf != RESULT_BUF:
+                c, h, w = full.out_shape
+                n_rows = band.oy1 - band.oy0
+                for j in range(mapping.num_blocks(c, prog.lanes)):
+                    writes.append(WriteCommand(where.maps[full.name] + (j * h + band.oy0) * w * word_bytes,
+                                               n_rows * w, u.layer.out_buf, j * n_rows * w, k + 1))
+                rows_written.setdefault(full.name, []).append((band.oy1, len(writes)))
+            band_writes[band.number] = len(writes)
+    return Programs(tuple(reads), tuple(writes), tuple(wait_r), tuple(wait_w))
+
+
+def _map_names(prog: Program) -> list[tuple[str, str | None]]:
+    """Each layer's input and residual maps by name: "input" or the producing layer's name (the buffers of
+    the on-chip allocation say which map each layer reads)."""
+    holder, out = {0: "input"}, []
+    for l in prog.layers:
+        out.append((holder[l.in_buf], None if l.res_buf is None else holder[l.res_buf]))
+        if l.out_buf != RESULT_BUF:
+            holder[l.out_buf] = l.name
+    return out
