@@ -46,10 +46,13 @@ class BuildConfig:
         capacity = self.capacity
         if self.band_words and self.weights != "dram":
             raise ValueError("maps in DRAM (band_words) need the weights in DRAM too (weights='dram')")
-        if self.weights == "dram" and not (capacity and capacity.weight_cache):
+        if self.weights == "dram" and not (capacity and capacity.weight_cache):  # sizes of its own
             own = lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind)
             capacity = stream_capacity(own, self.weight_cache, self.band_words)
-        return lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind)
+        # a given capacity with band buffers: band_words is then the budget of this network's bands
+        budget = self.band_words if self.capacity and self.capacity.band_words else 0
+        return lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind,
+                     band_budget=budget)
 
 
 WEIGHT_PLACES = ("rom", "dram")

@@ -20,7 +20,7 @@ from ..contract.hardware import (FETCH_ISSUE_CYCLES, FETCH_LAND_CYCLES, FETCH_SE
                                  widths, write_command_layout)
 from .lower import Program, UnsupportedError, layer_cycles
 from .roms import pe_roms, schedule_rom
-from .units import BAND_BUFFERS, dma_programs, unit_beats, units, word_beats
+from .units import BAND_BUFFERS, dma_programs, units, word_beats
 
 # The deterministic DRAM of the simulation: a burst's first beat comes this many cycles after its address is
 # taken, then one beat per cycle; a burst's write response this many cycles after its last beat. 16 is

@@ -51,6 +51,7 @@ class HwLayer:
     plane_kept: tuple[np.ndarray, ...] = ()  # per weight plane, its kept groups (one plane unless tex > 1)
     tex: int = 1  # the IR's residual expansion: 2*tex bits of storage per kept weight (the compression metric)
     pad_top: int | None = None  # a band's (compile/units.py): the rows above its buffer's first (None: pad)
+    first_channel: int = 0  # a pass's (compile/units.py): its first output channel in the layer
 
     @property
     def n_pix(self) -> int:
@@ -166,6 +167,7 @@ class Program:
     im2col: tuple[int, int, int] | None  # (kernel, stride, padding) the host applies to the input
     cap: Capacity | None = None
     pe_kind: str = "ternary"  # encoding.PE_KINDS: the PE the array is built of
+    band_budget: int = 0  # maps in DRAM: the words a band may take, at most the buffers' (0: all of them)
 
     @property
     def max_locals(self) -> int:
@@ -198,7 +200,7 @@ def _im2col_stem(layer: HwLayer, lanes: int, pe_kind: str) -> HwLayer | None:
 
 
 def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool = True,
-          capacity: Capacity | None = None, pe_kind: str = "ternary") -> Program:
+          capacity: Capacity | None = None, pe_kind: str = "ternary", band_budget: int = 0) -> Program:
     """The program of ``model``; with ``capacity``, fitted into those hardware sizes (UnsupportedError if it
     does not fit) and run at ``tile`` even when the maps are smaller. ``pe_kind`` (encoding.PE_KINDS)
     chooses the PE; the schedule, memories and controller are the same for both."""
@@ -252,8 +254,12 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool =
     if c.acc_bits < partial_width(lanes, c.act_bits, pe_kind):
         raise UnsupportedError(f"capacity acc_bits must be at least {partial_width(lanes, c.act_bits, pe_kind)} "
                                f"for {lanes} lanes of {c.act_bits} bits ({pe_kind} PEs), found {c.acc_bits}")
+    if band_budget and not 0 < band_budget <= c.band_words:
+        raise UnsupportedError(f"a band budget must be within the band buffers' {c.band_words} words (maps in DRAM), "
+                               f"found {band_budget}")
     return replace(prog, act_bits=c.act_bits, out_bits=c.out_bits, acc_bits=c.acc_bits, bias_bits=c.bias_bits,
-                   shift_bits=c.shift_bits, buf_depth=c.buf_depth, res_depth=c.res_depth, n_bufs=c.n_bufs, cap=c)
+                   shift_bits=c.shift_bits, buf_depth=c.buf_depth, res_depth=c.res_depth, n_bufs=c.n_bufs, cap=c,
+                   band_budget=band_budget)
 
 
 def _check_fits(capacity: Capacity, need: Capacity, prog: Program) -> None:

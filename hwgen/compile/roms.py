@@ -72,8 +72,9 @@ def rq_roms(prog: Program) -> list[list[int]]:
 
 
 def pattern_channels(l) -> int:
-    """The channels a fixed-pattern layer passes through: its identity covers min(in, out) channels."""
-    return min(l.in_shape[0], l.out_shape[0])
+    """The channels a fixed-pattern layer passes through: its identity covers min(in, out) channels (of a
+    pass from output channel ``first_channel``, those below the input's)."""
+    return max(0, min(l.in_shape[0] - l.first_channel, l.out_shape[0]))
 
 
 def pattern_slots(l, pe: int) -> np.ndarray:
@@ -102,6 +103,11 @@ def descriptors(prog: Program) -> list[dict]:
         _, h_in, w_in = l.in_shape
         to_result = l.out_buf == RESULT_BUF
         lo_per_word = 1 if to_result else prog.lanes // prog.pe
+        # a band's output words: its band buffer, or its rows of the whole map in the result memory
+        full_pix = prog.layers[unit.index].n_pix
+        step_words = full_pix if to_result else l.n_pix
+        out_base = unit.first_local // lo_per_word * step_words + (
+            unit.band.oy0 * l.out_shape[2] if to_result and unit.band else 0)
         out.append(dict(
             in_buf=l.in_buf, out_buf=0 if to_result else l.out_buf, to_result=int(to_result),
             has_res=int(l.res_buf is not None), res_buf=l.res_buf or 0, res_signed=int(l.res_signed),
@@ -111,7 +117,7 @@ def descriptors(prog: Program) -> list[dict]:
             lo_per_word=lo_per_word, rq_base=layer_rq[unit.index] + unit.first_local, lo=l.lo, hi=l.hi,
             pe_base=pe_step, pattern=int(l.pattern), taps=l.kh * l.kw if l.pattern else 0,
             channels=pattern_channels(l) if l.pattern else 0,
-            **({"out_base": unit.first_local // lo_per_word * l.n_pix, "last_pass": int(unit.last),
+            **({"out_base": out_base, "out_step": step_words, "last_pass": int(unit.last),
                 "wait_r": dma.wait_r[k], "wait_w": dma.wait_w[k]} if cache else {})))
         step += l.n_steps
         pe_step += 0 if l.pattern else l.n_steps

@@ -105,9 +105,6 @@ def _passes(prog: Program, l: HwLayer, cache: int) -> list[tuple[HwLayer, int]]:
     grow with its channels), with the first local channel of each."""
     if l.n_steps <= cache:
         return [(l, 0)]
-    if l.pattern:  # its generated weights start at the layer's first channel: not split (yet)
-        raise UnsupportedError(f"layer '{l.name}': a fixed-pattern layer of {l.n_steps} steps runs in one pass, "
-                               f"more than half the weight cache ({cache} steps)")
     channels, c0, out = l.out_shape[0], 0, []
     while c0 < channels:
         fit, c1 = None, c0 + prog.lanes
@@ -126,10 +123,11 @@ def _passes(prog: Program, l: HwLayer, cache: int) -> list[tuple[HwLayer, int]]:
 
 
 def _channel_slice(prog: Program, l: HwLayer, c0: int, c1: int, k: int) -> HwLayer:
-    """Output channels [c0, c1) of ``l`` as a layer of their own (pass ``k``), scheduled alone."""
+    """Output channels [c0, c1) of ``l`` as a layer of their own (pass ``k``), scheduled alone. A fixed-pattern
+    layer's slice is one too: c0 is a multiple of ``lanes``, so its generated weights start on lane 0."""
     weight = l.weight[c0:c1]
     sched, plane_kept = _schedule(weight, prog.lanes, prog.pe, prog.pe_kind)
-    return replace(l, name=f"{l.name}.pass{k}", out_shape=(c1 - c0,) + l.out_shape[1:], weight=weight,
+    return replace(l, name=f"{l.name}.pass{k}", out_shape=(c1 - c0,) + l.out_shape[1:], weight=weight, first_channel=c0,
                    mul=l.mul[c0:c1], bias=l.bias[c0:c1], shift=l.shift[c0:c1], kept=l.kept[c0:c1],
                    schedule=sched, plane_kept=tuple(plane_kept))
 
@@ -140,21 +138,18 @@ def input_rows(l: HwLayer, oy0: int, oy1: int) -> tuple[int, int]:
 
 
 def _bands(prog: Program, l: HwLayer) -> list[tuple[int, int, int, int]]:
-    """Output rows of ``l`` in bands as tall as its band buffers hold: (oy0, oy1, r0, r1) each."""
-    depth, lanes = prog.cap.band_words, prog.lanes
+    """Output rows of ``l`` in bands as tall as its band buffers hold: (oy0, oy1, r0, r1) each. The last
+    layer's output goes to the result memory, which holds it whole."""
+    depth, lanes = prog.band_budget or prog.cap.band_words, prog.lanes
     c_in, _, w_in = l.in_shape
     c_out, h_out, w_out = l.out_shape
     in_words = lambda oy0, oy1: mapping.num_blocks(c_in, lanes) * (lambda r: r[1] - r[0])(input_rows(l, oy0, oy1)) * w_in  # noqa: E731
     out_words = lambda rows: mapping.num_blocks(c_out, lanes) * rows * w_out  # noqa: E731
-    if l.out_buf == RESULT_BUF:  # the result memory holds the whole output: the last layer runs in one band
-        if in_words(0, h_out) > depth:
-            raise UnsupportedError(f"layer '{l.name}': the last layer runs in one band, and its input takes "
-                                   f"{in_words(0, h_out)} words, more than a band buffer ({depth})")
-        return [(0, h_out) + input_rows(l, 0, h_out)]
     out, oy0 = [], 0
     while oy0 < h_out:
         oy1 = oy0
-        while oy1 < h_out and in_words(oy0, oy1 + 1) <= depth and out_words(oy1 + 1 - oy0) <= depth:
+        while oy1 < h_out and in_words(oy0, oy1 + 1) <= depth and (l.out_buf == RESULT_BUF or
+                                                                     out_words(oy1 + 1 - oy0) <= depth):
             oy1 += 1
         if oy1 == oy0:
             raise UnsupportedError(f"layer '{l.name}': one output row takes {in_words(oy0, oy0 + 1)} input and "
@@ -259,6 +254,10 @@ def dma_programs(prog: Program) -> Programs:
                                                n_rows * w, u.layer.out_buf, j * n_rows * w, k + 1))
                 rows_written.setdefault(full.name, []).append((band.oy1, len(writes)))
             band_writes[band.number] = len(writes)
+    for what, have, need in (("read_commands", prog.cap.read_commands, len(reads)),
+                             ("write_commands", prog.cap.write_commands, len(writes))):
+        if need > have:
+            raise UnsupportedError(f"capacity {what} must be at least {need} for this network, found {have}")
     return Programs(tuple(reads), tuple(writes), tuple(wait_r), tuple(wait_w))
 
 

@@ -231,7 +231,9 @@ def descriptor_layout(source, wd: Widths) -> data.StructLayout:
         # channels, one descriptor each; a pass's first output word is out_base, and only a layer's last pass
         # ends it (layer_done, and done after the last layer)
         # and it starts once ``wait_r`` read and ``wait_w`` write commands are complete (compile/units.py)
-        **({"out_base": unsigned(wd.addr + 1), "last_pass": 1, "wait_r": _count(hw.cap.read_commands),
+        # (out_step apart: a band of the last layer writes its rows into the result memory of the whole map)
+        **({"out_base": unsigned(wd.addr + 1), "out_step": unsigned(wd.addr + 1), "last_pass": 1,
+            "wait_r": _count(hw.cap.read_commands),
             "wait_w": _count(hw.cap.write_commands)} if hw.cap.weight_cache else {}),
     })
 

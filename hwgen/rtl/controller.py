@@ -246,7 +246,7 @@ class Controller(wiring.Component):
                     with m.Else():
                         m.d.sync += d_lo.eq(d_lo + 1)
                         with m.If(d_grp == desc.lo_per_word - 1):
-                            m.d.sync += [d_grp.eq(0), d_obase.eq(d_obase + desc.n_pix)]
+                            m.d.sync += [d_grp.eq(0), d_obase.eq(d_obase + (desc.out_step if streamed else desc.n_pix))]
                         with m.Else():
                             m.d.sync += d_grp.eq(d_grp + 1)
                 with m.Else():
