@@ -52,6 +52,7 @@ class HwLayer:
     tex: int = 1  # the IR's residual expansion: 2*tex bits of storage per kept weight (the compression metric)
     pad_top: int | None = None  # a band's (compile/units.py): the rows above its buffer's first (None: pad)
     first_channel: int = 0  # a pass's (compile/units.py): its first output channel in the layer
+    row_pitch: int | None = None  # a band's: input rows per channel block in its buffer (None: in_shape's)
 
     @property
     def n_pix(self) -> int:

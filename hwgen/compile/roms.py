@@ -17,7 +17,7 @@ def schedule_rom(prog: Program, wd: Widths, layers=None) -> list[int]:
     """One ``contract.schedule_layout`` entry per step of ``layers`` (default: the program's)."""
     entry, words = packer(schedule_layout(wd)), []
     for l in prog.layers if layers is None else layers:
-        hw_in = l.in_shape[1] * l.in_shape[2]
+        hw_in = (l.row_pitch or l.in_shape[1]) * l.in_shape[2]  # a band's blocks lie row_pitch rows apart
         for j in l.schedule.block:
             for ky in range(l.kh):
                 for kx in range(l.kw):

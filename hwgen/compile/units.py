@@ -37,6 +37,8 @@ class Band:
     oy1: int
     r0: int  # input rows [r0, r1) in its input buffer
     r1: int
+    pitch: int  # rows of each channel block in the input buffer: the tallest band's of the layer, so that the
+    # schedule entries (offsets) of every band but the first are the same, and its step words are reused
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,9 @@ def units(prog: Program) -> tuple[Unit, ...]:
     for i, l in enumerate(prog.layers):
         parts = _passes(prog, l, cache) if cache else [(l, 0)]
         bands = _bands(prog, l) if prog.cap and prog.cap.band_words else [None]
+        pitch = max(rows[3] - rows[2] for rows in bands) if bands[0] else 0
         for b, rows in enumerate(bands):
-            band = None if rows is None else Band(band_number, *rows)
+            band = None if rows is None else Band(band_number, *rows, pitch)
             band_number += rows is not None
             for k, (part, first_local) in enumerate(parts):
                 out.append(Unit(part if band is None else _row_slice(part, band, b), i, first_local,
@@ -166,6 +169,7 @@ def _row_slice(l: HwLayer, band: Band, b: int) -> HwLayer:
     c_out, _, w_out = l.out_shape
     return replace(l, name=f"{l.name}.band{b}", in_shape=(c_in, band.r1 - band.r0, w_in),
                    out_shape=(c_out, band.oy1 - band.oy0, w_out), pad_top=l.pad - (band.oy0 * l.stride - band.r0),
+                   row_pitch=band.pitch,
                    in_buf=IN_BUFS[band.number % 2], out_buf=l.out_buf if l.out_buf == RESULT_BUF
                    else OUT_BUFS[band.number % 2], res_buf=None if l.res_buf is None else RES_BUFS[band.number % 2])
 
@@ -224,23 +228,29 @@ def dma_programs(prog: Program) -> Programs:
     band_last_unit = {}  # band number -> its last unit
     band_writes = {}  # band number -> write commands through its last
     rows_written = {}  # layer name -> [(oy1, write commands through that band)]
+    holds = [None, None]  # what each half of the weight cache holds: the same step words are not read again
     for k, u in enumerate(us):
-        reads.append(ReadCommand(where.weights[k], beats[k], True, 0, (k % 2) * cache, u.layer.pattern,
-                                 max(0, k - 1), 0, k))
+        words = (u.index, u.first_local, u.layer.pad_top, u.layer.row_pitch)
+        if holds[k % 2] != words:
+            reads.append(ReadCommand(where.weights[k], beats[k], True, 0, (k % 2) * cache, u.layer.pattern,
+                                     max(0, k - 1), 0, k))
+            holds[k % 2] = words
         band = u.band
         first_of_band = band is not None and (k == 0 or us[k - 1].band != band)
         if first_of_band:
             free = band_last_unit.get(band.number - 2, -1) + 1  # the band before last used these buffers
             full = prog.layers[u.index]
             src, res = sources[u.index]
-            for name, rows, buf, shape in [(src, (band.r0, band.r1), u.layer.in_buf, full.in_shape)] + (
-                    [] if res is None else [(res, (band.oy0, band.oy1), u.layer.res_buf, full.out_shape)]):
+            # (the input's blocks lie ``pitch`` rows apart in its buffer, the residual's as the output's)
+            for name, rows, pitch, buf, shape in [(src, (band.r0, band.r1), band.pitch, u.layer.in_buf, full.in_shape)] + (
+                    [] if res is None else [(res, (band.oy0, band.oy1), band.oy1 - band.oy0, u.layer.res_buf,
+                                             full.out_shape)]):
                 done = 0 if name == "input" else next(n for oy1, n in rows_written[name] if oy1 >= rows[1])
                 c, h, w = shape
                 n_rows = rows[1] - rows[0]
                 for j in range(mapping.num_blocks(c, prog.lanes)):
                     reads.append(ReadCommand(where.maps[name] + (j * h + rows[0]) * w * word_bytes,
-                                             n_rows * w * per_word, False, buf, j * n_rows * w, False, free, done, k))
+                                             n_rows * w * per_word, False, buf, j * pitch * w, False, free, done, k))
         wait_r.append(len(reads))
         wait_w.append(band_writes.get(band.number - 2, 0) if band is not None else 0)
         if band is not None and u.band_last:
