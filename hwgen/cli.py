@@ -67,6 +67,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "docs/dram.md)")
     p.add_argument("--weight-cache", type=_positive, help="with --weights dram: step words per half of the weight "
                    "cache (default: the largest layer's); a larger layer runs in passes over its output channels")
+    p.add_argument("--maps", choices=("chip", "dram"), default="chip", help="chip (whole-map buffers; default) or "
+                   "dram (feature maps through DRAM in bands of rows, with --weights dram)")
+    p.add_argument("--band-words", type=_positive, default=1024, help="with --maps dram: words (of --lanes "
+                   "activations) in each of the six band buffers (default 1024)")
+    p.add_argument("--onchip-kbits", type=_positive, help="plan where weights and maps live within this many "
+                   "kbit of on-chip memory, for the fewest predicted cycles (instead of --weights and --maps)")
     p.add_argument("--out", type=Path, help="output folder (default rtl_out/<model>_pe<N>)")
 
 
@@ -104,11 +110,38 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def build_config(args) -> BuildConfig:
+def build_config(args, model: ir.Model) -> BuildConfig:
+    if args.onchip_kbits is not None:
+        return _planned(args, model)
     if args.weight_cache is not None and args.weights != "dram":
         raise UsageError(f"--weight-cache needs --weights dram, found --weights {args.weights}")
+    if args.maps == "dram" and args.weights != "dram":
+        raise UsageError(f"--maps dram needs --weights dram, found --weights {args.weights}")
     return BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind, weights=args.weights,
-                       weight_cache=args.weight_cache)
+                       weight_cache=args.weight_cache, band_words=args.band_words if args.maps == "dram" else 0)
+
+
+def _planned(args, model: ir.Model) -> BuildConfig:
+    """The configuration of the memory planner's choice within ``--onchip-kbits``."""
+    from .compile.memplan import PlanError, plan
+
+    chosen_by_hand = [flag for flag, given in (("--weights", args.weights != "rom"), ("--maps", args.maps != "chip"),
+                                               ("--weight-cache", args.weight_cache is not None)) if given]
+    if chosen_by_hand:
+        raise UsageError(f"--onchip-kbits plans the memories itself: drop {', '.join(chosen_by_hand)}")
+    print(f"planning the memories within {args.onchip_kbits:,} kbit on chip", flush=True)
+    try:
+        p = plan(model, args.pe, args.lanes, args.tile, args.onchip_kbits * 1000, args.pe_kind)
+    except PlanError as e:
+        raise UsageError(str(e)) from None
+    c = p.chosen
+    where = ("weights and maps on chip" if c.weights == "rom" else
+             f"weights from DRAM (cache of {c.weight_cache} steps per half), maps "
+             + (f"through DRAM in bands of {c.band_words} words" if c.band_words else "on chip"))
+    print(f"  {where}: {c.cycles:,} predicted cycles ({c.cycles / p.compute_cycles:.3f}x the on-chip design), "
+          f"{c.total_bits:,} bits on chip", flush=True)
+    return BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind, weights=c.weights,
+                       weight_cache=c.weight_cache or None, band_words=c.band_words)
 
 
 def load_model(args) -> ir.Model:
@@ -171,9 +204,6 @@ def run(args) -> int:
     model = load_model(args)
     out = args.out or Path("rtl_out") / f"{model.name}_pe{args.pe}"
     if args.verb in ("synth", "run"):
-        if args.weights == "dram":
-            raise UsageError(f"--weights dram: `hwgen {args.verb}` has no board design with an SDRAM controller yet "
-                             "(docs/dram.md); `hwgen sim --weights dram` runs it in Verilator")
         return _board_verb(args, model, out)
     images = _images(args, model) if args.verb == "sim" else None
     t0 = time.perf_counter()
@@ -184,7 +214,7 @@ def run(args) -> int:
             f"group density {PAPER_GROUP_DENSITY}, the density of the paper's ResNet-18. The hardware, cycles and "
             f"memory sizes are those of a trained model of this shape; its outputs are not meaningful. "
             f"Pass `--ir FILE` for trained weights.")
-    man = build(model, build_config(args), out, note,
+    man = build(model, build_config(args, model), out, note,
                 compare_unbalanced=args.ir is None)
     print(f"built {model.name}{synthetic} for {args.pe} PEs x {args.lanes} lanes in "
           f"{time.perf_counter() - t0:.1f} s -> {out}")
@@ -216,10 +246,15 @@ def _board_verb(args, model: ir.Model, out: Path) -> int:
     from .fpga import flow
     from .host.protocol import HostError
 
+    cfg = build_config(args, model)
+    if cfg.weights == "dram":
+        raise UsageError(f"{'the plan puts weights' if args.onchip_kbits else '--weights/--maps dram puts them'} in "
+                         f"DRAM, and `hwgen {args.verb}` has no board design with an SDRAM controller yet "
+                         "(docs/dram.md); `hwgen sim` runs it in Verilator")
     try:
         if args.verb == "synth":
-            return flow.main(args, model, build_config(args), out)
-        return _run_on_board(args, model)
+            return flow.main(args, model, cfg, out)
+        return _run_on_board(args, model, cfg)
     except (flow.SynthError, flow.FitError, HostError) as e:
         raise UsageError(str(e)) from None
 
@@ -232,12 +267,12 @@ def _board_images(path: Path, model: ir.Model) -> np.ndarray:
     return _in_range(images, model, "--images")
 
 
-def _run_on_board(args, model: ir.Model) -> int:
+def _run_on_board(args, model: ir.Model, cfg: BuildConfig) -> int:
     from .host.serial_runner import run_board
     from .host.protocol import Link
 
     images = _board_images(args.images, model)[:args.count]
-    link = Link.of(build_config(args).lower(model))
+    link = Link.of(cfg.lower(model))
     print(f"sending {len(images)} images to {args.port} at {args.baud} baud "
           f"({len(link.frame(images[0]))} bytes each, {link.answer_bytes} back)", flush=True)
     result = run_board(model, link, images, args.port, args.baud, args.timeout,

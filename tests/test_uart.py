@@ -70,7 +70,7 @@ def test_run_arguments_are_checked_at_the_edge(small_model, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: --images must hold [K, 1, 8, 8] images, found shape [2, 1, 4, 8]"]
     args = cli.parser().parse_args(base + ["x.npy", "--pe-kind", "mac", "--tile", "8"])
-    assert cli.build_config(args) == BuildConfig(4, 16, 8, pe_kind="mac")
+    assert cli.build_config(args, small_model) == BuildConfig(4, 16, 8, pe_kind="mac")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from . import outdir
 from ..compile.lower import Program, layer_cycles, lower, predicted_cycles, utilization
 from ..compile.roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
 from ..compile.dram import MODEL_LATENCY, dram_image, read_words, stream_capacity, stream_cycles, write_words
-from ..compile.units import dma_programs, dram_map, unit_beats, units, word_beats
+from ..compile.units import dma_programs, dram_map, units, word_beats
 from ..contract.hardware import (DESC_IMAGE, NET_IMAGE, READS_IMAGE, WEIGHTS_IMAGE, WRITES_IMAGE,
                                  read_command_layout, write_command_layout, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
                                  descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, rq_image,
@@ -91,15 +91,20 @@ def manifest(model: Model, prog: Program) -> dict:
 
 
 def dram_summary(prog: Program) -> dict:
-    """The weights' traffic and what it costs, against the memory of the prediction (compile/dram.py)."""
-    beats = per_layer(prog, unit_beats(prog))
+    """The DRAM traffic per image and what it costs, against the memory of the prediction (compile/dram.py)."""
     where, dma = dram_map(prog), dma_programs(prog)
     beat_bytes = prog.cap.dram_data_bits // 8
     map_words = lambda commands: sum(c.beats if hasattr(c, "beats") else c.words * word_beats(prog)  # noqa: E731
                                      for c in commands) * beat_bytes
+    us = units(prog)
+    per = lambda select: per_layer(prog, [sum(b for k, b in select if k == i) for i in range(len(us))])  # noqa: E731
+    weight_beats = per([(r.unit, r.beats) for r in dma.reads if r.to_cache])
+    read_beats = per([(r.unit, r.beats) for r in dma.reads if not r.to_cache])
+    write_beats = per([(w.after - 1, w.words * word_beats(prog)) for w in dma.writes])
     return {"model_latency": MODEL_LATENCY, "data_bits": prog.cap.dram_data_bits,
-            "weights_bytes": sum(beats) * beat_bytes, "compute_cycles": predicted_cycles(prog),
-            "layer_beats": beats, "bytes": where.end, "maps": where.maps,
+            "weights_bytes": sum(weight_beats) * beat_bytes, "compute_cycles": predicted_cycles(prog),
+            "layer_beats": [sum(x) for x in zip(weight_beats, read_beats, write_beats)],
+            "bytes": where.end, "maps": where.maps,
             "word_bytes": word_beats(prog) * beat_bytes if prog.cap.band_words else 0,
             "map_read_bytes": map_words([r for r in dma.reads if not r.to_cache]),
             "map_write_bytes": map_words(dma.writes)}

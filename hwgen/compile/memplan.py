@@ -1,219 +1,131 @@
-"""The memory tier's plan (docs/dram.md): for an on-chip budget, where each feature map and each layer's
-weights live, the DRAM traffic that follows, and a roofline estimate of the cycles per image.
+"""The memory planner (docs/dram.md): for an on-chip budget, the design of fewest predicted cycles among
 
-- Feature maps stay in on-chip buffers while every map live at the same time fits the budget left for
-  them; the others go through DRAM, read once per pass (a ring of rows on chip holds the kernel's halo) and
-  written once.
-- Weights stay in on-chip ROM when all of them fit; otherwise each layer's step words (its schedule entries
-  and the PE words of its kept groups, nothing of a pruned group) stream from DRAM into a double-buffered
-  weight cache, in passes over slices of the output channels small enough for one half of the cache. A
-  layer of more passes reads its input map once per pass.
-- Fixed-pattern layers (pools, option-A shortcuts, ``HwLayer.pattern``) have no stored weights: the
-  hardware generates them.
-- A layer costs the larger of its compute cycles and its memory cycles (transfers overlap compute), plus
-  the latency and the first rows it must wait for. This is an estimate of the design, not yet a prediction
-  checked in simulation (the DRAM datapath is not built); its inputs are exact: shapes, steps, words.
+- everything on chip (weight ROMs and whole-map buffers: the design of networks that fit);
+- the weights streamed from DRAM into a weight cache, the maps on chip (``--weights dram``);
+- the weights streamed and the maps through DRAM in bands (``--maps dram``),
+
+for every power-of-two half of the weight cache, with the band buffers as large as the rest of the budget
+allows. Each candidate is lowered and its cycles are the exact prediction (``lower.predicted_cycles``, or
+``dram.stream_cycles`` against the deterministic memory) that simulation checks; its on-chip bits are
+those of the memories the RTL instantiates.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..contract import mapping
-from ..contract.hardware import pe_rom_width, rq_width, schedule_layout, widths
-from .lower import RESULT_BUF, HwLayer, Program, layer_cycles
-
-INPUT = "input"  # the tensor the host streams in
-
-
-@dataclass(frozen=True)
-class Dram:
-    """An external memory as the plan sees it: sustained bytes per accelerator cycle and the cycles from a
-    request to its first data. Default: 16-bit SDR SDRAM clocked with the accelerator (ULX3S), peak rate."""
-    bytes_per_cycle: float = 2.0
-    latency: int = 16
-
-    def cycles(self, nbytes: int) -> int:
-        return -(-nbytes * 1000 // round(self.bytes_per_cycle * 1000)) if nbytes else 0
+from ..contract.hardware import (pe_rom_width, read_command_layout, rq_width, schedule_layout, step_word_layout,
+                                 widths, write_command_layout, descriptor_layout)
+from ..contract.ir import Model
+from .dram import stream_capacity, stream_cycles
+from .lower import Program, UnsupportedError, lower, predicted_cycles
+from .units import BAND_BUFFERS
 
 
 @dataclass(frozen=True)
-class LayerPlan:
-    name: str
-    compute_cycles: int
-    passes: int  # slices of the output channels, each with its weights in one half of the cache
-    input_dram: bool
-    output_dram: bool
-    residual_dram: bool
-    weights: str  # "rom" | "stream" | "generated"
-    read_bytes: int  # maps and weights read from DRAM
-    write_bytes: int  # maps written to DRAM
-    memory_cycles: int
-    cycles: int
+class Candidate:
+    weights: str  # "rom" | "dram"
+    maps: str  # "chip" | "dram"
+    weight_cache: int  # steps per half (0: weights in ROM)
+    band_words: int  # words per band buffer (0: maps on chip)
+    onchip_bits: dict[str, int]
+    cycles: int | None  # None: it does not fit the budget, or cannot run this network
+    why: str = ""
 
     @property
-    def bound(self) -> str:
-        return "memory" if self.memory_cycles > self.compute_cycles else "compute"
+    def total_bits(self) -> int:
+        return sum(self.onchip_bits.values())
 
 
 @dataclass(frozen=True)
 class MemoryPlan:
     budget_bits: int
-    onchip_bits: dict[str, int]  # what the on-chip memories hold: ROMs, cache, buffers, rings, result
-    cache_bits: int  # one half of the weight cache (0: weights in ROM)
-    layers: tuple[LayerPlan, ...]
-    dram: Dram = field(default_factory=Dram)
-
-    @property
-    def cycles(self) -> int:
-        return sum(l.cycles for l in self.layers)
-
-    @property
-    def compute_cycles(self) -> int:
-        return sum(l.compute_cycles for l in self.layers)
-
-    @property
-    def traffic_bytes(self) -> int:
-        return sum(l.read_bytes + l.write_bytes for l in self.layers)
-
-    @property
-    def uses_dram(self) -> bool:
-        return self.traffic_bytes > 0
+    chosen: Candidate
+    candidates: tuple[Candidate, ...]
+    compute_cycles: int  # everything on chip, whatever the budget
 
 
 class PlanError(ValueError):
     pass
 
 
-# ---------------------------------------------------------------- what each layer reads, writes and stores
-
-@dataclass(frozen=True)
-class _Tensors:
-    """The program's feature maps, named by their producer (INPUT for the streamed input): each layer's input,
-    residual and output, and the layers during which each map must be held."""
-    source: tuple[str, ...]
-    residual: tuple[str | None, ...]
-    bits: dict[str, int]
-    live: dict[str, tuple[int, int]]  # first and last layer index
-
-
-def map_bits(shape: tuple[int, int, int], lanes: int, act_bits: int) -> int:
-    c, h, w = shape
-    return mapping.num_blocks(c, lanes) * h * w * lanes * act_bits
-
-
-def _tensors(prog: Program) -> _Tensors:
-    holder = {0: INPUT}  # buffer -> the map it holds now (the allocator never overwrites a live map)
-    bits = {INPUT: map_bits(prog.input_shape, prog.lanes, prog.act_bits)}
-    live, source, residual = {INPUT: (0, 0)}, [], []
-    for i, l in enumerate(prog.layers):
-        src, res = holder[l.in_buf], None if l.res_buf is None else holder[l.res_buf]
-        source.append(src)
-        residual.append(res)
-        for t in (src, res):
-            if t is not None:
-                live[t] = (live[t][0], i)
-        if l.out_buf != RESULT_BUF:
-            holder[l.out_buf] = l.name
-            bits[l.name] = map_bits(l.out_shape, prog.lanes, prog.act_bits)
-            live[l.name] = (i, i)
-    return _Tensors(tuple(source), tuple(residual), bits, live)
+def onchip_bits(prog: Program) -> dict[str, int]:
+    """Bits of every memory the RTL instantiates for ``prog`` (block RAM or distributed)."""
+    cap, wd = prog.cap, widths(prog)
+    word = prog.lanes * cap.act_bits
+    bits = {"requant ROM": prog.pe * rq_width(prog) * cap.rq_words,
+            "result memory": cap.res_depth * prog.pe * cap.out_bits,
+            "descriptor ROM": cap.layers * descriptor_layout(prog, wd).size}
+    if cap.weight_cache:
+        bits["weight cache"] = 2 * cap.weight_cache * step_word_layout(prog, wd).size
+        bits["DMA programs"] = (cap.read_commands * read_command_layout(prog, wd).size
+                                + (cap.write_commands * write_command_layout(prog, wd).size if cap.band_words else 0))
+    else:
+        bits["weight ROM"] = cap.steps * schedule_layout(wd).size + cap.pe_steps * prog.pe * pe_rom_width(prog, wd)
+    if cap.band_words:
+        bits["band buffers"] = BAND_BUFFERS * cap.band_words * word
+    else:
+        bits["activation buffers"] = cap.n_bufs * cap.buf_depth * word
+    return bits
 
 
-def step_bits(prog: Program) -> int:
-    """Bits of one step's weights: its schedule entry and one PE word per PE."""
-    wd = widths(prog)
-    return schedule_layout(wd).size + prog.pe * pe_rom_width(prog, wd)
+def plan(model: Model, pe: int, lanes: int, tile: int, budget_bits: int, pe_kind: str = "ternary",
+         progress=lambda message: None, stem_im2col: bool = True) -> MemoryPlan:
+    """The candidate of fewest predicted cycles within ``budget_bits`` (PlanError if none fits).
+    ``stem_im2col``: as ``lower``'s (False: for the figure of a stem over the raw image)."""
+    own = lower(model, pe, lanes, tile, pe_kind=pe_kind, stem_im2col=stem_im2col)
+    compute = predicted_cycles(own)
+    word = lanes * own.act_bits
+    candidates = [_candidate(own, "rom", "chip", 0, 0, budget_bits, lambda p: predicted_cycles(p))]
+    largest = max(l.n_steps for l in own.layers)
+    half = 64
+    while half < 2 * largest:
+        cache = min(half, largest)
+        for maps in ("chip", "dram"):
+            try:
+                base = stream_capacity(own, cache)  # no bands: what is left for them follows from its bits
+            except UnsupportedError as e:
+                candidates.append(Candidate("dram", maps, cache, 0, {}, None, str(e)))
+                break
+            words = 0
+            if maps == "dram":
+                trial = lower(model, pe, lanes, tile, stem_im2col, capacity=base, pe_kind=pe_kind)
+                fixed = {k: v for k, v in onchip_bits(trial).items() if k != "activation buffers"}
+                words = (budget_bits - sum(fixed.values())) // (BAND_BUFFERS * word)
+                if words < 1:
+                    candidates.append(Candidate("dram", maps, cache, 0, fixed, None, "no room left for bands"))
+                    continue
+            progress(f"weight cache {cache} steps per half, maps "
+                     f"{f'in DRAM, bands of {words} words' if words else 'on chip'}")
+            found = _candidate(own, "dram", maps, cache, words, budget_bits, stream_cycles, model)
+            for _ in range(8):  # smaller bands mean more of them, so longer DMA programs: shrink until it fits
+                if not (words and found.cycles is None and found.onchip_bits):
+                    break
+                words -= -(-(found.total_bits - budget_bits) // (BAND_BUFFERS * word))
+                if words < 1:
+                    break
+                found = _candidate(own, "dram", maps, cache, words, budget_bits, stream_cycles, model)
+            candidates.append(found)
+        half *= 2
+    fitting = [c for c in candidates if c.cycles is not None]
+    if not fitting:
+        raise PlanError(f"no memory plan fits {budget_bits:,} bits on chip: "
+                        + "; ".join(f"{c.weights}/{c.maps} cache {c.weight_cache}: {c.why}" for c in candidates[:4]))
+    chosen = min(fitting, key=lambda c: (c.cycles, c.total_bits))
+    return MemoryPlan(budget_bits, chosen, tuple(candidates), compute)
 
 
-def ring_bits(prog: Program, layer: HwLayer) -> int:
-    """A ring of input rows for a map read from DRAM: the rows a tile's outputs reach (kernel halo and
-    stride), and as many again to fill while they are read; never more than the whole map."""
-    c, h_in, w_in = layer.in_shape
-    rows = layer.kh + layer.stride * (-(-prog.tile // layer.out_shape[2]))
-    return min(2 * rows, h_in) * mapping.num_blocks(c, prog.lanes) * w_in * prog.lanes * prog.act_bits
-
-
-# ---------------------------------------------------------------- the plan
-
-def _maps_on_chip(t: _Tensors, n_layers: int, budget: int) -> set[str]:
-    """Smallest maps first, each kept on chip if, at every layer while it is live, the maps kept so far and
-    it fit ``budget``."""
-    load, kept = [0] * n_layers, set()
-    for name in sorted(t.bits, key=lambda n: (t.bits[n], n)):
-        first, last = t.live[name]
-        if all(load[i] + t.bits[name] <= budget for i in range(first, last + 1)):
-            kept.add(name)
-            for i in range(first, last + 1):
-                load[i] += t.bits[name]
-    return kept
-
-
-def _layer(prog: Program, layer: HwLayer, t: _Tensors, i: int, on_chip: set[str], cache: int,
-           dram: Dram) -> LayerPlan:
-    act_bytes = lambda name: t.bits[name] // 8  # noqa: E731
-    src, res = t.source[i], t.residual[i]
-    generated, stream = layer.pattern, cache > 0
-    layer_bits = layer.n_steps * step_bits(prog)
-    passes = 1 if generated or not stream else max(1, -(-layer_bits // cache))
-    passes = min(passes, layer.locals(prog.pe))  # a pass holds at least one output channel per PE
-    steps = -(-layer.n_steps // passes)
-    compute = passes * layer_cycles(prog, layer, steps, -(-layer.locals(prog.pe) // passes))
-    input_dram, res_dram = src not in on_chip, res is not None and res not in on_chip
-    output_dram = layer.out_buf != RESULT_BUF and layer.name not in on_chip
-    weight_bytes = 0 if generated or not stream else -(-layer_bits // 8)
-    read = (passes * act_bytes(src) if input_dram else 0) + (act_bytes(res) if res_dram else 0) + weight_bytes
-    write = act_bytes(layer.name) if output_dram else 0
-    memory = dram.cycles(read + write)
-    # before the first tile: a request's latency, its first input rows and the first pass's weights
-    first = (ring_bits(prog, layer) // 2 // 8 if input_dram else 0) + weight_bytes // passes
-    fill = dram.latency + dram.cycles(first) if read + write else 0
-    return LayerPlan(layer.name, compute, passes, input_dram, output_dram, res_dram,
-                     "generated" if generated else "stream" if stream else "rom", read, write, memory,
-                     max(compute, memory) + fill)
-
-
-def _plan_with(prog: Program, budget: int, cache: int, dram: Dram) -> MemoryPlan | None:
-    t = _tensors(prog)
-    rq = prog.pe * rq_width(prog) * sum(l.locals(prog.pe) for l in prog.layers)
-    stored = [l for l in prog.layers if not l.pattern]
-    rom = sum(l.n_steps for l in stored) * step_bits(prog) if cache == 0 else 0
-    result = prog.res_depth * prog.pe * prog.out_bits
-    fixed = {"requant ROM": rq, "weight ROM": rom, "weight cache": 2 * cache, "result memory": result}
-    left = budget - sum(fixed.values())
-    if left < 0:
-        return None
-    # one ring, as large as the largest a layer reading its input from DRAM needs: the maps are planned in
-    # what it leaves, which may send more maps to DRAM and so need a larger ring (a few rounds settle it)
-    rings = 0
-    while True:  # rings only grow, up to the largest of all: this ends
-        on_chip = _maps_on_chip(t, len(prog.layers), left - rings)
-        need = max((ring_bits(prog, l) for i, l in enumerate(prog.layers) if t.source[i] not in on_chip),
-                   default=0)
-        if need <= rings:
-            break
-        rings = need
-    fixed["input ring"] = rings
-    peak = max(sum(t.bits[n] for n in on_chip if t.live[n][0] <= i <= t.live[n][1])
-               for i in range(len(prog.layers)))
-    onchip = {**fixed, "map buffers": peak}
-    if sum(onchip.values()) > budget:
-        return None
-    layers = tuple(_layer(prog, l, t, i, on_chip, cache, dram) for i, l in enumerate(prog.layers))
-    return MemoryPlan(budget, {k: v for k, v in onchip.items() if v}, cache, layers, dram)
-
-
-def plan(prog: Program, budget_bits: int, dram: Dram = Dram()) -> MemoryPlan:
-    """The plan of fewest estimated cycles within ``budget_bits`` of on-chip memory: weights in ROM if they
-    fit, else the weight cache size (a power of two of step words) that leaves the best room for maps."""
-    best = _plan_with(prog, budget_bits, 0, dram)
-    largest = max(l.n_steps for l in prog.layers if not l.pattern) * step_bits(prog)
-    cache = step_bits(prog)
-    while cache <= 2 * largest:
-        candidate = _plan_with(prog, budget_bits, cache, dram)
-        if candidate is not None and (best is None or candidate.cycles < best.cycles):
-            best = candidate
-        cache *= 2
-    if best is None:
-        raise PlanError(f"no memory plan fits {budget_bits:,} bits on chip: the requant ROM, the result memory "
-                        f"and the smallest weight cache alone need more")
-    return best
+def _candidate(own: Program, weights: str, maps: str, cache: int, words: int, budget: int, cycles,
+               model: Model | None = None) -> Candidate:
+    try:
+        if weights == "rom":
+            prog = own
+        else:
+            cap = stream_capacity(own, cache, words)
+            prog = lower(model, own.pe, own.lanes, own.tile, own.im2col is not None, capacity=cap,
+                         pe_kind=own.pe_kind)
+        bits = onchip_bits(prog)
+    except UnsupportedError as e:
+        return Candidate(weights, maps, cache, words, {}, None, str(e))
+    if sum(bits.values()) > budget:
+        return Candidate(weights, maps, cache, words, bits, None, f"needs {sum(bits.values()):,} bits")
+    return Candidate(weights, maps, cache, words, bits, sum(cycles(prog)) if weights == "dram" else cycles(prog))

@@ -129,10 +129,15 @@ def _channel_slice(prog: Program, l: HwLayer, c0: int, c1: int, k: int) -> HwLay
     """Output channels [c0, c1) of ``l`` as a layer of their own (pass ``k``), scheduled alone. A fixed-pattern
     layer's slice is one too: c0 is a multiple of ``lanes``, so its generated weights start on lane 0."""
     weight = l.weight[c0:c1]
-    sched, plane_kept = _schedule(weight, prog.lanes, prog.pe, prog.pe_kind)
+    sched, plane_kept = _slice_schedule(l, c0, c1, prog.lanes, prog.pe, prog.pe_kind)
     return replace(l, name=f"{l.name}.pass{k}", out_shape=(c1 - c0,) + l.out_shape[1:], weight=weight, first_channel=c0,
                    mul=l.mul[c0:c1], bias=l.bias[c0:c1], shift=l.shift[c0:c1], kept=l.kept[c0:c1],
                    schedule=sched, plane_kept=tuple(plane_kept))
+
+
+@functools.lru_cache(maxsize=4096)  # a layer compares by identity; the planner tries many cache sizes
+def _slice_schedule(l: HwLayer, c0: int, c1: int, lanes: int, pe: int, pe_kind: str):
+    return _schedule(l.weight[c0:c1], lanes, pe, pe_kind)
 
 
 def input_rows(l: HwLayer, oy0: int, oy1: int) -> tuple[int, int]:
