@@ -193,3 +193,13 @@ def test_dram_faults_are_caught_and_localised(net, dram_build, tmp_path, fault):
     result = simulate(net, copy, images, compiled=out / "sim_build")
     assert result["mismatches"] == 1
     assert result["first_difference"].startswith(f"image 0: layer '{layer.name}':"), result["first_difference"]
+
+
+def test_the_dram_side_adds_no_multiplier(net):
+    """The engines, the caches and the masters cut and count with adders and shifts: the design's only
+    multipliers stay the requant units', one per PE, as with everything on chip."""
+    from hwgen.fpga.netlist import cell_counts, multipliers
+    from hwgen.rtl.top import Top
+
+    for cfg in (BuildConfig(pe=4), BuildConfig(pe=4, weights="dram"), BuildConfig(pe=4, weights="dram", band_words=64)):
+        assert multipliers(cell_counts(Top(cfg.lower(net)))) == 4, cfg

@@ -74,7 +74,8 @@ class BurstSplitter(wiring.Component):
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [addr.eq(self.cmd.payload.addr), left.eq(self.cmd.payload.beats)]
         with m.Elif(self.burst.valid & self.burst.ready):
-            m.d.sync += [addr.eq(addr + length * self.beat_bytes), left.eq(left - length)]
+            # beat_bytes is a power of two: a shift, not a multiplier
+            m.d.sync += [addr.eq(addr + (length << _axsize(self.beat_bytes))), left.eq(left - length)]
         return m
 
 

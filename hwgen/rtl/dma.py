@@ -25,6 +25,12 @@ from .extmem import ImageROM
 BUFFER_READ = 2  # band buffers are read as the activation buffers are (rtl/top.py)
 
 
+def _times(value, k: int):
+    """``value * k`` for a constant ``k``: a shift when it is a power of two (the usual case: a map word is
+    a power-of-two number of beats), so the netlist's only multipliers stay the requant units'."""
+    return value << (k.bit_length() - 1) if k & (k - 1) == 0 else value * k
+
+
 def _counter(n: int):
     return range(n + 1)
 
@@ -188,7 +194,7 @@ class WriteEngine(wiring.Component):
                     m.next = "READ" if cap.write_commands else "IDLE"
             with m.State("LOAD"):
                 m.d.comb += [self.load_busy.eq(1), writer.cmd.valid.eq(1), writer.cmd.payload.addr.eq(self.load_addr),
-                             writer.cmd.payload.beats.eq(self.load_words * per_word)]
+                             writer.cmd.payload.beats.eq(_times(self.load_words, per_word))]
                 with m.If(writer.cmd.ready):
                     m.next = "LOAD_SEND"
             with m.State("LOAD_SEND"):
@@ -203,7 +209,7 @@ class WriteEngine(wiring.Component):
                 m.next = "ISSUE"
             with m.State("ISSUE"):  # once the unit that wrote the buffer has ended
                 m.d.comb += [writer.cmd.valid.eq(self.units_done >= cmd.after),
-                             writer.cmd.payload.addr.eq(cmd.addr), writer.cmd.payload.beats.eq(cmd.words * per_word)]
+                             writer.cmd.payload.addr.eq(cmd.addr), writer.cmd.payload.beats.eq(_times(cmd.words, per_word))]
                 with m.If(writer.cmd.valid & writer.cmd.ready):
                     m.d.sync += [raddr.eq(cmd.raddr), to_read.eq(cmd.words)]
                     m.next = "SEND"
