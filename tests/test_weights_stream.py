@@ -1,7 +1,9 @@
-"""Weights from DRAM (docs/dram.md): the DRAM image holds exactly the ROM words, and the design that streams
-them into its weight cache runs bit-exact in Verilator, with cycles == predicted against the deterministic
-memory and exact outputs under cocotbext-axi's random pauses."""
+"""Weights and maps from DRAM (docs/dram.md): the DRAM image holds exactly the ROM words; designs that stream
+weights into their cache (in passes, too) and maps through band buffers run bit-exact in Verilator, with
+cycles == predicted against the deterministic memory and exact outputs under cocotbext-axi's random pauses;
+DRAM-side faults are caught and localised."""
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +13,9 @@ from hwgen.build.generate import BuildConfig, build
 from hwgen.compile.lower import UnsupportedError, predicted_cycles
 from hwgen.compile.roms import pe_roms, schedule_rom
 from hwgen.compile.dram import dram_image, read_words, stream_cycles
-from hwgen.compile.units import unit_beats, units
-from hwgen.contract.hardware import (READS_IMAGE, WEIGHTS_IMAGE, entry_beats, pe_rom_width, read_command_layout,
-                                     schedule_layout, step_beats, widths)
+from hwgen.compile.units import dma_programs, unit_beats, units, word_beats
+from hwgen.contract.hardware import (READS_IMAGE, WEIGHTS_IMAGE, WRITES_IMAGE, entry_beats, pe_rom_width,
+                                     read_command_layout, schedule_layout, step_beats, widths, write_command_layout)
 from hwgen.frontends import zoo
 from hwgen.frontends.synthetic import NetBuilder
 from hwgen.sim.stream import random_images, simulate
@@ -203,3 +205,51 @@ def test_the_dram_side_adds_no_multiplier(net):
 
     for cfg in (BuildConfig(pe=4), BuildConfig(pe=4, weights="dram"), BuildConfig(pe=4, weights="dram", band_words=64)):
         assert multipliers(cell_counts(Top(cfg.lower(net)))) == 4, cfg
+
+
+@pytest.fixture(scope="module")
+def band_build(net, tmp_path_factory):
+    """The network with its maps through DRAM in bands, built and compiled once: (folder, program, images)."""
+    cfg = BuildConfig(pe=4, weights="dram", band_words=64)
+    out = tmp_path_factory.mktemp("bands") / "build"
+    build(net, cfg, out)
+    images = random_images(net, 1, seed=4)
+    clean = simulate(net, out, images)
+    assert clean["mismatches"] == 0 and clean["cycles_match"], clean
+    return out, cfg.lower(net), images
+
+
+def _with_word(out: Path, tmp_path: Path, image: str, index: int, change) -> Path:
+    """A copy of build ``out`` whose ``image`` has word ``index`` replaced by ``change(word)``."""
+    copy = tmp_path / "mutant"
+    copy.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    lines = (copy / image).read_text().split()
+    lines[index] = f"{change(int(lines[index], 16)):0{len(lines[index])}x}"
+    (copy / image).write_text("".join(f"{w}\n" for w in lines))
+    return copy
+
+
+@pytest.mark.parametrize("fault", ["map read address", "short map write"])
+def test_band_faults_are_caught_and_localised(net, band_build, tmp_path, fault):
+    """A band's input read from one word off, or a band's write one word short: the maps in DRAM (read after
+    the image) name the layer that read wrong rows, or the layer whose output was not all written."""
+    out, prog, images = band_build
+    wd = widths(prog)
+    us, dma = units(prog), dma_programs(prog)
+    if fault == "map read address":
+        layout, image = read_command_layout(prog, wd), READS_IMAGE
+        k = next(i for i, r in enumerate(dma.reads) if not r.to_cache and prog.layers[us[r.unit].index].kind == "conv"
+                 and us[r.unit].index > 0 and r.beats > word_beats(prog))
+        layer = prog.layers[us[dma.reads[k].unit].index]
+        change = lambda w: w + ((word_beats(prog) * prog.cap.dram_data_bits // 8) << layout["addr"].offset)  # noqa: E731
+    else:
+        layout, image = write_command_layout(prog, wd), WRITES_IMAGE
+        k = len(dma.writes) // 2
+        layer = prog.layers[us[dma.writes[k].after - 1].index]
+        change = lambda w: w - (1 << layout["words"].offset)  # noqa: E731
+    result = simulate(net, _with_word(out, tmp_path, image, k, change), images, compiled=out / "sim_build")
+    assert result["mismatches"] == 1
+    assert result["first_difference"].startswith(f"image 0: layer '{layer.name}':"), result["first_difference"]
