@@ -142,7 +142,7 @@ def images(prog: Program) -> dict[str, str]:
     wd = widths(prog)
     files = {DESC_IMAGE: hex_image(descriptor_words(prog), descriptor_layout(prog, wd).size),
              NET_IMAGE: hex_image([net_word(prog)], net_layout(prog).size)}
-    if prog.cap.weight_cache:  # the step words live in DRAM; the fetch unit's ROM says where
+    if prog.cap.weight_cache:  # the step words live in DRAM; the read program says where
         files[READS_IMAGE] = hex_image(read_words(prog), read_command_layout(prog, wd).size)
         if prog.cap.band_words:
             files[WRITES_IMAGE] = hex_image(write_words(prog), write_command_layout(prog, wd).size)

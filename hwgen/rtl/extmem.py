@@ -194,7 +194,7 @@ class CopyRegister(wiring.Component):
 class CacheRAM(wiring.Component):
     """A ROM's read port (``addr``, ``data`` ``read_latency`` cycles later, read while ``ren`` is high) on a
     memory written through ``waddr``, ``wdata`` and ``wen``: the weight cache when weights stream from DRAM
-    (rtl/weight_fetch.py). The address being written may not be read in the same cycle (``LaneRAM``)."""
+    (rtl/dma.py). The address being written may not be read in the same cycle (``LaneRAM``)."""
 
     def __init__(self, width: int, depth: int, read_latency: int = 1):
         check_read_latency(read_latency)

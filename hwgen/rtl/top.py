@@ -84,7 +84,7 @@ class Top(wiring.Component):
         array = m.submodules.array = PEArray(N, L, B, cap.acc_bits, cap.locals, hw.tile, hw.pe_kind)
         streamed = bool(cap.weight_cache)
         reads = writes = None
-        if streamed:  # the PE words come from the weight cache, which the fetch unit fills
+        if streamed:  # the PE words come from the weight cache, which the read engine fills
             pe_roms = [CacheRAM(pe_word.size, cap.pe_steps, PE_ROM_READ) for p in range(N)]
         else:
             pe_roms = [ImageROM(pe_word.size, cap.pe_steps, pe_image(p), PE_ROM_READ) for p in range(N)]
