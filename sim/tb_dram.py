@@ -12,7 +12,8 @@ import random
 from collections import deque
 
 import cocotb
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import First, RisingEdge
+from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiRam, AxiRamRead, AxiReadBus
 
 PREFIX = "m_axi_"  # Amaranth names the port's members m_axi__<name>
@@ -33,8 +34,9 @@ class FixedLatencyDram:
     after its address was taken, then one beat per cycle, bursts in order; write data always taken, a write
     burst's response ``latency`` cycles after its last beat."""
 
-    def __init__(self, dut, mem: bytes, data_bits: int, latency: int, writes: bool):
+    def __init__(self, dut, mem: bytes, data_bits: int, latency: int, writes: bool, clock_ns: int):
         self.dut, self.mem, self.latency, self.writes = dut, bytearray(mem), latency, writes
+        self.clock_ns = clock_ns
         self.beat_bytes = data_bits // 8
         cocotb.start_soon(self._run())
 
@@ -55,9 +57,13 @@ class FixedLatencyDram:
             sig("awready").value, sig("wready").value = 1, 1
             sig("bvalid").value, sig("bresp").value, sig("bid").value = 0, 0, 0
         reads, writes, answers = deque(), deque(), deque()  # bursts: [cycle, next address, beats left]
-        cycle, presented, answered = 0, False, False
+        presented = answered = False
+        addresses = [sig("arvalid")] + ([sig("awvalid")] if self.writes else [])
         while True:
+            if not (reads or writes or answers) and not any(a.value for a in addresses):
+                await First(*(RisingEdge(a) for a in addresses))  # nothing in flight: sleep until an address
             await RisingEdge(dut.clk)  # the values read now are those of the cycle that ended (``cycle``)
+            cycle = round(get_sim_time("ns")) // self.clock_ns - 1
             if presented and sig("rready").value:  # that beat was taken
                 reads[0][1] += beat_bytes
                 reads[0][2] -= 1
@@ -108,10 +114,10 @@ def random_dram(dut, mem: bytes, pause: float, seed: int, writes: bool):
     return ram
 
 
-def start_dram(dut, dram: dict, seed: int):
+def start_dram(dut, dram: dict, seed: int, clock_ns: int):
     """The DRAM a case file's ``dram`` entry asks for: {"image", "data_bits", "latency", "pause", "writes",
     "size"}; it answers ``read(addr, length)`` for the testbench's snapshots."""
     mem = image_bytes(dram["image"], dram["data_bits"]).ljust(dram.get("size", 0), b"\0")
     if dram.get("pause"):
         return random_dram(dut, mem, dram["pause"], seed, dram.get("writes", False))
-    return FixedLatencyDram(dut, mem, dram["data_bits"], dram["latency"], dram.get("writes", False))
+    return FixedLatencyDram(dut, mem, dram["data_bits"], dram["latency"], dram.get("writes", False), clock_ns)

@@ -100,7 +100,7 @@ async def stream_images(dut):
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     dram = None
     if case.get("dram"):  # the weights stream from it (a design built with weights in DRAM), maybe the maps too
-        dram = start_dram(dut, case["dram"], rng.random())
+        dram = start_dram(dut, case["dram"], rng.random(), CLOCK_NS)
     await _reset(dut)
     outputs, cycles, problems, layers = [], [], [], []
     for i, (beats, expected) in enumerate(zip(case["inputs"], case["expected"])):
