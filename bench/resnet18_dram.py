@@ -1,6 +1,6 @@
 """ResNet-18 at 224x224 in the memory plan for the ULX3S-85F: weights and maps where the planner puts them
-within 90% of the LFE5U-85F's block RAM, built and run through Verilator on one image against the
-deterministic DRAM (docs/dram.md), bit-exact on all 1,000 logits.
+within 90% of the LFE5U-85F's block RAMs (DP16KD, counted as Yosys maps each memory), built and run through
+Verilator on one image against the deterministic DRAM (docs/dram.md), bit-exact on all 1,000 logits.
 
     python bench/resnet18_dram.py [--pe 16] [--part LFE5U-85F] [--out DIR] [--no-sim]
 
@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 
 from hwgen.build.generate import BuildConfig, build
-from hwgen.compile.memplan import plan
+from hwgen.compile.memplan import onchip_memories, plan
+from hwgen.fpga.fit import Mem, bram_blocks
 from hwgen.fpga.targets import PARTS
 from hwgen.frontends import zoo
 from hwgen.sim.stream import random_images, simulate
 
-# Of an ECP5 DP16KD's 36 x 512 bits, a datapath of whole bytes uses 32 x 512 (the other 4 are parity bits).
-BLOCK_DATA_BITS = 32 * 512
 BRAM_SHARE = 0.9  # the issue's target: on-chip memory within 90% of the part's block RAMs
 CLOCK_MHZ = 100.0
 
@@ -36,21 +35,26 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sim", action="store_true", help="plan and build only: predicted cycles")
     args = ap.parse_args(argv)
 
-    budget = int(BRAM_SHARE * PARTS[args.part].bram) * BLOCK_DATA_BITS
+    part = PARTS[args.part]
+    budget = int(BRAM_SHARE * part.bram)
+    blocks = lambda mems: sum(bram_blocks(Mem(m.kind, m.width, m.depth, m.lanes), part.family)  # noqa: E731
+                              for m in mems)
     model = zoo.build("resnet18", pe=args.pe)
     t0 = time.perf_counter()
-    p = plan(model, args.pe, 16, 16, budget)
+    p = plan(model, args.pe, 16, 16, budget, cost=blocks, unit="DP16KD")
     c = p.chosen
     t1 = time.perf_counter()
-    print(f"ResNet-18 224x224, {args.pe} PEs x 16 lanes, {args.part}: {budget:,} bits on chip (90% of "
-          f"{PARTS[args.part].bram} DP16KD at 32 data bits), planned in {t1 - t0:.1f} s")
+    print(f"ResNet-18 224x224, {args.pe} PEs x 16 lanes, {args.part}: at most {budget} of its {part.bram} DP16KD "
+          f"(90%), planned in {t1 - t0:.1f} s")
     print(f"plan: weights {c.weights}, maps {c.maps}; weight cache {c.weight_cache} steps per half, band buffers "
-          f"of {c.band_words} words")
-    for name, bits in c.onchip_bits.items():
-        print(f"  {name:20s} {bits:>11,} bits")
-    print(f"  {'total':20s} {c.total_bits:>11,} bits")
+          f"of {c.band_words} input and {c.out_band_words} output words")
     cfg = BuildConfig(args.pe, 16, 16, weights=c.weights, weight_cache=c.weight_cache or None,
-                      band_words=c.band_words)
+                      band_words=c.band_words, out_band_words=c.out_band_words)
+    mems = onchip_memories(cfg.lower(model))
+    for kind in dict.fromkeys(m.kind for m in mems):
+        mine = [m for m in mems if m.kind == kind]
+        print(f"  {kind:20s} {blocks(mine):>4} DP16KD {sum(m.width * m.depth for m in mine):>11,} bits")
+    print(f"  {'total':20s} {blocks(mems):>4} DP16KD {c.total_bits:>11,} bits")
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "resnet18_dram"
         man = build(model, cfg, out)

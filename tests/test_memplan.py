@@ -5,7 +5,7 @@ import pytest
 
 from hwgen.build.generate import BuildConfig, generate
 from hwgen.compile.lower import lower, predicted_cycles
-from hwgen.compile.memplan import PlanError, onchip_bits, plan
+from hwgen.compile.memplan import PlanError, onchip_bits, onchip_memories, plan
 from hwgen.frontends import zoo
 
 PE, LANES, TILE = 4, 16, 16
@@ -19,7 +19,7 @@ def resnet():
 
 def _config(c) -> BuildConfig:
     return BuildConfig(PE, LANES, TILE, weights=c.weights, weight_cache=c.weight_cache or None,
-                       band_words=c.band_words)
+                       band_words=c.band_words, out_band_words=c.out_band_words)
 
 
 def test_the_on_chip_design_when_it_fits(resnet):
@@ -62,3 +62,17 @@ def test_resnet18_on_the_lfe5u_85f_within_its_block_ram():
     c = p.chosen
     assert (c.weights, c.maps) == ("dram", "dram") and c.total_bits <= budget
     assert c.cycles <= 1.5 * p.compute_cycles  # the issue's target, against the deterministic memory
+
+
+@pytest.mark.parametrize("cfg", [BuildConfig(PE, LANES, TILE), BuildConfig(PE, LANES, TILE, weights="dram"),
+                                 BuildConfig(PE, LANES, TILE, weights="dram", band_words=96, out_band_words=48)],
+                         ids=["on chip", "weights from DRAM", "bands"])
+def test_the_planned_memories_are_the_designs(resnet, cfg):
+    """What the planner costs is what the elaborated design holds: every memory but the accumulators (read
+    without a clock: distributed RAM), by width, depth and write lanes."""
+    from hwgen.fpga.fit import memories
+    from hwgen.rtl.top import Top
+
+    prog = cfg.lower(resnet)
+    built = sorted((m.width, m.depth, m.lanes) for m in memories(Top(prog)) if not m.async_read)
+    assert sorted((m.width, m.depth, m.lanes) for m in onchip_memories(prog)) == built

@@ -37,6 +37,7 @@ class BuildConfig:
     weights: str = "rom"  # WEIGHT_PLACES: "dram" streams them into a weight cache (docs/dram.md)
     weight_cache: int | None = None  # with "dram": step words per half of the cache (None: the largest layer's)
     band_words: int = 0  # with "dram": the maps through DRAM too, in bands of buffers of this many words
+    out_band_words: int = 0  # of the residual and output band buffers (0: band_words)
 
     def lower(self, model: Model) -> Program:
         """The program this configuration builds ``model`` into: the one lowering every stage (build, sim,
@@ -48,7 +49,7 @@ class BuildConfig:
             raise ValueError("maps in DRAM (band_words) need the weights in DRAM too (weights='dram')")
         if self.weights == "dram" and not (capacity and capacity.weight_cache):  # sizes of its own
             own = lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind)
-            capacity = stream_capacity(own, self.weight_cache, self.band_words)
+            capacity = stream_capacity(own, self.weight_cache, self.band_words, self.out_band_words)
         # a given capacity with band buffers: band_words is then the budget of this network's bands
         budget = self.band_words if self.capacity and self.capacity.band_words else 0
         return lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind,

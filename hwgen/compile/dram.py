@@ -31,17 +31,21 @@ MODEL_LATENCY = 16
 MAX_MODEL_LATENCY = 256
 
 
-def stream_capacity(prog: Program, weight_cache: int | None = None, band_words: int = 0) -> Capacity:
+def stream_capacity(prog: Program, weight_cache: int | None = None, band_words: int = 0,
+                    out_band_words: int = 0) -> Capacity:
     """``prog``'s hardware sizes with the weights streamed through a cache of ``weight_cache`` step words per
     half (default: the largest layer's steps, so no layer runs in passes) and, with ``band_words``, the maps
-    through DRAM in bands of six buffers of that many words."""
+    through DRAM in bands: two input band buffers of that many words, and four residual and output ones of
+    ``out_band_words`` (default: as many)."""
     half = max(l.n_steps for l in prog.layers) if weight_cache is None else weight_cache
     if half < 1:
         raise UnsupportedError(f"a weight cache must hold at least one step per half, found {half}")
+    out_words = out_band_words or band_words
     cap = replace(prog.cap, weight_cache=half, steps=2 * half, pe_steps=2 * half, band_words=band_words,
+                  out_band_words=out_words if out_words != band_words else 0,
                   layers=1 << 20, read_commands=1 << 20, write_commands=1 << 20)
     if band_words:
-        cap = replace(cap, n_bufs=BAND_BUFFERS, buf_depth=band_words)
+        cap = replace(cap, n_bufs=BAND_BUFFERS, buf_depth=max(band_words, out_words))
     trial = replace(prog, cap=cap)
     dma = dma_programs(trial)
     return replace(cap, layers=len(units(trial)), read_commands=len(dma.reads), write_commands=len(dma.writes))

@@ -255,8 +255,8 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool =
     if c.acc_bits < partial_width(lanes, c.act_bits, pe_kind):
         raise UnsupportedError(f"capacity acc_bits must be at least {partial_width(lanes, c.act_bits, pe_kind)} "
                                f"for {lanes} lanes of {c.act_bits} bits ({pe_kind} PEs), found {c.acc_bits}")
-    if band_budget and not 0 < band_budget <= c.band_words:
-        raise UnsupportedError(f"a band budget must be within the band buffers' {c.band_words} words (maps in DRAM), "
+    if band_budget and not 0 < band_budget <= c.buf_depth:
+        raise UnsupportedError(f"a band budget must be within the band buffers' {c.buf_depth} words (maps in DRAM), "
                                f"found {band_budget}")
     return replace(prog, act_bits=c.act_bits, out_bits=c.out_bits, acc_bits=c.acc_bits, bias_bits=c.bias_bits,
                    shift_bits=c.shift_bits, buf_depth=c.buf_depth, res_depth=c.res_depth, n_bufs=c.n_bufs, cap=c,

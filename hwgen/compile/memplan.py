@@ -5,20 +5,74 @@
 - the weights streamed and the maps through DRAM in bands (``--maps dram``),
 
 for every power-of-two half of the weight cache, with the band buffers as large as the rest of the budget
-allows. Each candidate is lowered and its cycles are the exact prediction (``lower.predicted_cycles``, or
-``dram.stream_cycles`` against the deterministic memory) that simulation checks; its on-chip bits are
-those of the memories the RTL instantiates.
+allows (the residual and output ones as deep as the input ones, or half as deep). Each candidate is
+lowered, and its cycles are the exact prediction (``lower.predicted_cycles``, or ``dram.stream_cycles``
+against the deterministic memory) that simulation checks. Its cost is a function of the memories the RTL
+instantiates (``onchip_memories``): their bits by default, or a part's block RAMs (``hwgen.fpga.fit``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
-from ..contract.hardware import (pe_rom_width, read_command_layout, rq_width, schedule_layout, step_word_layout,
-                                 widths, write_command_layout, descriptor_layout)
+from ..contract.hardware import (AXI_OUTSTANDING, DESC_ROM_READ, PE_ROM_READ, SCHED_ROM_READ, descriptor_layout, hardware,
+                                 net_layout, pe_rom_width, read_command_layout, rom_layout, rq_width,
+                                 schedule_layout, widths, write_command_layout)
 from ..contract.ir import Model
 from .dram import stream_capacity, stream_cycles
 from .lower import Program, UnsupportedError, lower, predicted_cycles
-from .units import BAND_BUFFERS
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One memory as the RTL instantiates it (rtl/extmem.py): a ROM stored as its banks side by side."""
+    kind: str
+    width: int
+    depth: int
+    lanes: int = 1  # write-enable lanes
+
+
+def onchip_memories(prog: Program) -> list[Memory]:
+    """Every block-RAM-able memory of ``prog``'s design (the accumulator banks, read without a clock, are
+    distributed RAM and left out); tests check the list against the elaborated design's."""
+    cap, wd = prog.cap, widths(prog)
+    word = prog.lanes * cap.act_bits
+
+    def rom(kind, width, depth, latency=1):
+        banks, row_bits = rom_layout(depth, latency)
+        return Memory(kind, width * banks, 1 << row_bits if banks > 1 else depth)
+    mems = [rom("requant ROM", rq_width(prog), cap.rq_words)] * prog.pe + [
+        Memory("result memory", prog.pe * cap.out_bits, cap.res_depth, prog.pe),
+        rom("descriptor ROM", descriptor_layout(prog, wd).size, cap.layers, DESC_ROM_READ),
+        rom("net ROM", net_layout(prog).size, 1)]
+    if cap.weight_cache:
+        mems += [Memory("weight cache", schedule_layout(wd).size, cap.steps),
+                 Memory("weight cache", prog.pe * pe_rom_width(prog, wd), cap.pe_steps),
+                 rom("DMA programs", read_command_layout(prog, wd).size, max(1, cap.read_commands))]
+        if cap.band_words:
+            mems.append(rom("DMA programs", write_command_layout(prog, wd).size, max(1, cap.write_commands)))
+        # the masters' FIFOs of what they issued (rtl/axi.py; a buffered FIFO of n holds n - 1 in memory)
+        mems.append(Memory("DMA programs", 1, AXI_OUTSTANDING - 1))
+        if cap.band_words:
+            mems.append(Memory("DMA programs", 8, AXI_OUTSTANDING - 1))
+    else:
+        mems += [rom("weight ROM", schedule_layout(wd).size, cap.steps, SCHED_ROM_READ)]
+        mems += [rom("weight ROM", pe_rom_width(prog, wd), cap.pe_steps, PE_ROM_READ)] * prog.pe
+    kind = "band buffers" if cap.band_words else "activation buffers"
+    mems += [Memory(kind, word, depth, prog.lanes) for depth in hardware(prog).band_depths()]
+    return mems
+
+
+def onchip_bits(prog: Program) -> dict[str, int]:
+    """Bits of the memories of ``onchip_memories``, by kind."""
+    bits = {}
+    for m in onchip_memories(prog):
+        bits[m.kind] = bits.get(m.kind, 0) + m.width * m.depth
+    return bits
+
+
+def total_bits(mems: list[Memory]) -> int:
+    return sum(m.width * m.depth for m in mems)
 
 
 @dataclass(frozen=True)
@@ -26,8 +80,10 @@ class Candidate:
     weights: str  # "rom" | "dram"
     maps: str  # "chip" | "dram"
     weight_cache: int  # steps per half (0: weights in ROM)
-    band_words: int  # words per band buffer (0: maps on chip)
+    band_words: int  # words per input band buffer (0: maps on chip)
+    out_band_words: int  # per residual and output band buffer
     onchip_bits: dict[str, int]
+    cost: int | None  # in the budget's unit; None: not lowered
     cycles: int | None  # None: it does not fit the budget, or cannot run this network
     why: str = ""
 
@@ -38,7 +94,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    budget_bits: int
+    budget: int
     chosen: Candidate
     candidates: tuple[Candidate, ...]
     compute_cycles: int  # everything on chip, whatever the budget
@@ -48,84 +104,90 @@ class PlanError(ValueError):
     pass
 
 
-def onchip_bits(prog: Program) -> dict[str, int]:
-    """Bits of every memory the RTL instantiates for ``prog`` (block RAM or distributed)."""
-    cap, wd = prog.cap, widths(prog)
-    word = prog.lanes * cap.act_bits
-    bits = {"requant ROM": prog.pe * rq_width(prog) * cap.rq_words,
-            "result memory": cap.res_depth * prog.pe * cap.out_bits,
-            "descriptor ROM": cap.layers * descriptor_layout(prog, wd).size}
-    if cap.weight_cache:
-        bits["weight cache"] = 2 * cap.weight_cache * step_word_layout(prog, wd).size
-        bits["DMA programs"] = (cap.read_commands * read_command_layout(prog, wd).size
-                                + (cap.write_commands * write_command_layout(prog, wd).size if cap.band_words else 0))
-    else:
-        bits["weight ROM"] = cap.steps * schedule_layout(wd).size + cap.pe_steps * prog.pe * pe_rom_width(prog, wd)
-    if cap.band_words:
-        bits["band buffers"] = BAND_BUFFERS * cap.band_words * word
-    else:
-        bits["activation buffers"] = cap.n_bufs * cap.buf_depth * word
-    return bits
+Cost = Callable[[list[Memory]], int]
 
 
-def plan(model: Model, pe: int, lanes: int, tile: int, budget_bits: int, pe_kind: str = "ternary",
-         progress=lambda message: None, stem_im2col: bool = True) -> MemoryPlan:
-    """The candidate of fewest predicted cycles within ``budget_bits`` (PlanError if none fits).
-    ``stem_im2col``: as ``lower``'s (False: for the figure of a stem over the raw image)."""
+def plan(model: Model, pe: int, lanes: int, tile: int, budget: int, pe_kind: str = "ternary",
+         progress=lambda message: None, stem_im2col: bool = True, cost: Cost = total_bits,
+         unit: str = "bits") -> MemoryPlan:
+    """The candidate of fewest predicted cycles whose memories ``cost`` at most ``budget`` (PlanError if
+    none does). ``stem_im2col``: as ``lower``'s (False: for the figure of a stem over the raw image)."""
     own = lower(model, pe, lanes, tile, pe_kind=pe_kind, stem_im2col=stem_im2col)
-    compute = predicted_cycles(own)
-    word = lanes * own.act_bits
-    candidates = [_candidate(own, "rom", "chip", 0, 0, budget_bits, lambda p: predicted_cycles(p))]
+    lowering = lambda cap: lower(model, pe, lanes, tile, own.im2col is not None, capacity=cap,  # noqa: E731
+                                 pe_kind=pe_kind)
+    candidates = [_evaluate(own, "rom", "chip", 0, 0, 0, budget, cost, unit, lambda: own)]
     largest = max(l.n_steps for l in own.layers)
     half = 64
     while half < 2 * largest:
         cache = min(half, largest)
-        for maps in ("chip", "dram"):
-            try:
-                base = stream_capacity(own, cache)  # no bands: what is left for them follows from its bits
-            except UnsupportedError as e:
-                candidates.append(Candidate("dram", maps, cache, 0, {}, None, str(e)))
-                break
-            words = 0
-            if maps == "dram":
-                trial = lower(model, pe, lanes, tile, stem_im2col, capacity=base, pe_kind=pe_kind)
-                fixed = {k: v for k, v in onchip_bits(trial).items() if k != "activation buffers"}
-                words = (budget_bits - sum(fixed.values())) // (BAND_BUFFERS * word)
-                if words < 1:
-                    candidates.append(Candidate("dram", maps, cache, 0, fixed, None, "no room left for bands"))
-                    continue
-            progress(f"weight cache {cache} steps per half, maps "
-                     f"{f'in DRAM, bands of {words} words' if words else 'on chip'}")
-            found = _candidate(own, "dram", maps, cache, words, budget_bits, stream_cycles, model)
-            for _ in range(8):  # smaller bands mean more of them, so longer DMA programs: shrink until it fits
-                if not (words and found.cycles is None and found.onchip_bits):
-                    break
-                words -= -(-(found.total_bits - budget_bits) // (BAND_BUFFERS * word))
-                if words < 1:
-                    break
-                found = _candidate(own, "dram", maps, cache, words, budget_bits, stream_cycles, model)
-            candidates.append(found)
         half *= 2
+        try:
+            base = lowering(stream_capacity(own, cache))
+        except UnsupportedError as e:
+            candidates.append(Candidate("dram", "chip", cache, 0, 0, {}, None, None, str(e)))
+            continue
+        progress(f"weight cache {cache} steps per half, maps on chip")
+        candidates.append(_evaluate(own, "dram", "chip", cache, 0, 0, budget, cost, unit, lambda: base))
+        fixed = [m for m in onchip_memories(base) if m.kind != "activation buffers"]
+        for ratio in (1, 2):  # residual and output band buffers as deep as the input ones, or half
+            words = _largest_bands(fixed, budget, cost, lanes * own.act_bits, lanes, ratio)
+            found = None
+            for _ in range(8):  # longer DMA programs with smaller bands: shrink until the whole design fits
+                if words < 1:
+                    break
+                progress(f"weight cache {cache} steps per half, maps in DRAM: bands of {words} and "
+                         f"{max(1, words // ratio)} words")
+                found = _evaluate(own, "dram", "dram", cache, words, max(1, words // ratio), budget, cost, unit,
+                                  lambda: lowering(stream_capacity(own, cache, words, max(1, words // ratio))))
+                if found.cycles is not None or found.cost is None or found.cost <= budget:
+                    break
+                words = _largest_bands([m for m in onchip_memories(found.prog) if "buffers" not in m.kind], budget,
+                                       cost, lanes * own.act_bits, lanes, ratio, below=words)
+            candidates.append(found or Candidate("dram", "dram", cache, 0, 0, {}, None, None, "no room left for bands"))
     fitting = [c for c in candidates if c.cycles is not None]
     if not fitting:
-        raise PlanError(f"no memory plan fits {budget_bits:,} bits on chip: "
+        raise PlanError(f"no memory plan fits {budget:,} {unit} on chip: "
                         + "; ".join(f"{c.weights}/{c.maps} cache {c.weight_cache}: {c.why}" for c in candidates[:4]))
-    chosen = min(fitting, key=lambda c: (c.cycles, c.total_bits))
-    return MemoryPlan(budget_bits, chosen, tuple(candidates), compute)
+    chosen = min(fitting, key=lambda c: (c.cycles, c.cost))
+    return MemoryPlan(budget, _public(chosen), tuple(_public(c) for c in candidates), predicted_cycles(own))
 
 
-def _candidate(own: Program, weights: str, maps: str, cache: int, words: int, budget: int, cycles,
-               model: Model | None = None) -> Candidate:
-    try:
-        if weights == "rom":
-            prog = own
+def _largest_bands(fixed: list[Memory], budget: int, cost: Cost, word: int, lanes: int, ratio: int,
+                   below: int | None = None) -> int:
+    """The most words of an input band buffer (the others 1/ratio of it) with which the six fit next to
+    ``fixed`` (binary search: the cost grows with the words); 0 if not one."""
+    bands = lambda n: [Memory("band buffers", word, n, lanes)] * 2 + [  # noqa: E731
+        Memory("band buffers", word, max(1, n // ratio), lanes)] * 4
+    lo, hi = 0, (below - 1) if below else 1 << 24
+    if cost(fixed + bands(1)) > budget:
+        return 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(fixed + bands(mid)) <= budget:
+            lo = mid
         else:
-            cap = stream_capacity(own, cache, words)
-            prog = lower(model, own.pe, own.lanes, own.tile, own.im2col is not None, capacity=cap,
-                         pe_kind=own.pe_kind)
-        bits = onchip_bits(prog)
+            hi = mid - 1
+    return lo
+
+
+@dataclass(frozen=True)
+class _Lowered(Candidate):
+    prog: Program | None = None
+
+
+def _evaluate(own, weights, maps, cache, words, out_words, budget, cost, unit, lowered) -> Candidate:
+    try:
+        prog = lowered()
+        mems = onchip_memories(prog)
     except UnsupportedError as e:
-        return Candidate(weights, maps, cache, words, {}, None, str(e))
-    if sum(bits.values()) > budget:
-        return Candidate(weights, maps, cache, words, bits, None, f"needs {sum(bits.values()):,} bits")
-    return Candidate(weights, maps, cache, words, bits, sum(cycles(prog)) if weights == "dram" else cycles(prog))
+        return Candidate(weights, maps, cache, words, out_words, {}, None, None, str(e))
+    bits, spent = onchip_bits(prog), cost(mems)
+    if spent > budget:
+        return _Lowered(weights, maps, cache, words, out_words, bits, spent, None, f"needs {spent:,} {unit}", prog)
+    cycles = sum(stream_cycles(prog)) if weights == "dram" else predicted_cycles(prog)
+    return _Lowered(weights, maps, cache, words, out_words, bits, spent, cycles, "", prog)
+
+
+def _public(c: Candidate) -> Candidate:
+    return Candidate(c.weights, c.maps, c.weight_cache, c.band_words, c.out_band_words, c.onchip_bits, c.cost,
+                     c.cycles, c.why)

@@ -148,7 +148,9 @@ def input_rows(l: HwLayer, oy0: int, oy1: int) -> tuple[int, int]:
 def _bands(prog: Program, l: HwLayer) -> list[tuple[int, int, int, int]]:
     """Output rows of ``l`` in bands as tall as its band buffers hold: (oy0, oy1, r0, r1) each. The last
     layer's output goes to the result memory, which holds it whole."""
-    depth, lanes = prog.band_budget or prog.cap.band_words, prog.lanes
+    budget = prog.band_budget or 1 << 62
+    depth, out_depth = min(budget, prog.cap.band_words), min(budget, prog.cap.out_band_words or prog.cap.band_words)
+    lanes = prog.lanes
     c_in, _, w_in = l.in_shape
     c_out, h_out, w_out = l.out_shape
     in_words = lambda oy0, oy1: mapping.num_blocks(c_in, lanes) * (lambda r: r[1] - r[0])(input_rows(l, oy0, oy1)) * w_in  # noqa: E731
@@ -157,11 +159,12 @@ def _bands(prog: Program, l: HwLayer) -> list[tuple[int, int, int, int]]:
     while oy0 < h_out:
         oy1 = oy0
         while oy1 < h_out and in_words(oy0, oy1 + 1) <= depth and (l.out_buf == RESULT_BUF or
-                                                                     out_words(oy1 + 1 - oy0) <= depth):
+                                                                     out_words(oy1 + 1 - oy0) <= out_depth):
             oy1 += 1
         if oy1 == oy0:
             raise UnsupportedError(f"layer '{l.name}': one output row takes {in_words(oy0, oy0 + 1)} input and "
-                                   f"{out_words(1)} output words, more than a band buffer ({depth})")
+                                   f"{out_words(1)} output words, more than a band buffer ({depth} input, "
+                                   f"{out_depth} output words)")
         out.append((oy0, oy1) + input_rows(l, oy0, oy1))
         oy0 = oy1
     return out

@@ -59,9 +59,10 @@ class Capacity:
     weight_cache: int = 0
     dram_data_bits: int = 16
     dram_addr_bits: int = 25
-    # feature maps in DRAM (compile/units.py): words of each of the six band buffers (n_bufs = 6, buf_depth =
-    # band_words); 0: maps on chip. The DMA programs' lengths (the fetch ROMs' depths).
+    # feature maps in DRAM (compile/units.py): words of each of the two input band buffers (n_bufs = 6,
+    # buf_depth the largest of the six); 0: maps on chip. The DMA programs' lengths (their ROMs' depths).
     band_words: int = 0
+    out_band_words: int = 0  # of the four residual and output band buffers (0: band_words)
     read_commands: int = 0
     write_commands: int = 0
 
@@ -81,7 +82,8 @@ class Capacity:
         return fields
 
 
-DRAM_FIELDS = ("weight_cache", "dram_data_bits", "dram_addr_bits", "band_words", "read_commands", "write_commands")
+DRAM_FIELDS = ("weight_cache", "dram_data_bits", "dram_addr_bits", "band_words", "out_band_words", "read_commands",
+               "write_commands")
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,14 @@ class Hardware:
         return max(self.cap.act_bits, self.cap.out_bits)
 
     # A byte link (the UART, rtl/uart.py and hwgen.host.protocol) carries each beat zero-padded to whole bytes.
+    def band_depths(self) -> tuple[int, ...]:
+        """Words of each activation buffer: with the maps in DRAM, two input band buffers, then four for
+        residual and output bands (compile/units.py); otherwise ``n_bufs`` of ``buf_depth``."""
+        c = self.cap
+        if c.band_words:
+            return (c.band_words,) * 2 + (c.out_band_words or c.band_words,) * 4
+        return (c.buf_depth,) * c.n_bufs
+
     @property
     def input_beat_bytes(self) -> int:
         """Bytes of one input beat: ``lanes`` activations of ``act_bits``."""
@@ -288,7 +298,7 @@ def read_command_layout(source, wd: Widths) -> data.StructLayout:
     program's last."""
     hw = hardware(source)
     cap = hw.cap
-    beats = max(cap.weight_cache * step_beats(hw, wd), cap.band_words * map_word_beats(hw))
+    beats = max(cap.weight_cache * step_beats(hw, wd), (cap.buf_depth if cap.band_words else 0) * map_word_beats(hw))
     return data.StructLayout({
         "addr": unsigned(cap.dram_addr_bits), "beats": _count(beats), "to_cache": 1, "buf": _buffer_index(hw),
         "waddr": unsigned(max(addr_width(2 * cap.weight_cache), addr_width(cap.buf_depth))), "entry_only": 1,
@@ -301,7 +311,7 @@ def write_command_layout(source, wd: Widths) -> data.StructLayout:
     hw = hardware(source)
     cap = hw.cap
     return data.StructLayout({
-        "addr": unsigned(cap.dram_addr_bits), "words": _count(cap.band_words),
+        "addr": unsigned(cap.dram_addr_bits), "words": _count(cap.buf_depth),
         "buf": _buffer_index(hw), "raddr": unsigned(addr_width(cap.buf_depth)), "after": _count(cap.layers),
         "end": 1})
 
@@ -414,6 +424,7 @@ LAYER_END_CYCLES = 1  # LAYER_END: the cycle that sees the last drain's writes l
 # commands it names are complete (at least one cycle), and the read engine per command: reads its command
 # word, then issues the read once what it waits for holds; the last beat's word is written the cycle after it
 # arrives, and the command counts as complete the cycle after that. compile/dram.py adds these up.
+AXI_OUTSTANDING = 4  # bursts an AXI4 master (rtl/axi.py) keeps in flight
 WEIGHT_WAIT_CYCLES = 1
 FETCH_SETUP_CYCLES = DMA_ROM_READ + 1
 FETCH_ISSUE_CYCLES = 1  # the read command is taken; the splitter's first burst goes out the next cycle

@@ -13,6 +13,8 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..contract.hardware import AXI_OUTSTANDING
+
 MAX_BURST = 256  # beats of one AXI4 INCR burst
 BOUNDARY = 4096  # bytes: an AXI4 burst may not cross it
 ID_WIDTH = 1  # one ID: bursts come back in order
@@ -109,7 +111,7 @@ class _Master(wiring.Component):
 class AxiReader(_Master):
     """``cmd`` (addr, beats) in, ``data`` out, ``last`` on each command's final beat."""
 
-    def __init__(self, addr_width: int, data_width: int, beats_width: int = 16, outstanding: int = 4):
+    def __init__(self, addr_width: int, data_width: int, beats_width: int = 16, outstanding: int = AXI_OUTSTANDING):
         super().__init__(addr_width, data_width, beats_width, outstanding,
                          Out(stream.Signature(data.StructLayout({"data": data_width, "last": 1}))),
                          read_bus(addr_width, data_width))
@@ -136,7 +138,7 @@ class AxiWriter(_Master):
     """``cmd`` (addr, beats) in and ``data`` in: each command's beats written in order. ``busy`` stays high
     until every burst's write response has come back."""
 
-    def __init__(self, addr_width: int, data_width: int, beats_width: int = 16, outstanding: int = 4):
+    def __init__(self, addr_width: int, data_width: int, beats_width: int = 16, outstanding: int = AXI_OUTSTANDING):
         super().__init__(addr_width, data_width, beats_width, outstanding, In(stream.Signature(data_width)),
                          write_bus(addr_width, data_width))
 

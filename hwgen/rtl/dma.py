@@ -232,10 +232,11 @@ def dram_bus(hw: Hardware) -> wiring.Signature:
     return wiring.Signature(members)
 
 
-def attach_dram(m: Module, top, hw: Hardware, ctrl, pe_caches: list, pe_read_stage: int):
+def attach_dram(m: Module, top, hw: Hardware, ctrl, pe_cache, pe_read_stage: int):
     """The engines of a design with streamed weights, wired to the top's port ``m_axi`` and ``dram_error``,
-    the controller's counters and schedule cache, and the PE-word caches (read ``pe_read_stage`` cycles after
-    an issue). Returns (read engine, write engine or None: the maps are on chip)."""
+    the controller's counters and schedule cache, and the PE words' cache (every PE's word side by side,
+    read ``pe_read_stage`` cycles after an issue). Returns (read engine, write engine or None: the maps are
+    on chip)."""
     cap = hw.cap
     reads = m.submodules.read_engine = ReadEngine(hw)
     writes = None
@@ -252,11 +253,10 @@ def attach_dram(m: Module, top, hw: Hardware, ctrl, pe_caches: list, pe_read_sta
     if writes is not None:
         m.d.comb += [ctrl.writes_done.eq(writes.writes_done), reads.writes_done.eq(writes.writes_done),
                      writes.units_done.eq(ctrl.units_done)]
-    # a cache is read only for an issue of the current unit, whose half is never being written
+    # the cache is read only for an issue of the current unit, whose half is never being written
     pe_read = delayed(m, ctrl.issue, pe_read_stage, "pe_read")
-    for cache, word in zip(pe_caches, reads.pe):
-        m.d.comb += [cache.waddr.eq(reads.waddr), cache.wdata.eq(word), cache.wen.eq(reads.pe_we),
-                     cache.ren.eq(pe_read)]
+    m.d.comb += [pe_cache.waddr.eq(reads.waddr), pe_cache.wdata.eq(reads.pe), pe_cache.wen.eq(reads.pe_we),
+                 pe_cache.ren.eq(pe_read)]
     return reads, writes
 
 

@@ -13,7 +13,9 @@ controller's waits and the cycle model follow from them, and the asserts below c
 """
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from typing import NamedTuple
+
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,6 +38,12 @@ assert DRAIN_LATENCY + REQUANT_LATENCY == DRAIN_WRITE_STAGE
 # the residual is read, then its buffer selected (a register) and its lane selected (a register)
 RES_READ_STAGE = DRAIN_LATENCY + REQUANT_RES_STAGE - BUFFER_READ - 2
 RES_LANE_STAGE = RES_READ_STAGE + BUFFER_READ + 1
+
+
+class _Slice(NamedTuple):
+    """One PE's view of the shared weight cache: its address, and its word of the data."""
+    addr: Value
+    data: Value
 
 
 def select(m: Module, index, choices: list, name: str) -> Signal:
@@ -84,8 +92,10 @@ class Top(wiring.Component):
         array = m.submodules.array = PEArray(N, L, B, cap.acc_bits, cap.locals, hw.tile, hw.pe_kind)
         streamed = bool(cap.weight_cache)
         reads = writes = None
-        if streamed:  # the PE words come from the weight cache, which the read engine fills
-            pe_roms = [CacheRAM(pe_word.size, cap.pe_steps, PE_ROM_READ) for p in range(N)]
+        if streamed:  # the PE words come from the weight cache, which the read engine fills: one memory for all
+            # PEs, as their ROMs share an address anyway, so that its width packs into the block RAMs' 36 bits
+            pe_cache = m.submodules.pe_cache = CacheRAM(N * pe_word.size, cap.pe_steps, PE_ROM_READ)
+            pe_roms = [_Slice(pe_cache.addr, pe_cache.data[p * pe_word.size:(p + 1) * pe_word.size]) for p in range(N)]
         else:
             pe_roms = [ImageROM(pe_word.size, cap.pe_steps, pe_image(p), PE_ROM_READ) for p in range(N)]
         rq_roms = [ImageROM(rq_word.size, cap.rq_words, rq_image(p)) for p in range(N)]
@@ -93,11 +103,13 @@ class Top(wiring.Component):
         net = data.View(net_layout(hw), net_rom.data)  # constant after the first clock edge
         rqs = [Requant(cap.acc_bits, cap.bias_bits, cap.shift_bits, hw.clamp_bits, B + 1) for _ in range(N)]
         for p in range(N):
-            m.submodules[f"pe_cache{p}" if streamed else f"pe_rom{p}"], m.submodules[f"rq_rom{p}"] = pe_roms[p], rq_roms[p]
+            if not streamed:
+                m.submodules[f"pe_rom{p}"] = pe_roms[p]
+            m.submodules[f"rq_rom{p}"] = rq_roms[p]
             m.submodules[f"requant{p}"] = rqs[p]
 
         desc = ctrl.desc
-        bufs = [LaneRAM(L, B, cap.buf_depth, read_latency=BUFFER_READ) for _ in range(cap.n_bufs)]
+        bufs = [LaneRAM(L, B, depth, read_latency=BUFFER_READ) for depth in hw.band_depths()]
         result = LaneRAM(N, cap.out_bits, cap.res_depth)
         for i, b in enumerate(bufs):
             m.submodules[f"buf{i}"] = b
@@ -116,7 +128,7 @@ class Top(wiring.Component):
                      array.act_signed.eq(desc.in_signed), array.max_mode.eq(desc.max_mode)]
         step = delayed(m, ctrl.pe_step, ARRAY_INPUT - PE_ROM_READ, "pe_step")  # read beside the activation word
         if streamed:
-            reads, writes = attach_dram(m, self, hw, ctrl, pe_roms, ARRAY_INPUT - PE_ROM_READ)
+            reads, writes = attach_dram(m, self, hw, ctrl, pe_cache, ARRAY_INPUT - PE_ROM_READ)
         # a fixed-pattern layer's weights, made beside the ROM words: PE p's output channel pat_o + p has
         # weight +1 on input lane pat_lane + p, and none past the layer's channels. (Past them the lane is a
         # zero padding lane and the entry is never drained, so the limit changes no result: it keeps the
