@@ -16,7 +16,7 @@ from ..compile.dram import MODEL_LATENCY, dram_image, read_words, stream_capacit
 from ..compile.units import dma_programs, dram_map, units, word_beats
 from ..contract.hardware import (DESC_IMAGE, NET_IMAGE, READS_IMAGE, WEIGHTS_IMAGE, WRITES_IMAGE,
                                  read_command_layout, write_command_layout, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
-                                 descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, rq_image,
+                                 descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, RQ_IMAGE, rq_image,
                                  rq_width, schedule_layout, widths)
 from ..contract.ir import Model
 from ..rtl.extmem import MEM_VERILOG
@@ -153,8 +153,13 @@ def images(prog: Program) -> dict[str, str]:
                                         SCHED_ROM_READ), **files}
         for p, words in enumerate(pe_roms(prog, wd)):
             files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd), prog.cap.pe_steps, PE_ROM_READ)
-    for p, words in enumerate(rq_roms(prog)):
-        files[rq_image(p)] = hex_image(words, rq_width(prog))
+    per_pe, width = rq_roms(prog), rq_width(prog)
+    if prog.cap.weight_cache:  # one ROM of every PE's words side by side (rtl/top.py)
+        files[RQ_IMAGE] = hex_image([sum(w << (p * width) for p, w in enumerate(row)) for row in zip(*per_pe)],
+                                    prog.pe * width)
+    else:
+        for p, words in enumerate(per_pe):
+            files[rq_image(p)] = hex_image(words, width)
     return files
 
 

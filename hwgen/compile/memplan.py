@@ -41,7 +41,9 @@ def onchip_memories(prog: Program) -> list[Memory]:
     def rom(kind, width, depth, latency=1):
         banks, row_bits = rom_layout(depth, latency)
         return Memory(kind, width * banks, 1 << row_bits if banks > 1 else depth)
-    mems = [rom("requant ROM", rq_width(prog), cap.rq_words)] * prog.pe + [
+    requant = ([rom("requant ROM", prog.pe * rq_width(prog), cap.rq_words)] if cap.weight_cache else
+               [rom("requant ROM", rq_width(prog), cap.rq_words)] * prog.pe)
+    mems = requant + [
         Memory("result memory", prog.pe * cap.out_bits, cap.res_depth, prog.pe),
         rom("descriptor ROM", descriptor_layout(prog, wd).size, cap.layers, DESC_ROM_READ),
         rom("net ROM", net_layout(prog).size, 1)]

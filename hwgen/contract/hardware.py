@@ -393,6 +393,9 @@ def pe_image(p: int) -> str:
     return f"pe{p}.hex"
 
 
+RQ_IMAGE = "rq.hex"  # with streamed weights: every PE's requant words side by side in one ROM, PE 0 lowest
+
+
 def rq_image(p: int) -> str:
     return f"rq{p}.hex"
 

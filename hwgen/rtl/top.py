@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..contract.hardware import (COMPUTE_WRITE_STAGE, CYCLE_COUNTER_BITS, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE,
                                  NET_IMAGE, PE_ROM_READ, Hardware, hardware, net_layout, pe_image, pe_word_layout,
-                                 requant_layout, rq_image)
+                                 requant_layout, RQ_IMAGE, rq_image)
 from ..contract.encoding import WEIGHT_BITS, lane_weights
 from .array import COMPUTE_LATENCY, DRAIN_LATENCY, PEArray
 from .controller import ADDRESS_LATENCY, Controller
@@ -98,14 +98,17 @@ class Top(wiring.Component):
             pe_roms = [_Slice(pe_cache.addr, pe_cache.data[p * pe_word.size:(p + 1) * pe_word.size]) for p in range(N)]
         else:
             pe_roms = [ImageROM(pe_word.size, cap.pe_steps, pe_image(p), PE_ROM_READ) for p in range(N)]
-        rq_roms = [ImageROM(rq_word.size, cap.rq_words, rq_image(p)) for p in range(N)]
+        if streamed:  # one requant ROM for all PEs, as for the PE words: its width packs into block RAMs
+            rq_rom = m.submodules.rq_rom = ImageROM(N * rq_word.size, cap.rq_words, RQ_IMAGE)
+            rq_roms = [_Slice(rq_rom.addr, rq_rom.data[p * rq_word.size:(p + 1) * rq_word.size]) for p in range(N)]
+        else:
+            rq_roms = [ImageROM(rq_word.size, cap.rq_words, rq_image(p)) for p in range(N)]
         net_rom = m.submodules.net_rom = ImageROM(net_layout(hw).size, 1, NET_IMAGE)
         net = data.View(net_layout(hw), net_rom.data)  # constant after the first clock edge
         rqs = [Requant(cap.acc_bits, cap.bias_bits, cap.shift_bits, hw.clamp_bits, B + 1) for _ in range(N)]
         for p in range(N):
             if not streamed:
-                m.submodules[f"pe_rom{p}"] = pe_roms[p]
-            m.submodules[f"rq_rom{p}"] = rq_roms[p]
+                m.submodules[f"pe_rom{p}"], m.submodules[f"rq_rom{p}"] = pe_roms[p], rq_roms[p]
             m.submodules[f"requant{p}"] = rqs[p]
 
         desc = ctrl.desc
