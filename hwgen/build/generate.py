@@ -14,7 +14,7 @@ from ..compile.lower import Program, layer_cycles, lower, predicted_cycles, util
 from ..compile.roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
 from ..compile.dram import MODEL_LATENCY, dram_image, read_words, stream_capacity, stream_cycles, write_words
 from ..compile.units import dma_programs, dram_map, units, word_beats
-from ..contract.hardware import (DESC_IMAGE, NET_IMAGE, READS_IMAGE, WEIGHTS_IMAGE, WRITES_IMAGE,
+from ..contract.hardware import (WEIGHT_WAIT_CYCLES, DESC_IMAGE, NET_IMAGE, READS_IMAGE, WEIGHTS_IMAGE, WRITES_IMAGE,
                                  read_command_layout, write_command_layout, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
                                  descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, RQ_IMAGE, rq_image,
                                  rq_width, schedule_layout, widths)
@@ -64,6 +64,9 @@ def manifest(model: Model, prog: Program) -> dict:
     word_bits = prog.pe * pe_rom_width(prog, widths(prog))  # a step's PE words; a fixed pattern has none
     rom_bits = {l.name: 0 if l.pattern else l.n_steps * word_bits for l in prog.layers}
     cycles = per_layer(prog, stream_cycles(prog)) if streamed else [layer_cycles(prog, l) for l in prog.layers]
+    # what the units would take if DRAM never kept them waiting: their own compute and one wait cycle each
+    unit_cycles = per_layer(prog, [layer_cycles(prog, u.layer) + WEIGHT_WAIT_CYCLES for u in units(prog)]) \
+        if streamed else None
     kept = sum(int(l.kept.sum()) for l in prog.layers)
     total = sum(l.kept.size for l in prog.layers)
     return {
@@ -84,7 +87,8 @@ def manifest(model: Model, prog: Program) -> dict:
             "kernel": [l.kh, l.kw], "stride": l.stride, "padding": l.pad, "in_buf": l.in_buf, "out_buf": l.out_buf,
             "kept_groups": int(l.kept.sum()), "total_groups": int(l.kept.size), "waves": list(l.schedule.waves),
             "steps": l.n_steps, "rom_bits": rom_bits[l.name], "acc_bound": l.acc_bound, "cycles": cycles[k],
-            **({"compute_cycles": layer_cycles(prog, l), "units": sum(u.index == k for u in units(prog))}
+            **({"compute_cycles": layer_cycles(prog, l), "units": sum(u.index == k for u in units(prog)),
+                "unit_cycles": unit_cycles[k]}
                if streamed else {}),
             "utilization": round(utilization(prog, [l]), 6),
         } for k, l in enumerate(prog.layers)],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..contract.hardware import WEIGHT_WAIT_CYCLES
 from ..contract.ir import signed_width
 from ..contract.mapping import prunable
 from ..compile.lower import HwLayer, Program, layer_cycles, predicted_cycles, real_lanes, utilization
@@ -91,11 +90,13 @@ def _dram_lines(manifest: dict, clock_mhz: float = 100.0) -> list[str]:
              f"against a memory of {dram['model_latency']} cycles latency and one beat per cycle: {total:,} cycles, "
              f"{compute:,} with everything on chip (**{total / compute:.3f}x**), {clock_mhz * 1e6 / total:,.1f} "
              f"images/s at {clock_mhz:g} MHz",
-             "", "| layer | compute cycles | DRAM beats | cycles with DRAM | bound |", "|---|---|---|---|---|"]
+             "", "(compute cycles: the layer whole, then its passes and bands, if DRAM never kept them waiting)", "",
+             "| layer | compute cycles | in units | DRAM beats | cycles with DRAM | bound |", "|---|---|---|---|---|---|"]
     for entry, beats in zip(manifest["layers"], dram["layer_beats"]):
         # transfers overlap the neighbouring units; DRAM bounds a layer whose units wait for them
-        bound = "memory" if entry["cycles"] > entry["compute_cycles"] + WEIGHT_WAIT_CYCLES else "compute"
-        lines.append(f"| {entry['name']} | {entry['compute_cycles']:,} | {beats:,} | {entry['cycles']:,} | {bound} |")
+        bound = "memory" if entry["cycles"] > entry["unit_cycles"] else "compute"
+        lines.append(f"| {entry['name']} | {entry['compute_cycles']:,} | {entry['unit_cycles']:,} | {beats:,} | "
+                     f"{entry['cycles']:,} | {bound} |")
     return lines
 
 

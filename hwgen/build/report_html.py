@@ -81,6 +81,12 @@ def _layer_plots(man: dict) -> list[tuple[str, str]]:
 
     bar("Weight ROM bits per layer (pruned groups and fixed patterns take none)", [l["rom_bits"] for l in layers],
         "bits", "#8172b2")
+    if "dram" in man:  # the roofline per layer: its units' own compute, and the cycles with DRAM on top
+        def compute(ax):
+            ax.bar(x, [l["unit_cycles"] for l in layers], color="#55a868", label="compute (its units)")
+            ax.legend(fontsize=8)
+        bar("Cycles per layer with DRAM (bars: all; green: compute, if DRAM never kept it waiting)",
+            [l["cycles"] for l in layers], "cycles", "#dd8452", compute)
     return plots
 
 
@@ -142,6 +148,13 @@ def render(folder: str) -> str:
                ("kept groups", f"{man['kept_groups']:,} of {man['total_groups']:,}"),
                ("weight ROM bits", f"{man['rom_bits']:,}"), ("activation buffer bits", f"{man['buffer_bits']:,}"),
                ("accumulator bits", man["acc_bits"])]
+    if "dram" in man:
+        d = man["dram"]
+        moved = d["weights_bytes"] + d["map_read_bytes"] + d["map_write_bytes"]
+        summary += [("DRAM traffic per image", f"{moved:,} bytes (weights {d['weights_bytes']:,}, maps read "
+                                               f"{d['map_read_bytes']:,}, written {d['map_write_bytes']:,})"),
+                    ("cycles with everything on chip", f"{d['compute_cycles']:,}"),
+                    ("images/s at 100 MHz", f"{1e8 / man['predicted_cycles']:,.1f}")]
     if sim:
         summary += [("simulated images", sim.get("images")), ("mismatches", sim.get("mismatches")),
                     ("simulated cycles per image", sim.get("cycles_per_image"))]
