@@ -145,6 +145,17 @@ def test_weights_from_dram_bit_exact_with_cycles_as_predicted(net, dram_build):
     assert min(paused["cycles_per_image"]) > man["predicted_cycles"]
 
 
+def _mutant(out: Path, tmp_path: Path, image: str, change) -> Path:
+    """A copy of build ``out`` whose ``image`` (one hex word per line) is ``change(lines)``."""
+    copy = tmp_path / "mutant"
+    copy.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    (copy / image).write_text("".join(f"{w}\n" for w in change((copy / image).read_text().split())))
+    return copy
+
+
 def _stored_layer(prog, nth: int) -> int:
     return [i for i, l in enumerate(prog.layers) if not l.pattern][nth]
 
@@ -183,14 +194,7 @@ def test_dram_faults_are_caught_and_localised(net, dram_build, tmp_path, fault):
         def change(lines):
             word = int(lines[at], 16) ^ 1
             return lines[:at] + [f"{word:04x}"] + lines[at + 1:]
-    copy = tmp_path / "mutant"
-    copy.mkdir()
-    for f in out.iterdir():
-        if f.is_file():
-            (copy / f.name).write_bytes(f.read_bytes())
-    lines = (copy / file).read_text().split()
-    (copy / file).write_text("".join(f"{w}\n" for w in change(lines)))
-    result = simulate(net, copy, images, compiled=out / "sim_build")
+    result = simulate(net, _mutant(out, tmp_path, file, change), images, compiled=out / "sim_build")
     assert result["mismatches"] == 1
     assert result["first_difference"].startswith(f"image 0: layer '{layer.name}':"), result["first_difference"]
 
@@ -225,15 +229,9 @@ def band_build(net, tmp_path_factory):
 
 def _with_word(out: Path, tmp_path: Path, image: str, index: int, change) -> Path:
     """A copy of build ``out`` whose ``image`` has word ``index`` replaced by ``change(word)``."""
-    copy = tmp_path / "mutant"
-    copy.mkdir()
-    for f in out.iterdir():
-        if f.is_file():
-            (copy / f.name).write_bytes(f.read_bytes())
-    lines = (copy / image).read_text().split()
-    lines[index] = f"{change(int(lines[index], 16)):0{len(lines[index])}x}"
-    (copy / image).write_text("".join(f"{w}\n" for w in lines))
-    return copy
+    def swap(lines):
+        return lines[:index] + [f"{change(int(lines[index], 16)):0{len(lines[index])}x}"] + lines[index + 1:]
+    return _mutant(out, tmp_path, image, swap)
 
 
 @pytest.mark.parametrize("fault", ["map read address", "short map write"])
