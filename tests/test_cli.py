@@ -216,3 +216,21 @@ def test_build_writes_manifest(saved, tmp_path):
     assert man["predicted_cycles"] > 0 and man["rom_bits"] > 0
     assert 0 < man["kept_groups"] < man["total_groups"]
     assert {"hwgen_top.v", "hwgen_mem.v", "sched.hex", "pe0.hex", "rq3.hex"} <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["build", "--maps", "dram"], "--maps dram needs --weights dram, found --weights rom"),
+    (["build", "--weight-cache", "64"], "--weight-cache needs --weights dram, found --weights rom"),
+    (["build", "--onchip-kbits", "1000", "--weights", "dram"], "--onchip-kbits plans the memories itself: drop "
+                                                               "--weights"),
+    (["build", "--onchip-kbits", "1"], "no memory plan fits 1,000 bits on chip"),
+    (["build", "--weights", "dram", "--maps", "dram", "--band-words", "4"], "more than a band buffer (4 input"),
+    (["synth", "--weights", "dram", "--board", "ulx3s-85f"], "`hwgen synth` has no board design with an SDRAM "
+                                                             "controller yet"),
+    (["run", "--weights", "dram", "--port", "loop://", "--images", "x.npy"], "`hwgen run` has no board design"),
+])
+def test_dram_options_refused_in_one_line(saved, tmp_path, args, fragment):
+    """The memory tier's options on bad input: one line, exit 2, no output folder."""
+    out = tmp_path / "out"
+    res = _hwgen(*args, "--ir", saved, "--pe", "4", "--out", out, cwd=tmp_path)
+    _assert_refused(res, out, fragment)
