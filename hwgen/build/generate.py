@@ -14,10 +14,10 @@ from ..compile.lower import Program, layer_cycles, lower, predicted_cycles, util
 from ..compile.roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
 from ..compile.dram import MODEL_LATENCY, dram_image, read_words, stream_capacity, stream_cycles, write_words
 from ..compile.units import dma_programs, dram_map, units, word_beats
-from ..contract.hardware import (WEIGHT_WAIT_CYCLES, DESC_IMAGE, NET_IMAGE, READS_IMAGE, WEIGHTS_IMAGE, WRITES_IMAGE,
-                                 read_command_layout, write_command_layout, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
-                                 descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, RQ_IMAGE, rq_image,
-                                 rq_width, schedule_layout, widths)
+from ..contract.hardware import (DESC_IMAGE, NET_IMAGE, PE_ROM_READ, READS_IMAGE, RQ_IMAGE, SCHED_IMAGE,
+                                 SCHED_ROM_READ, WEIGHT_WAIT_CYCLES, WEIGHTS_IMAGE, WRITES_IMAGE, Capacity,
+                                 descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, read_command_layout,
+                                 rq_image, rq_width, schedule_layout, widths, write_command_layout)
 from ..contract.ir import Model
 from ..rtl.extmem import MEM_VERILOG
 from ..rtl.top import Top
@@ -72,7 +72,7 @@ def manifest(model: Model, prog: Program) -> dict:
     return {
         "generator": f"{outdir.HWGEN.name} {__version__}", "model": model.name, "top": TOP_NAME,
         "pe": prog.pe, "lanes": prog.lanes, "tile": prog.tile, "pe_kind": prog.pe_kind,
-        "predicted_cycles": sum(stream_cycles(prog)) if streamed else predicted_cycles(prog), "utilization": round(utilization(prog), 6),
+        "predicted_cycles": sum(cycles), "utilization": round(utilization(prog), 6),
         "rom_bits": sum(rom_bits.values()), "kept_groups": kept, "total_groups": total,
         "idle_slots": sum(l.schedule.idle_slots * l.kh * l.kw for l in prog.layers),
         "act_bits": prog.act_bits, "acc_bits": prog.acc_bits, "out_bits": prog.out_bits,
@@ -99,20 +99,21 @@ def dram_summary(prog: Program) -> dict:
     """The DRAM traffic per image and what it costs, against the memory of the prediction (compile/dram.py)."""
     where, dma = dram_map(prog), dma_programs(prog)
     beat_bytes = prog.cap.dram_data_bits // 8
-    map_words = lambda commands: sum(c.beats if hasattr(c, "beats") else c.words * word_beats(prog)  # noqa: E731
-                                     for c in commands) * beat_bytes
-    us = units(prog)
-    per = lambda select: per_layer(prog, [sum(b for k, b in select if k == i) for i in range(len(us))])  # noqa: E731
-    weight_beats = per([(r.unit, r.beats) for r in dma.reads if r.to_cache])
-    read_beats = per([(r.unit, r.beats) for r in dma.reads if not r.to_cache])
-    write_beats = per([(w.after - 1, w.words * word_beats(prog)) for w in dma.writes])
+
+    def per(unit_beats):  # (unit, beats) pairs -> beats per layer
+        sums = [0] * len(units(prog))
+        for k, beats in unit_beats:
+            sums[k] += beats
+        return per_layer(prog, sums)
+    weight_beats = per((r.unit, r.beats) for r in dma.reads if r.to_cache)
+    read_beats = per((r.unit, r.beats) for r in dma.reads if not r.to_cache)
+    write_beats = per((w.after - 1, w.words * word_beats(prog)) for w in dma.writes)  # after the unit that wrote it
     return {"model_latency": MODEL_LATENCY, "data_bits": prog.cap.dram_data_bits,
             "weights_bytes": sum(weight_beats) * beat_bytes, "compute_cycles": predicted_cycles(prog),
             "layer_beats": [sum(x) for x in zip(weight_beats, read_beats, write_beats)],
             "bytes": where.end, "maps": where.maps,
             "word_bytes": word_beats(prog) * beat_bytes if prog.cap.band_words else 0,
-            "map_read_bytes": map_words([r for r in dma.reads if not r.to_cache]),
-            "map_write_bytes": map_words(dma.writes)}
+            "map_read_bytes": sum(read_beats) * beat_bytes, "map_write_bytes": sum(write_beats) * beat_bytes}
 
 
 def per_layer(prog: Program, values: list[int]) -> list[int]:
@@ -147,21 +148,20 @@ def images(prog: Program) -> dict[str, str]:
     wd = widths(prog)
     files = {DESC_IMAGE: hex_image(descriptor_words(prog), descriptor_layout(prog, wd).size),
              NET_IMAGE: hex_image([net_word(prog)], net_layout(prog).size)}
+    per_pe, width = rq_roms(prog), rq_width(prog)
     if prog.cap.weight_cache:  # the step words live in DRAM; the read program says where
         files[READS_IMAGE] = hex_image(read_words(prog), read_command_layout(prog, wd).size)
         if prog.cap.band_words:
             files[WRITES_IMAGE] = hex_image(write_words(prog), write_command_layout(prog, wd).size)
         files[WEIGHTS_IMAGE] = hex_image(dram_image(prog), prog.cap.dram_data_bits)
+        # one requant ROM of every PE's words side by side (rtl/top.py)
+        files[RQ_IMAGE] = hex_image([sum(w << (p * width) for p, w in enumerate(row)) for row in zip(*per_pe)],
+                                    prog.pe * width)
     else:
         files = {SCHED_IMAGE: hex_image(schedule_rom(prog, wd), schedule_layout(wd).size, prog.cap.steps,
                                         SCHED_ROM_READ), **files}
         for p, words in enumerate(pe_roms(prog, wd)):
             files[pe_image(p)] = hex_image(words, pe_rom_width(prog, wd), prog.cap.pe_steps, PE_ROM_READ)
-    per_pe, width = rq_roms(prog), rq_width(prog)
-    if prog.cap.weight_cache:  # one ROM of every PE's words side by side (rtl/top.py)
-        files[RQ_IMAGE] = hex_image([sum(w << (p * width) for p, w in enumerate(row)) for row in zip(*per_pe)],
-                                    prog.pe * width)
-    else:
         for p, words in enumerate(per_pe):
             files[rq_image(p)] = hex_image(words, width)
     return files
