@@ -14,8 +14,9 @@ from hwgen.compile.lower import UnsupportedError, predicted_cycles
 from hwgen.compile.roms import pe_roms, schedule_rom
 from hwgen.compile.dram import dram_image, read_words, stream_cycles
 from hwgen.compile.units import dma_programs, unit_beats, units, word_beats
-from hwgen.contract.hardware import (READS_IMAGE, WEIGHTS_IMAGE, WRITES_IMAGE, entry_beats, pe_rom_width,
-                                     read_command_layout, schedule_layout, step_beats, widths, write_command_layout)
+from hwgen.contract.hardware import pe_rom_width, schedule_layout, widths
+from hwgen.contract.dram_layout import (READS_IMAGE, WEIGHTS_IMAGE, WRITES_IMAGE, entry_beats, read_command_layout,
+                                        step_beats, write_command_layout)
 from hwgen.frontends import zoo
 from hwgen.frontends.synthetic import NetBuilder
 from hwgen.sim.stream import random_images, simulate
@@ -99,7 +100,8 @@ def test_a_layer_larger_than_half_the_cache_runs_in_passes(net):
         assert u.layer.n_steps <= 100
     for i, l in enumerate(prog.layers):
         mine = [u for u in us if u.index == i]
-        assert [u.first_local * prog.pe for u in mine] == list(np.cumsum([0] + [u.layer.out_shape[0] for u in mine[:-1]]))
+        firsts = np.cumsum([0] + [u.layer.out_shape[0] for u in mine[:-1]])
+        assert [u.first_local * prog.pe for u in mine] == list(firsts)
         assert sum(u.layer.out_shape[0] for u in mine) == l.out_shape[0] and [u.last for u in mine][-1]
     assert any(prog.layers[u.index].res_buf is not None for u in us if not u.last)  # a residual layer split
     with pytest.raises(UnsupportedError, match="16 of its output channels take 90 steps, more than half the weight "
@@ -246,7 +248,8 @@ def test_band_faults_are_caught_and_localised(net, band_build, tmp_path, fault):
         k = next(i for i, r in enumerate(dma.reads) if not r.to_cache and prog.layers[us[r.unit].index].kind == "conv"
                  and us[r.unit].index > 0 and r.beats > word_beats(prog))
         layer = prog.layers[us[dma.reads[k].unit].index]
-        change = lambda w: w + ((word_beats(prog) * prog.cap.dram_data_bits // 8) << layout["addr"].offset)  # noqa: E731
+        word_bytes = word_beats(prog) * prog.cap.dram_data_bits // 8
+        change = lambda w: w + (word_bytes << layout["addr"].offset)  # noqa: E731
     else:
         layout, image = write_command_layout(prog, wd), WRITES_IMAGE
         k = len(dma.writes) // 2

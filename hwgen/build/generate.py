@@ -14,10 +14,11 @@ from ..compile.lower import Program, layer_cycles, lower, predicted_cycles, util
 from ..compile.roms import descriptor_words, net_word, pe_roms, rq_roms, schedule_rom
 from ..compile.dram import MODEL_LATENCY, dram_image, read_words, stream_capacity, stream_cycles, write_words
 from ..compile.units import dma_programs, dram_map, units, word_beats
-from ..contract.hardware import (DESC_IMAGE, NET_IMAGE, PE_ROM_READ, READS_IMAGE, RQ_IMAGE, SCHED_IMAGE,
-                                 SCHED_ROM_READ, WEIGHT_WAIT_CYCLES, WEIGHTS_IMAGE, WRITES_IMAGE, Capacity,
-                                 descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, read_command_layout,
-                                 rq_image, rq_width, schedule_layout, widths, write_command_layout)
+from ..contract.hardware import (DESC_IMAGE, NET_IMAGE, PE_ROM_READ, SCHED_IMAGE, SCHED_ROM_READ, Capacity,
+                                 descriptor_layout, hex_image, net_layout, pe_image, pe_rom_width, rq_image, rq_width,
+                                 schedule_layout, widths)
+from ..contract.dram_layout import (READS_IMAGE, RQ_IMAGE, WEIGHTS_IMAGE, WEIGHT_WAIT_CYCLES, WRITES_IMAGE,
+                                    read_command_layout, write_command_layout)
 from ..contract.ir import Model
 from ..rtl.extmem import MEM_VERILOG
 from ..rtl.top import Top

@@ -91,7 +91,8 @@ def _dram_lines(manifest: dict, clock_mhz: float = 100.0) -> list[str]:
              f"{compute:,} with everything on chip (**{total / compute:.3f}x**), {clock_mhz * 1e6 / total:,.1f} "
              f"images/s at {clock_mhz:g} MHz",
              "", "(compute cycles: the layer whole, then its passes and bands, if DRAM never kept them waiting)", "",
-             "| layer | compute cycles | in units | DRAM beats | cycles with DRAM | bound |", "|---|---|---|---|---|---|"]
+             "| layer | compute cycles | in units | DRAM beats | cycles with DRAM | bound |",
+             "|---|---|---|---|---|---|"]
     for entry, beats in zip(manifest["layers"], dram["layer_beats"]):
         # transfers overlap the neighbouring units; DRAM bounds a layer whose units wait for them
         bound = "memory" if entry["cycles"] > entry["unit_cycles"] else "compute"

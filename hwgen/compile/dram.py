@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..contract.hardware import (FETCH_ISSUE_CYCLES, FETCH_LAND_CYCLES, FETCH_SETUP_CYCLES, LAYER_SETUP_CYCLES,
-                                 WEIGHT_WAIT_CYCLES, WRITE_FIRST_BEAT_CYCLES, WRITE_DONE_CYCLES, Capacity,
-                                 entry_beats, packer, pe_rom_width, read_command_layout, step_beats, step_word_layout,
-                                 widths, write_command_layout)
+from ..contract.hardware import LAYER_SETUP_CYCLES, Capacity, packer, pe_rom_width, widths
+from ..contract.dram_layout import (FETCH_ISSUE_CYCLES, FETCH_LAND_CYCLES, FETCH_SETUP_CYCLES, WEIGHT_WAIT_CYCLES,
+                                    WRITE_DONE_CYCLES, WRITE_FIRST_BEAT_CYCLES, entry_beats, read_command_layout,
+                                    step_beats, step_word_layout, write_command_layout)
 from .lower import Program, UnsupportedError, layer_cycles
 from .roms import pe_roms, schedule_rom
 from .units import BAND_BUFFERS, dma_programs, units, word_beats

@@ -12,12 +12,12 @@ instantiates (``onchip_memories``): their bits by default, or a part's block RAM
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
-from ..contract.hardware import (AXI_OUTSTANDING, DESC_ROM_READ, PE_ROM_READ, SCHED_ROM_READ, descriptor_layout, hardware,
-                                 net_layout, pe_rom_width, read_command_layout, rom_layout, rq_width,
-                                 schedule_layout, widths, write_command_layout)
+from ..contract.hardware import (DESC_ROM_READ, PE_ROM_READ, SCHED_ROM_READ, descriptor_layout, hardware, net_layout,
+                                 pe_rom_width, rom_layout, rq_width, schedule_layout, widths)
+from ..contract.dram_layout import AXI_OUTSTANDING, read_command_layout, write_command_layout
 from ..contract.ir import Model
 from .dram import stream_capacity, stream_cycles
 from .lower import Program, UnsupportedError, lower, predicted_cycles
@@ -88,6 +88,7 @@ class Candidate:
     cost: int | None  # in the budget's unit; None: not lowered
     cycles: int | None  # None: it does not fit the budget, or cannot run this network
     why: str = ""
+    prog: Program | None = field(default=None, repr=False, compare=False)  # the lowering, when there was one
 
     @property
     def total_bits(self) -> int:
@@ -151,7 +152,7 @@ def plan(model: Model, pe: int, lanes: int, tile: int, budget: int, pe_kind: str
         raise PlanError(f"no memory plan fits {budget:,} {unit} on chip: "
                         + "; ".join(f"{c.weights}/{c.maps} cache {c.weight_cache}: {c.why}" for c in candidates[:4]))
     chosen = min(fitting, key=lambda c: (c.cycles, c.cost))
-    return MemoryPlan(budget, _public(chosen), tuple(_public(c) for c in candidates), predicted_cycles(own))
+    return MemoryPlan(budget, chosen, tuple(candidates), predicted_cycles(own))
 
 
 def _largest_bands(fixed: list[Memory], budget: int, cost: Cost, word: int, lanes: int, ratio: int,
@@ -172,11 +173,6 @@ def _largest_bands(fixed: list[Memory], budget: int, cost: Cost, word: int, lane
     return lo
 
 
-@dataclass(frozen=True)
-class _Lowered(Candidate):
-    prog: Program | None = None
-
-
 def _evaluate(own, weights, maps, cache, words, out_words, budget, cost, unit, lowered) -> Candidate:
     try:
         prog = lowered()
@@ -185,11 +181,6 @@ def _evaluate(own, weights, maps, cache, words, out_words, budget, cost, unit, l
         return Candidate(weights, maps, cache, words, out_words, {}, None, None, str(e))
     bits, spent = onchip_bits(prog), cost(mems)
     if spent > budget:
-        return _Lowered(weights, maps, cache, words, out_words, bits, spent, None, f"needs {spent:,} {unit}", prog)
+        return Candidate(weights, maps, cache, words, out_words, bits, spent, None, f"needs {spent:,} {unit}", prog)
     cycles = sum(stream_cycles(prog)) if weights == "dram" else predicted_cycles(prog)
-    return _Lowered(weights, maps, cache, words, out_words, bits, spent, cycles, "", prog)
-
-
-def _public(c: Candidate) -> Candidate:
-    return Candidate(c.weights, c.maps, c.weight_cache, c.band_words, c.out_band_words, c.onchip_bits, c.cost,
-                     c.cycles, c.why)
+    return Candidate(weights, maps, cache, words, out_words, bits, spent, cycles, "", prog)

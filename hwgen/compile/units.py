@@ -22,7 +22,8 @@ import functools
 from dataclasses import dataclass, replace
 
 from ..contract import mapping
-from ..contract.hardware import entry_beats, step_beats, widths
+from ..contract.hardware import widths
+from ..contract.dram_layout import entry_beats, step_beats
 from .lower import RESULT_BUF, HwLayer, Program, UnsupportedError, _schedule
 
 # the band buffers: input rows, residual rows and output rows, two of each (band b uses b % 2)
@@ -153,8 +154,13 @@ def _bands(prog: Program, l: HwLayer) -> list[tuple[int, int, int, int]]:
     lanes = prog.lanes
     c_in, _, w_in = l.in_shape
     c_out, h_out, w_out = l.out_shape
-    in_words = lambda oy0, oy1: mapping.num_blocks(c_in, lanes) * (lambda r: r[1] - r[0])(input_rows(l, oy0, oy1)) * w_in  # noqa: E731
-    out_words = lambda rows: mapping.num_blocks(c_out, lanes) * rows * w_out  # noqa: E731
+
+    def in_words(oy0, oy1):
+        r0, r1 = input_rows(l, oy0, oy1)
+        return mapping.num_blocks(c_in, lanes) * (r1 - r0) * w_in
+
+    def out_words(rows):
+        return mapping.num_blocks(c_out, lanes) * rows * w_out
     out, oy0 = [], 0
     while oy0 < h_out:
         oy1 = oy0
@@ -210,7 +216,7 @@ def dram_map(prog: Program) -> DramMap:
         word_bytes = word_beats(prog) * beat_bytes
         for name, shape in [("input", prog.input_shape)] + [(l.name, l.out_shape) for l in prog.layers[:-1]]:
             maps[name] = at
-            at += mapping.num_blocks(shape[0], prog.lanes) * shape[1] * shape[2] * word_bytes
+            at += _map_word(shape, mapping.num_blocks(shape[0], prog.lanes), 0) * word_bytes
     if at > 1 << prog.cap.dram_addr_bits:
         raise UnsupportedError(f"the DRAM image and maps take {at:,} bytes, more than the "
                                f"{prog.cap.dram_addr_bits}-bit address space ({1 << prog.cap.dram_addr_bits:,})")
@@ -250,26 +256,26 @@ def dma_programs(prog: Program) -> Programs:
             full = prog.layers[u.index]
             src, res = sources[u.index]
             # (the input's blocks lie ``pitch`` rows apart in its buffer, the residual's as the output's)
-            for name, rows, pitch, buf, shape in [(src, (band.r0, band.r1), band.pitch, u.layer.in_buf, full.in_shape)] + (
-                    [] if res is None else [(res, (band.oy0, band.oy1), band.oy1 - band.oy0, u.layer.res_buf,
-                                             full.out_shape)]):
-                done = 0 if name == "input" else next(n for oy1, n in rows_written[name] if oy1 >= rows[1])
-                c, h, w = shape
-                n_rows = rows[1] - rows[0]
-                for j in range(mapping.num_blocks(c, prog.lanes)):
-                    reads.append(ReadCommand(where.maps[name] + (j * h + rows[0]) * w * word_bytes,
-                                             n_rows * w * per_word, False, buf, j * pitch * w, False, free, done, k))
+            loads = [(src, (band.r0, band.r1), band.pitch, u.layer.in_buf, full.in_shape)]
+            if res is not None:
+                loads.append((res, (band.oy0, band.oy1), band.oy1 - band.oy0, u.layer.res_buf, full.out_shape))
+            for name, (r0, r1), pitch, buf, shape in loads:
+                done = 0 if name == "input" else next(n for oy1, n in rows_written[name] if oy1 >= r1)
+                w = shape[2]
+                for j in range(mapping.num_blocks(shape[0], prog.lanes)):
+                    reads.append(ReadCommand(where.maps[name] + _map_word(shape, j, r0) * word_bytes,
+                                             (r1 - r0) * w * per_word, False, buf, j * pitch * w, False, free, done, k))
         wait_r.append(len(reads))
         wait_w.append(band_writes.get(band.number - 2, 0) if band is not None else 0)
         if band is not None and u.band_last:
             band_last_unit[band.number] = k
             full = prog.layers[u.index]
             if full.out_buf != RESULT_BUF:
-                c, h, w = full.out_shape
+                c, _, w = full.out_shape
                 n_rows = band.oy1 - band.oy0
                 for j in range(mapping.num_blocks(c, prog.lanes)):
-                    writes.append(WriteCommand(where.maps[full.name] + (j * h + band.oy0) * w * word_bytes,
-                                               n_rows * w, u.layer.out_buf, j * n_rows * w, k + 1))
+                    writes.append(WriteCommand(where.maps[full.name] + _map_word(full.out_shape, j, band.oy0)
+                                               * word_bytes, n_rows * w, u.layer.out_buf, j * n_rows * w, k + 1))
                 rows_written.setdefault(full.name, []).append((band.oy1, len(writes)))
             band_writes[band.number] = len(writes)
     for what, have, need in (("read_commands", prog.cap.read_commands, len(reads)),
@@ -277,6 +283,13 @@ def dma_programs(prog: Program) -> Programs:
         if need > have:
             raise UnsupportedError(f"capacity {what} must be at least {need} for this network, found {have}")
     return Programs(tuple(reads), tuple(writes), tuple(wait_r), tuple(wait_w))
+
+
+def _map_word(shape: tuple[int, int, int], block: int, row: int) -> int:
+    """The word of a map in DRAM (of ``shape``, in the on-chip layout: channel block, row, column) where
+    ``row`` of ``block`` starts; ``block`` = the map's blocks gives its size in words."""
+    _, h, w = shape
+    return (block * h + row) * w
 
 
 def _map_names(prog: Program) -> list[tuple[str, str | None]]:

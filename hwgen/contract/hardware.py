@@ -8,6 +8,8 @@ ROM images (``compile/roms.py``, ``build/generate.py``) and the side that reads 
   reads the same layout through a ``data.View`` of the ROM's data.
 - The ROM image names and read latencies, the images' bank layout (``rom_layout``, ``hex_image``), the
   pipeline stage depths, the controller's cycles per layer and tile, and the width of a PE's sum.
+- The sizes of the memory tier (``Capacity.weight_cache``, ``band_words``, ...); its words and timings are
+  in ``contract/dram_layout.py``.
 
 Only Amaranth and ``encoding`` are imported here (no lowering, no torch): ``rtl/`` imports nothing else of
 hwgen (tests/test_layering.py).
@@ -219,11 +221,16 @@ def requant_layout(source) -> data.StructLayout:
                               "shift": unsigned(cap.shift_bits)})
 
 
+def count_shape(n: int) -> Shape:
+    """The shape of a count from 0 to ``n``."""
+    return unsigned(max(1, n.bit_length()))
+
+
 def descriptor_layout(source, wd: Widths) -> data.StructLayout:
     """One descriptor per layer, read by the controller (rtl/controller.py) and filled by
     ``roms.descriptors``."""
     hw = hardware(source)
-    count = lambda n: unsigned(max(1, n.bit_length()))
+    count = count_shape
     buf = unsigned(max(1, (hw.cap.n_bufs - 1).bit_length()))
     return data.StructLayout({
         "in_buf": buf, "out_buf": buf, "to_result": 1, "has_res": 1, "res_buf": buf, "res_signed": 1,
@@ -243,8 +250,8 @@ def descriptor_layout(source, wd: Widths) -> data.StructLayout:
         # and it starts once ``wait_r`` read and ``wait_w`` write commands are complete (compile/units.py)
         # (out_step apart: a band of the last layer writes its rows into the result memory of the whole map)
         **({"out_base": unsigned(wd.addr + 1), "out_step": unsigned(wd.addr + 1), "last_pass": 1,
-            "wait_r": _count(hw.cap.read_commands),
-            "wait_w": _count(hw.cap.write_commands)} if hw.cap.weight_cache else {}),
+            "wait_r": count_shape(hw.cap.read_commands),
+            "wait_w": count_shape(hw.cap.write_commands)} if hw.cap.weight_cache else {}),
     })
 
 
@@ -257,63 +264,6 @@ def net_layout(source) -> data.StructLayout:
                                   "out_pix": range(cap.res_depth + 1), "in_addr": unsigned(cap.dram_addr_bits)})
     return data.StructLayout({"in_beats": range(cap.buf_depth + 1), "out_c": range(cap.locals * hw.pe + 1),
                               "out_pix": range(cap.res_depth + 1)})
-
-
-def step_word_layout(source, wd: Widths) -> data.StructLayout:
-    """One step as it lies in DRAM when the weights stream (``Capacity.weight_cache``): its schedule entry, then
-    one PE word per PE. A fixed-pattern layer's steps hold the entry alone (``entry_beats``)."""
-    hw = hardware(source)
-    return data.StructLayout({"entry": schedule_layout(wd),
-                              "pe": data.ArrayLayout(pe_word_layout(hw, wd), hw.pe)})
-
-
-def step_beats(source, wd: Widths) -> int:
-    """DRAM beats of one step word: each starts on a beat, the lowest bits in the first beat."""
-    return -(-step_word_layout(source, wd).size // hardware(source).cap.dram_data_bits)
-
-
-def entry_beats(source, wd: Widths) -> int:
-    """DRAM beats of a fixed-pattern layer's step: the schedule entry alone."""
-    return -(-schedule_layout(wd).size // hardware(source).cap.dram_data_bits)
-
-
-def map_word_beats(source) -> int:
-    """DRAM beats of one map word (``lanes`` activations), when the maps go through DRAM."""
-    hw = hardware(source)
-    return -(-hw.lanes * hw.cap.act_bits // hw.cap.dram_data_bits)
-
-
-def _count(n: int) -> Shape:
-    return unsigned(max(1, n.bit_length()))
-
-
-def _buffer_index(hw: Hardware) -> Shape:
-    return unsigned(max(1, (hw.cap.n_bufs - 1).bit_length()))
-
-
-def read_command_layout(source, wd: Widths) -> data.StructLayout:
-    """One word of ``READS_IMAGE``: a read of ``beats`` from DRAM byte address ``addr`` into the weight cache
-    (step words, or schedule entries alone) or into buffer ``buf``, from word ``waddr`` on. It starts once
-    ``wait_u`` units have ended and ``wait_w`` write commands are complete (compile/units.py); ``end``: the
-    program's last."""
-    hw = hardware(source)
-    cap = hw.cap
-    beats = max(cap.weight_cache * step_beats(hw, wd), (cap.buf_depth if cap.band_words else 0) * map_word_beats(hw))
-    return data.StructLayout({
-        "addr": unsigned(cap.dram_addr_bits), "beats": _count(beats), "to_cache": 1, "buf": _buffer_index(hw),
-        "waddr": unsigned(max(addr_width(2 * cap.weight_cache), addr_width(cap.buf_depth))), "entry_only": 1,
-        "wait_u": _count(cap.layers), "wait_w": _count(cap.write_commands), "end": 1})
-
-
-def write_command_layout(source, wd: Widths) -> data.StructLayout:
-    """One word of ``WRITES_IMAGE``: ``words`` map words from buffer ``buf``, word ``raddr`` on, to DRAM byte
-    address ``addr``, once ``after`` units have ended; ``end``: the program's last."""
-    hw = hardware(source)
-    cap = hw.cap
-    return data.StructLayout({
-        "addr": unsigned(cap.dram_addr_bits), "words": _count(cap.buf_depth),
-        "buf": _buffer_index(hw), "raddr": unsigned(addr_width(cap.buf_depth)), "after": _count(cap.layers),
-        "end": 1})
 
 
 def pe_rom_width(source, wd: Widths) -> int:
@@ -384,16 +334,10 @@ def _packer(shape, name: str) -> Callable[[Any], int]:
 SCHED_IMAGE = "sched.hex"
 DESC_IMAGE = "desc.hex"
 NET_IMAGE = "net.hex"
-READS_IMAGE = "reads.hex"  # when the weights stream: the read program (read_command_layout)
-WRITES_IMAGE = "writes.hex"  # with maps in DRAM: the write program (write_command_layout)
-WEIGHTS_IMAGE = "weights.hex"  # and the DRAM image of the step words: one beat per line from address 0
 
 
 def pe_image(p: int) -> str:
     return f"pe{p}.hex"
-
-
-RQ_IMAGE = "rq.hex"  # with streamed weights: every PE's requant words side by side in one ROM, PE 0 lowest
 
 
 def rq_image(p: int) -> str:
@@ -405,7 +349,7 @@ def rq_image(p: int) -> str:
 SCHED_ROM_READ = 2
 PE_ROM_READ = 2
 DESC_ROM_READ = 1
-DMA_ROM_READ = 1
+BUFFER_READ = 2  # activation (and band) buffers: block RAM read, then a register right at its output
 
 # Pipeline depths in cycles after the controller issues (rtl/top.py adds them up from its stages):
 COMPUTE_WRITE_STAGE = 9  # a compute issue's sum is written into its accumulator entry
@@ -423,20 +367,6 @@ LAYER_SETUP_CYCLES = DESC_ROM_READ + 1  # the DESC states: the descriptor ROM re
 TILE_SETUP_CYCLES = 1  # TILE: the tile's step and pixel counters are loaded
 HANDOFF_CYCLES = 1  # HANDOFF: the bank goes to the drain machine (when that is free)
 LAYER_END_CYCLES = 1  # LAYER_END: the cycle that sees the last drain's writes landed
-# With streamed weights (rtl/dma.py), the compute machine waits after the descriptor until the read and write
-# commands it names are complete (at least one cycle), and the read engine per command: reads its command
-# word, then issues the read once what it waits for holds; the last beat's word is written the cycle after it
-# arrives, and the command counts as complete the cycle after that. compile/dram.py adds these up.
-AXI_OUTSTANDING = 4  # bursts an AXI4 master (rtl/axi.py) keeps in flight
-WEIGHT_WAIT_CYCLES = 1
-FETCH_SETUP_CYCLES = DMA_ROM_READ + 1
-FETCH_ISSUE_CYCLES = 1  # the read command is taken; the splitter's first burst goes out the next cycle
-FETCH_LAND_CYCLES = 2
-# The write engine per command: reads its word, issues the write once the unit it waits for has ended (cycle
-# c), reads the first buffer word in c + 1 (``BUFFER_READ``), holds it at c + 4 and sends its first beat in
-# c + 5, one beat per cycle after; the command is complete two cycles after the last burst's response.
-WRITE_FIRST_BEAT_CYCLES = 5
-WRITE_DONE_CYCLES = 2
 
 # ---------------------------------------------------------------- the images' bank layout
 

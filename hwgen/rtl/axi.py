@@ -13,7 +13,7 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract.hardware import AXI_OUTSTANDING
+from ..contract.dram_layout import AXI_OUTSTANDING
 
 MAX_BURST = 256  # beats of one AXI4 INCR burst
 BOUNDARY = 4096  # bytes: an AXI4 burst may not cross it
@@ -185,7 +185,8 @@ class DmaPair(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.reader, m.submodules.writer = self.reader, self.writer
-        for outer, inner in [(self.rcmd, self.reader.cmd), (self.wcmd, self.writer.cmd), (self.wdata, self.writer.data)]:
+        for outer, inner in [(self.rcmd, self.reader.cmd), (self.wcmd, self.writer.cmd),
+                             (self.wdata, self.writer.data)]:
             wiring.connect(m, wiring.flipped(outer), inner)
         wiring.connect(m, self.reader.data, wiring.flipped(self.rdata))
         for dma in (self.reader, self.writer):

@@ -15,14 +15,13 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract.hardware import (DMA_ROM_READ, READS_IMAGE, WRITES_IMAGE, Hardware, addr_width, entry_beats,
-                                 hardware, map_word_beats, pe_word_layout, read_command_layout, schedule_layout,
-                                 step_beats, step_word_layout, widths, write_command_layout)
+from ..contract.hardware import BUFFER_READ, Hardware, addr_width, hardware, pe_word_layout, schedule_layout, widths
+from ..contract.dram_layout import (DMA_ROM_READ, READS_IMAGE, WRITES_IMAGE, entry_beats, map_word_beats,
+                                    read_command_layout, step_beats, step_word_layout, write_command_layout)
 from .axi import AxiReader, AxiWriter, read_bus, write_bus
 from .delay import delayed
 from .extmem import ImageROM
 
-BUFFER_READ = 2  # band buffers are read as the activation buffers are (rtl/top.py)
 
 
 def _times(value, k: int):
@@ -76,7 +75,8 @@ class ReadEngine(wiring.Component):
         step = data.View(step_word_layout(hw, wd), assembled[:step_word_layout(hw, wd).size])
         m.d.comb += [self.waddr.eq(write_at), self.entry.eq(step.entry), self.pe.eq(step.pe),
                      self.entry_we.eq(write & cmd.to_cache), self.pe_we.eq(write & cmd.to_cache & ~cmd.entry_only),
-                     self.buf.eq(cmd.buf), self.buf_waddr.eq(write_at), self.buf_wdata.eq(assembled[:len(self.buf_wdata)]),
+                     self.buf.eq(cmd.buf), self.buf_waddr.eq(write_at),
+                     self.buf_wdata.eq(assembled[:len(self.buf_wdata)]),
                      self.buf_we.eq(write & ~cmd.to_cache)]
         m.d.sync += write.eq(0)
         word_beats = Mux(cmd.to_cache, Mux(cmd.entry_only, entry_only, full), map_beats)
@@ -209,7 +209,8 @@ class WriteEngine(wiring.Component):
                 m.next = "ISSUE"
             with m.State("ISSUE"):  # once the unit that wrote the buffer has ended
                 m.d.comb += [writer.cmd.valid.eq(self.units_done >= cmd.after),
-                             writer.cmd.payload.addr.eq(cmd.addr), writer.cmd.payload.beats.eq(_times(cmd.words, per_word))]
+                             writer.cmd.payload.addr.eq(cmd.addr),
+                             writer.cmd.payload.beats.eq(_times(cmd.words, per_word))]
                 with m.If(writer.cmd.valid & writer.cmd.ready):
                     m.d.sync += [raddr.eq(cmd.raddr), to_read.eq(cmd.words)]
                     m.next = "SEND"

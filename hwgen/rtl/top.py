@@ -19,9 +19,10 @@ from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..contract.hardware import (COMPUTE_WRITE_STAGE, CYCLE_COUNTER_BITS, DRAIN_READ_STAGE, DRAIN_WRITE_STAGE,
-                                 NET_IMAGE, PE_ROM_READ, Hardware, hardware, net_layout, pe_image, pe_word_layout,
-                                 requant_layout, RQ_IMAGE, rq_image)
+from ..contract.hardware import (BUFFER_READ, COMPUTE_WRITE_STAGE, CYCLE_COUNTER_BITS, DRAIN_READ_STAGE,
+                                 DRAIN_WRITE_STAGE, NET_IMAGE, PE_ROM_READ, Hardware, hardware, net_layout, pe_image,
+                                 pe_word_layout, requant_layout, rq_image)
+from ..contract.dram_layout import RQ_IMAGE
 from ..contract.encoding import WEIGHT_BITS, lane_weights
 from .array import COMPUTE_LATENCY, DRAIN_LATENCY, PEArray
 from .controller import ADDRESS_LATENCY, Controller
@@ -30,7 +31,6 @@ from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
 from .dma import attach_band_buffers, attach_dram, dram_bus
 from .extmem import CacheRAM, ImageROM, LaneRAM
 
-BUFFER_READ = 2  # activation buffers: block RAM read, then a register right at its output
 ARRAY_INPUT = ADDRESS_LATENCY + BUFFER_READ  # the word, selected and masked, goes straight in
 assert ARRAY_INPUT + COMPUTE_LATENCY == COMPUTE_WRITE_STAGE
 assert DRAIN_LATENCY - 1 == DRAIN_READ_STAGE  # the array registers the address, then reads
@@ -41,9 +41,14 @@ RES_LANE_STAGE = RES_READ_STAGE + BUFFER_READ + 1
 
 
 class _Slice(NamedTuple):
-    """One PE's view of the shared weight cache: its address, and its word of the data."""
+    """One PE's view of a memory shared by all PEs: its address, and its word of the data."""
     addr: Value
     data: Value
+
+
+def _slices(mem, width: int, n: int) -> list[_Slice]:
+    """``n`` views of a memory of ``n`` words of ``width`` side by side: PE p's is word p."""
+    return [_Slice(mem.addr, mem.data[p * width:(p + 1) * width]) for p in range(n)]
 
 
 def select(m: Module, index, choices: list, name: str) -> Signal:
@@ -92,16 +97,15 @@ class Top(wiring.Component):
         array = m.submodules.array = PEArray(N, L, B, cap.acc_bits, cap.locals, hw.tile, hw.pe_kind)
         streamed = bool(cap.weight_cache)
         reads = writes = None
-        if streamed:  # the PE words come from the weight cache, which the read engine fills: one memory for all
-            # PEs, as their ROMs share an address anyway, so that its width packs into the block RAMs' 36 bits
+        if streamed:
+            # The PE words come from the weight cache, which the read engine fills, and the requant words from
+            # one ROM: each a single memory for all PEs (they share an address anyway), so that its width
+            # packs into the block RAMs' 36 bits. Each PE reads its slice.
             pe_cache = m.submodules.pe_cache = CacheRAM(N * pe_word.size, cap.pe_steps, PE_ROM_READ)
-            pe_roms = [_Slice(pe_cache.addr, pe_cache.data[p * pe_word.size:(p + 1) * pe_word.size]) for p in range(N)]
+            rq_rom = m.submodules.rq_rom = ImageROM(N * rq_word.size, cap.rq_words, RQ_IMAGE)
+            pe_roms, rq_roms = _slices(pe_cache, pe_word.size, N), _slices(rq_rom, rq_word.size, N)
         else:
             pe_roms = [ImageROM(pe_word.size, cap.pe_steps, pe_image(p), PE_ROM_READ) for p in range(N)]
-        if streamed:  # one requant ROM for all PEs, as for the PE words: its width packs into block RAMs
-            rq_rom = m.submodules.rq_rom = ImageROM(N * rq_word.size, cap.rq_words, RQ_IMAGE)
-            rq_roms = [_Slice(rq_rom.addr, rq_rom.data[p * rq_word.size:(p + 1) * rq_word.size]) for p in range(N)]
-        else:
             rq_roms = [ImageROM(rq_word.size, cap.rq_words, rq_image(p)) for p in range(N)]
         net_rom = m.submodules.net_rom = ImageROM(net_layout(hw).size, 1, NET_IMAGE)
         net = data.View(net_layout(hw), net_rom.data)  # constant after the first clock edge

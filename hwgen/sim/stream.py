@@ -12,7 +12,8 @@ import numpy as np
 from ..contract import encoding, reference
 from ..build.generate import VERILOG_FILES
 from ..contract.encoding import unpack_lanes
-from ..contract.hardware import WEIGHTS_IMAGE, Hardware
+from ..contract.hardware import Hardware
+from ..contract.dram_layout import WEIGHTS_IMAGE
 from ..contract.ir import Model, value_range
 from ..contract.mapping import num_blocks
 from ..rtl.extmem import RAM_MODULE
