@@ -5,10 +5,10 @@ DMA programs as ROM words, and its cycles.
   with more steps runs in passes) and, with the feature maps in DRAM, band buffers of ``band_words`` words.
 - ``dram_image``: every unit's step words (``compile/units.py``) from address 0, each step on whole beats;
   a fixed-pattern layer's steps hold the schedule entry alone (its weights are generated).
-- ``read_words`` and ``write_words``: the DMA programs (``contract.read_command_layout``, ``write_command_layout``).
+- ``read_words`` and ``write_words``: the DMA programs (``contract.dram_layout``).
 - ``stream_cycles``: busy cycles of one image against a memory of fixed latency and full bandwidth (the
   simulation's deterministic DRAM), unit by unit and command by command, from the constants of
-  ``contract.hardware`` and the engines' states (rtl/dma.py, rtl/controller.py). Simulation checks it exactly.
+  ``contract.dram_layout`` and the engines' states (rtl/dma.py, rtl/controller.py). Simulation checks it exactly.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def stream_capacity(prog: Program, weight_cache: int | None = None, band_words: 
 
 
 def dram_image(prog: Program) -> list[int]:
-    """The beats of every unit's step words, from DRAM address 0 (``contract.step_word_layout``)."""
+    """The beats of every unit's step words, from DRAM address 0 (``contract.dram_layout.step_word_layout``)."""
     wd = widths(prog)
     width = prog.cap.dram_data_bits
     layout = step_word_layout(prog, wd)

@@ -4,7 +4,7 @@ complete (``reads_done``) and write commands complete (``writes_done``). compile
 programs and compile/dram.py models their cycles.
 
 - ``ReadEngine``: per command, ``beats`` from DRAM into the weight cache (step words, or a fixed-pattern
-  layer's schedule entries alone: ``contract.step_word_layout``) or into a band buffer (map words); each word
+  layer's schedule entries alone: ``contract.dram_layout``) or into a band buffer (map words); each word
   is written the cycle after its last beat.
 - ``WriteEngine``: per command, words of a band buffer to DRAM; a command is complete when every burst's
   write response has come back. Before an image it also writes the input stream into DRAM (``load_*``).
