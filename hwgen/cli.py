@@ -215,6 +215,7 @@ def run(args) -> int:
             f"group density {PAPER_GROUP_DENSITY}, the density of the paper's ResNet-18. The hardware, cycles and "
             f"memory sizes are those of a trained model of this shape; its outputs are not meaningful. "
             f"Pass `--ir FILE` for trained weights.")
+    outdir.check(out, outdir.HWGEN)  # before the memory plan, which may take a while (build checks again)
     man = build(model, build_config(args, model), out, note,
                 compare_unbalanced=args.ir is None)
     print(f"built {model.name}{synthetic} for {args.pe} PEs x {args.lanes} lanes in "

@@ -234,3 +234,14 @@ def test_dram_options_refused_in_one_line(saved, tmp_path, args, fragment):
     out = tmp_path / "out"
     res = _hwgen(*args, "--ir", saved, "--pe", "4", "--out", out, cwd=tmp_path)
     _assert_refused(res, out, fragment)
+
+
+def test_a_user_folder_is_refused_before_the_memory_plan(saved, tmp_path):
+    """--onchip-kbits plans for seconds to minutes: a folder hwgen did not write is refused first."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    res = _hwgen("build", "--ir", saved, "--pe", "4", "--onchip-kbits", "1000", "--out", out, cwd=tmp_path)
+    assert res.returncode == 2 and "found a folder hwgen did not write" in res.stderr, res.stderr
+    assert "planning" not in res.stdout and [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "keep me"
