@@ -102,7 +102,13 @@ def parser() -> argparse.ArgumentParser:
                    "pyserial URL (socket://host:port)")
     h.add_argument("--images", type=Path, required=True, help=".npy of integer images [K, C, H, W]")
     h.add_argument("--count", type=_positive, help="send only the first COUNT images")
-    h.add_argument("--baud", type=int, default=115200, help="UART baud rate of the bitstream (default 115200)")
+    h.add_argument("--board", choices=sorted(flow.BOARDS), help="the board the bitstream was built for with "
+                   "`hwgen synth --board`: its default baud rate, and the same memory plan for a design too "
+                   "large for its chip")
+    h.add_argument("--baud", type=int, help="UART baud rate of the bitstream (default: hwgen synth's for --board, "
+                   "3000000 on the ULX3S; else 115200)")
+    h.add_argument("--clock-mhz", type=float, default=100.0, help="accelerator clock of the bitstream, for the "
+                   "compute time against the link time (default 100)")
     h.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
     r = verbs.add_parser("report", help="render DIR/report.html (plots) from a build folder's manifest.json, "
                          "and sim_result.json / synth_report.json when present")
@@ -121,17 +127,30 @@ def build_config(args, model: ir.Model) -> BuildConfig:
                        weight_cache=args.weight_cache, band_words=args.band_words if args.maps == "dram" else 0)
 
 
-def _planned(args, model: ir.Model) -> BuildConfig:
-    """The configuration of the memory planner's choice within ``--onchip-kbits``."""
-    from .compile.memplan import PlanError, plan
+def _chosen_by_hand(args) -> list[str]:
+    return [flag for flag, given in (("--weights", args.weights != "rom"), ("--maps", args.maps != "chip"),
+                                     ("--weight-cache", args.weight_cache is not None)) if given]
 
-    chosen_by_hand = [flag for flag, given in (("--weights", args.weights != "rom"), ("--maps", args.maps != "chip"),
-                                               ("--weight-cache", args.weight_cache is not None)) if given]
-    if chosen_by_hand:
-        raise UsageError(f"--onchip-kbits plans the memories itself: drop {', '.join(chosen_by_hand)}")
-    print(f"planning the memories within {args.onchip_kbits:,} kbit on chip", flush=True)
+
+def _planned(args, model: ir.Model, part=None, blocks: int = 0) -> BuildConfig:
+    """The configuration of the memory planner's choice within ``--onchip-kbits``, or within ``blocks``
+    block RAMs of ``part`` (``hwgen synth`` of a design too large for it)."""
+    from .compile.memplan import PlanError, plan
+    from .fpga.fit import Mem, bram_blocks
+
+    if _chosen_by_hand(args):
+        raise UsageError(f"--onchip-kbits plans the memories itself: drop {', '.join(_chosen_by_hand(args))}")
+    if part is None:
+        budget, unit, extra = args.onchip_kbits * 1000, "bits", {}
+        print(f"planning the memories within {args.onchip_kbits:,} kbit on chip", flush=True)
+    else:
+        budget, unit, extra = blocks, part.family.bels["bram"], {"maps_with_weights": True}
+        extra["cost"] = lambda mems: sum(bram_blocks(Mem(m.kind, m.width, m.depth, m.lanes), part.family)
+                                         for m in mems)
+        print(f"the design does not fit {part.name} on chip: planning the memories within {blocks} of its "
+              f"{part.bram} {unit} (the rest for the SDRAM controller)", flush=True)
     try:
-        p = plan(model, args.pe, args.lanes, args.tile, args.onchip_kbits * 1000, args.pe_kind)
+        p = plan(model, args.pe, args.lanes, args.tile, budget, args.pe_kind, unit=unit, **extra)
     except PlanError as e:
         raise UsageError(str(e)) from None
     c = p.chosen
@@ -140,7 +159,7 @@ def _planned(args, model: ir.Model) -> BuildConfig:
              + (f"through DRAM in bands of {c.band_words} input and {c.out_band_words} output words" if c.band_words
                 else "on chip"))
     print(f"  {where}: {c.cycles:,} predicted cycles ({c.cycles / p.compute_cycles:.3f}x the on-chip design), "
-          f"{c.total_bits:,} bits on chip", flush=True)
+          f"{c.total_bits:,} bits on chip" + (f" in {c.cost} {unit}" if part is not None else ""), flush=True)
     return BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind, weights=c.weights,
                        weight_cache=c.weight_cache or None, band_words=c.band_words, out_band_words=c.out_band_words)
 
@@ -249,11 +268,20 @@ def _board_verb(args, model: ir.Model, out: Path) -> int:
     from .host.protocol import HostError
 
     cfg = build_config(args, model)
-    if cfg.weights == "dram":
-        raise UsageError(f"{'the plan puts weights' if args.onchip_kbits else '--weights/--maps dram puts them'} in "
-                         f"DRAM, and `hwgen {args.verb}` has no board design with an SDRAM controller yet "
-                         "(docs/dram.md); `hwgen sim` runs it in Verilator")
+    if cfg.weights == "dram" and not cfg.band_words:
+        raise UsageError(f"{'the plan puts' if args.onchip_kbits else '--weights dram puts'} the weights alone in "
+                         f"DRAM, and on a board the host loads them through the maps' write port: add --maps dram "
+                         "(docs/dram.md)")
     try:
+        if args.verb == "synth":
+            flow.check_out(flow.synth_out(args, out))  # before the memory plan
+        else:
+            args.baud = args.baud or (flow.BOARDS[args.board].baud if args.board else flow.SynthConfig.baud)
+        if args.onchip_kbits is None and not _chosen_by_hand(args) and args.board:
+            target = flow.synth_config(args) if args.verb == "synth" else flow.SynthConfig(args.board)
+            budget = flow.dram_budget(model, cfg, target)
+            if budget is not None:  # the plan `hwgen synth` makes for this board, and so `hwgen run`
+                cfg = _planned(args, model, *budget)
         if args.verb == "synth":
             return flow.main(args, model, cfg, out)
         return _run_on_board(args, model, cfg)
@@ -277,8 +305,11 @@ def _run_on_board(args, model: ir.Model, cfg: BuildConfig) -> int:
     link = Link.of(cfg.lower(model))
     print(f"sending {len(images)} images to {args.port} at {args.baud} baud "
           f"({len(link.frame(images[0]))} bytes each, {link.answer_bytes} back)", flush=True)
-    result = run_board(model, link, images, args.port, args.baud, args.timeout,
+    result = run_board(model, link, images, args.port, args.baud, args.timeout, args.clock_mhz * 1e6,
                        lambda message: print(f"  {message}", flush=True))
+    t = result["per_image"]
+    print(f"  per image: {t['link_s'] * 1e3:.1f} ms on the link against {t['compute_s'] * 1e3:.1f} ms of compute "
+          f"at {args.clock_mhz:g} MHz ({t['bound']}-bound)")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "run_result.json").write_text(json.dumps(result, indent=1) + "\n")

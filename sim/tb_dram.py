@@ -115,9 +115,9 @@ def random_dram(dut, mem: bytes, pause: float, seed: int, writes: bool):
 
 
 def start_dram(dut, dram: dict, seed: int, clock_ns: int):
-    """The DRAM a case file's ``dram`` entry asks for: {"image", "data_bits", "latency", "pause", "writes",
-    "size"}; it answers ``read(addr, length)`` for the testbench's snapshots."""
-    mem = image_bytes(dram["image"], dram["data_bits"]).ljust(dram.get("size", 0), b"\0")
+    """The DRAM a case file's ``dram`` entry asks for: {"image" (None: all zeros), "data_bits", "latency",
+    "pause", "writes", "size"}; it answers ``read(addr, length)`` for the testbench's snapshots."""
+    mem = (image_bytes(dram["image"], dram["data_bits"]) if dram["image"] else b"").ljust(dram.get("size", 0), b"\0")
     if dram.get("pause"):
         return random_dram(dut, mem, dram["pause"], seed, dram.get("writes", False))
     return FixedLatencyDram(dut, mem, dram["data_bits"], dram["latency"], dram.get("writes", False), clock_ns)

@@ -1,6 +1,7 @@
 """Testbench of the UART link (hwgen_uart): driver (8N1 bytes on ``rx``), monitor (8N1 bytes from ``tx``).
 
-The case file named by HWGEN_CASE holds the host's frames (hex) and the bit time in clock cycles; the
+The case file named by HWGEN_CASE holds the host's frames (hex) and the bit time in clock cycles, and with the
+maps in DRAM the weights frame, sent first, and the DRAM (sim/tb_dram.py, empty at the start); the
 answers go to HWGEN_RESULT as hex, and the host code parses and checks them (hwgen.host.protocol). Between the
 image and its answer the hardware runs alone: the monitor waits on the falling edge of a start bit.
 """
@@ -10,6 +11,10 @@ import os
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, with_timeout
+
+from .tb_dram import start_dram
+
+CLOCK_NS = 10
 
 
 async def _reset(dut):
@@ -50,9 +55,15 @@ async def uart_images(dut):
     with open(os.environ["HWGEN_CASE"]) as f:
         case = json.load(f)
     div, count = case["divisor"], case["answer_bytes"]
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    if case.get("dram"):  # the maps in DRAM: the memory starts empty, and the weights come over the line
+        start_dram(dut, case["dram"], 1, CLOCK_NS)
     await _reset(dut)
-    answers = []
+    answers, loaded = [], None
+    if case.get("weights"):
+        for byte in bytes.fromhex(case["weights"]):
+            await _send_byte(dut, byte, div)
+        loaded = await with_timeout(_receive_byte(dut, div), 50_000_000, "ns")
     for frame in case["frames"]:
         for byte in bytes.fromhex(frame):
             await _send_byte(dut, byte, div)
@@ -62,4 +73,4 @@ async def uart_images(dut):
             answer.append(await with_timeout(_receive_byte(dut, div), 10 * 100 * div, "ns"))  # 100 bit times
         answers.append(bytes(answer).hex())
     with open(os.environ["HWGEN_RESULT"], "w") as f:
-        json.dump({"answers": answers}, f)
+        json.dump({"answers": answers, "weights_answer": loaded}, f)

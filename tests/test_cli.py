@@ -225,9 +225,12 @@ def test_build_writes_manifest(saved, tmp_path):
                                                                "--weights"),
     (["build", "--onchip-kbits", "1"], "no memory plan fits 1,000 bits on chip"),
     (["build", "--weights", "dram", "--maps", "dram", "--band-words", "4"], "more than a band buffer (4 input"),
-    (["synth", "--weights", "dram", "--board", "ulx3s-85f"], "`hwgen synth` has no board design with an SDRAM "
-                                                             "controller yet"),
-    (["run", "--weights", "dram", "--port", "loop://", "--images", "x.npy"], "`hwgen run` has no board design"),
+    (["synth", "--weights", "dram", "--board", "ulx3s-85f"], "--weights dram puts the weights alone in DRAM, and "
+                                                             "on a board the host loads them through the maps' "
+                                                             "write port: add --maps dram"),
+    (["run", "--weights", "dram", "--port", "loop://", "--images", "x.npy"], "add --maps dram"),
+    (["synth", "--weights", "dram", "--maps", "dram", "--device", "LFE5U-85F"], "a design with weights in DRAM "
+                                                                               "needs a board with an SDRAM"),
 ])
 def test_dram_options_refused_in_one_line(saved, tmp_path, args, fragment):
     """The memory tier's options on bad input: one line, exit 2, no output folder."""

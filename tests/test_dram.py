@@ -60,9 +60,11 @@ def test_dram_image_holds_the_rom_words_and_nothing_else(net, data_bits):
     assert any(l.pattern for l in prog.layers) and not all(l.pattern for l in prog.layers)
     # decode the image from the fetch words alone, back into schedule entries and PE words
     entries, words, at = [], [[] for _ in range(prog.pe)], 0
-    for k, (l, f) in enumerate(zip(prog.layers, fetch)):
+    layers = [u.layer for u in units(prog)]  # the wide layers in passes (Capacity.acc_locals)
+    assert len(layers) > len(prog.layers)
+    for k, (l, f) in enumerate(zip(layers, fetch)):
         addr, beats = _field(f, layout, "addr"), _field(f, layout, "beats")
-        assert addr == at * data_bits // 8 and _field(f, layout, "end") == (k == len(prog.layers) - 1)
+        assert addr == at * data_bits // 8 and _field(f, layout, "end") == (k == len(layers) - 1)
         assert _field(f, layout, "entry_only") == l.pattern and _field(f, layout, "to_cache")
         assert _field(f, layout, "waddr") == (k % 2) * prog.cap.weight_cache
         per_step = entry_beats(prog, wd) if l.pattern else step_beats(prog, wd)
@@ -76,8 +78,8 @@ def test_dram_image_holds_the_rom_words_and_nothing_else(net, data_bits):
             assert bits >> (entry_bits + (0 if l.pattern else prog.pe * pe_bits)) == 0  # padding is zero
         at += beats
     assert at == len(image) == sum(unit_beats(prog))
-    assert entries == schedule_rom(prog, wd)
-    assert words == pe_roms(prog, wd)
+    assert entries == schedule_rom(prog, wd, layers)
+    assert words == pe_roms(prog, wd, layers)
 
 
 def test_stream_cycles_add_the_wait_and_the_fetches(net):

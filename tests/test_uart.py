@@ -10,7 +10,9 @@ from hwgen.build.generate import BuildConfig
 from hwgen.contract.hardware import Hardware, hardware
 from hwgen.contract.encoding import pack_input
 from hwgen.compile.lower import lower, predicted_cycles
-from hwgen.contract.hardware import CYCLE_BYTES, FRAME_IN, FRAME_OUT
+from hwgen.contract.hardware import CYCLE_BYTES, FRAME_IN, FRAME_OUT, FRAME_WEIGHTS
+from hwgen.compile.dram import dram_image, stream_cycles
+from hwgen.compile.units import weight_words, word_beats
 from hwgen.rtl.uart import baud_divisor
 from hwgen.sim.stream import random_images
 from hwgen.host.protocol import HostError, Link, check
@@ -151,3 +153,73 @@ def test_run_against_an_emulated_board(small_model, tmp_path):
         assert result["images"] == 3 and result["cycles"] == [99] * 3
         assert result["mismatches"] == (3 if corrupt else 0)
     server.close()
+
+
+DRAM_LINK = BuildConfig(pe=4, weights="dram", band_words=64)  # weights and maps in DRAM
+
+
+@pytest.mark.slow
+def test_the_weights_go_to_dram_over_the_line(small_model, tmp_path):
+    """With the maps in DRAM the simulated DRAM starts empty: the host's weights frame is the only way the
+    weights get there. Both images are then exact, each in the predicted cycles."""
+    images = random_images(small_model, 2, seed=3)
+    result = simulate_uart(small_model, DRAM_LINK, images, tmp_path, clk_hz=8_000_000, baud=1_000_000)
+    assert result["weights_answer"] == FRAME_WEIGHTS
+    assert result["mismatches"] == [] and result["answers"] == 2
+    assert result["cycles"] == [sum(stream_cycles(DRAM_LINK.lower(small_model)))] * 2  # the DRAM model's
+
+
+def test_the_weights_frame_is_the_dram_image_in_map_words(small_model):
+    prog = DRAM_LINK.lower(small_model)
+    frame, beats = Link.of(prog).weights, dram_image(prog)
+    per_word, width = word_beats(prog), prog.cap.dram_data_bits
+    size = hardware(prog).input_beat_bytes
+    assert frame[0] == FRAME_WEIGHTS and len(frame) - 1 == weight_words(prog) * size
+    words = [int.from_bytes(frame[1 + k * size:1 + (k + 1) * size], "little") for k in range(weight_words(prog))]
+    back = [(w >> (b * width)) & 0xFFFF for w in words for b in range(per_word)]
+    assert back[:len(beats)] == beats and not any(back[len(beats):])  # then zero padding
+    assert Link.of(lower(small_model, 4, 16, 16)).weights is None  # on chip: no weights frame
+
+
+def test_run_loads_the_weights_once_then_streams_images(small_model, tmp_path):
+    """`hwgen run` against an emulated board with the maps in DRAM: the weights frame first and once, then
+    the images; the result has link time against compute time."""
+    import socket
+    import threading
+
+    from hwgen.contract.reference import expected_beats
+    from hwgen.host.serial_runner import run_board
+
+    images = random_images(small_model, 2, seed=5)
+    link = Link.of(DRAM_LINK.lower(small_model))
+    seen = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def board():
+        conn, _ = server.accept()
+        with conn:
+            buf, frame = b"", len(link.frame(images[0]))
+            while (chunk := conn.recv(65536)):
+                buf += chunk
+                if not seen and len(buf) >= len(link.weights):
+                    seen.append(buf[:len(link.weights)])
+                    buf = buf[len(link.weights):]
+                    conn.sendall(bytes([FRAME_WEIGHTS]))
+                while seen and len(buf) >= frame:
+                    image = next(i for i in range(len(images)) if link.frame(images[i]) == buf[:frame])
+                    buf = buf[frame:]
+                    values = expected_beats(small_model, images[image:image + 1])[0]
+                    conn.sendall(bytes([FRAME_OUT]) + b"".join((v & 0xFFFF).to_bytes(link.out_bytes, "little")
+                                                               for v in values) + (8000).to_bytes(CYCLE_BYTES, "little"))
+
+    thread = threading.Thread(target=board, daemon=True)
+    thread.start()
+    result = run_board(small_model, link, images, f"socket://127.0.0.1:{server.getsockname()[1]}", 3_000_000, 20,
+                       8e6, lambda message: None)
+    server.close()
+    assert seen == [link.weights] and result["mismatches"] == 0 and result["weights_load_s"] is not None
+    per = result["per_image"]
+    assert per["compute_s"] == 8000 / 8e6 and per["bound"] == "link"
+    assert per["link_s"] == pytest.approx((len(link.frame(images[0])) + link.answer_bytes) * 10 / 3e6, abs=1e-6)

@@ -31,6 +31,12 @@ MODEL_LATENCY = 16
 MAX_MODEL_LATENCY = 256
 
 
+# With the weights streamed, output channels per PE of one pass: the accumulators then hold at most 8 x tile
+# entries (128 at tile 16), in distributed RAM. Unbounded, ResNet-18's classifier (1,000
+# channels, 63 per PE) made them 1,008 deep: 12,135 TRELLIS_DPR16X4, a quarter of the LFE5U-85F's logic.
+STREAM_ACC_LOCALS = 8
+
+
 def stream_capacity(prog: Program, weight_cache: int | None = None, band_words: int = 0,
                     out_band_words: int = 0) -> Capacity:
     """``prog``'s hardware sizes with the weights streamed through a cache of ``weight_cache`` step words per
@@ -41,9 +47,12 @@ def stream_capacity(prog: Program, weight_cache: int | None = None, band_words: 
     if half < 1:
         raise UnsupportedError(f"a weight cache must hold at least one step per half, found {half}")
     out_words = out_band_words or band_words
+    # wide layers run in passes of at most STREAM_ACC_LOCALS locals, as many as one pass of lanes needs
+    acc_locals = max(STREAM_ACC_LOCALS, -(-prog.lanes // prog.pe))
     cap = replace(prog.cap, weight_cache=half, steps=2 * half, pe_steps=2 * half, band_words=band_words,
                   out_band_words=out_words if out_words != band_words else 0,
-                  layers=1 << 20, read_commands=1 << 20, write_commands=1 << 20)
+                  layers=1 << 20, read_commands=1 << 20, write_commands=1 << 20,
+                  acc_locals=acc_locals if acc_locals < prog.cap.locals else 0)
     if band_words:
         cap = replace(cap, n_bufs=BAND_BUFFERS, buf_depth=max(band_words, out_words))
     trial = replace(prog, cap=cap)

@@ -112,9 +112,11 @@ Cost = Callable[[list[Memory]], int]
 
 def plan(model: Model, pe: int, lanes: int, tile: int, budget: int, pe_kind: str = "ternary",
          progress=lambda message: None, stem_im2col: bool = True, cost: Cost = total_bits,
-         unit: str = "bits") -> MemoryPlan:
+         unit: str = "bits", maps_with_weights: bool = False) -> MemoryPlan:
     """The candidate of fewest predicted cycles whose memories ``cost`` at most ``budget`` (PlanError if
-    none does). ``stem_im2col``: as ``lower``'s (False: for the figure of a stem over the raw image)."""
+    none does). ``stem_im2col``: as ``lower``'s (False: for the figure of a stem over the raw image).
+    ``maps_with_weights``: weights in DRAM only with the maps there too, as on a board, whose host loads
+    the weights through the maps' write port."""
     own = lower(model, pe, lanes, tile, pe_kind=pe_kind, stem_im2col=stem_im2col)
     lowering = lambda cap: lower(model, pe, lanes, tile, own.im2col is not None, capacity=cap,  # noqa: E731
                                  pe_kind=pe_kind)
@@ -147,7 +149,8 @@ def plan(model: Model, pe: int, lanes: int, tile: int, budget: int, pe_kind: str
                 words = _largest_bands([m for m in onchip_memories(found.prog) if "buffers" not in m.kind], budget,
                                        cost, lanes * own.act_bits, lanes, ratio, below=words)
             candidates.append(found or Candidate("dram", "dram", cache, 0, 0, {}, None, None, "no room left for bands"))
-    fitting = [c for c in candidates if c.cycles is not None]
+    fitting = [c for c in candidates if c.cycles is not None and not (maps_with_weights and c.weights == "dram"
+                                                                       and c.maps == "chip")]
     if not fitting:
         raise PlanError(f"no memory plan fits {budget:,} {unit} on chip: "
                         + "; ".join(f"{c.weights}/{c.maps} cache {c.weight_cache}: {c.why}" for c in candidates[:4]))

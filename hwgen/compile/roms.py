@@ -10,7 +10,7 @@ from ..contract.encoding import lane_weights
 from ..contract.hardware import (Widths, descriptor_layout, net_layout, packer, pe_word_layout, requant_layout,
                                  schedule_layout, widths)
 from .lower import RESULT_BUF, Program, weight_planes
-from .units import dma_programs, dram_map, units
+from .units import dma_programs, dram_map, units, weight_words
 
 
 def schedule_rom(prog: Program, wd: Widths, layers=None) -> list[int]:
@@ -133,6 +133,6 @@ def descriptor_words(prog: Program) -> list[int]:
 
 def net_word(prog: Program) -> int:
     """The ``contract.net_layout`` word of the network's stream sizes."""
-    maps = {"in_addr": dram_map(prog).maps["input"]} if prog.cap.band_words else {}
+    maps = {"in_addr": dram_map(prog).maps["input"], "weight_words": weight_words(prog)} if prog.cap.band_words else {}
     return packer(net_layout(prog))({"in_beats": prog.input_beats, "out_c": prog.layers[-1].out_shape[0],
                                      "out_pix": prog.layers[-1].n_pix, **maps})

@@ -106,13 +106,15 @@ def units(prog: Program) -> tuple[Unit, ...]:
 
 def _passes(prog: Program, l: HwLayer, cache: int) -> list[tuple[HwLayer, int]]:
     """``l`` as slices of ``lanes`` output channels, each as wide as fits half the cache (a slice's steps
-    grow with its channels), with the first local channel of each."""
-    if l.n_steps <= cache:
+    grow with its channels) and the accumulators (``Capacity.acc_locals``), with the first local channel of
+    each."""
+    widest = prog.cap.accumulator_locals * prog.pe
+    if l.n_steps <= cache and l.out_shape[0] <= widest:
         return [(l, 0)]
     channels, c0, out = l.out_shape[0], 0, []
     while c0 < channels:
         fit, c1 = None, c0 + prog.lanes
-        while c1 - prog.lanes < channels:
+        while c1 - prog.lanes < channels and min(c1, channels) - c0 <= widest:
             part = _channel_slice(prog, l, c0, min(c1, channels), len(out))
             if part.n_steps > cache:
                 break
@@ -205,6 +207,13 @@ def unit_beats(prog: Program) -> list[int]:
 
 
 @functools.lru_cache(maxsize=8)
+def weight_words(prog: Program) -> int:
+    """Map words of the host's weights frame: the weights' DRAM image (``compile.dram.dram_image``) in whole
+    map words, the last one padded with zeros. The padding lands where the input goes, which each image's
+    input overwrites."""
+    return -(-sum(unit_beats(prog)) // word_beats(prog))
+
+
 def dram_map(prog: Program) -> DramMap:
     beat_bytes = prog.cap.dram_data_bits // 8
     weights, at = [], 0

@@ -67,6 +67,9 @@ class Capacity:
     out_band_words: int = 0  # of the four residual and output band buffers (0: band_words)
     read_commands: int = 0
     write_commands: int = 0
+    # with the weights streamed: output channels per PE in one pass (compile/units.py cuts wider layers), so
+    # the accumulators hold acc_locals x tile entries; 0: locals
+    acc_locals: int = 0
 
     def __post_init__(self):
         defaults = {"reach": self.dim, "stride": self.dim, "pe_steps": self.steps, "taps": self.dim * self.dim}
@@ -81,11 +84,18 @@ class Capacity:
         if not self.weight_cache:
             for name in DRAM_FIELDS:
                 del fields[name]
+        elif not self.acc_locals:  # (as before it existed)
+            del fields["acc_locals"]
         return fields
+
+    @property
+    def accumulator_locals(self) -> int:
+        """Output channels per PE that the accumulators hold (``acc_locals`` x ``tile`` entries)."""
+        return self.acc_locals or self.locals
 
 
 DRAM_FIELDS = ("weight_cache", "dram_data_bits", "dram_addr_bits", "band_words", "out_band_words", "read_commands",
-               "write_commands")
+               "write_commands", "acc_locals")
 
 
 @dataclass(frozen=True)
@@ -138,10 +148,12 @@ class Hardware:
 
 # The top's ``cycles`` port (busy cycles of one image: ResNet-18 at 224x224 takes 5.6 M) and the UART link's
 # framing (rtl/uart.py sends, hwgen.host.protocol reads): a frame marker byte, then the beats, and an answer
-# ends with the cycle count in whole bytes.
+# ends with the cycle count in whole bytes. With the maps in DRAM the host first loads the weights' DRAM
+# image once, in a FRAME_WEIGHTS frame of map words, and the device answers it with the same byte.
 CYCLE_COUNTER_BITS = 40
 FRAME_IN = 0xA5
 FRAME_OUT = 0x5A
+FRAME_WEIGHTS = 0xC3
 CYCLE_BYTES = -(-CYCLE_COUNTER_BITS // 8)
 
 
@@ -259,9 +271,10 @@ def net_layout(source) -> data.StructLayout:
     """The one word of ``NET_IMAGE``: the stream sizes of the network, so that they are not Verilog constants."""
     hw = hardware(source)
     cap = hw.cap
-    if cap.band_words:  # the input goes to DRAM, at in_addr
+    if cap.band_words:  # the input goes to DRAM, at in_addr; a weights frame holds weight_words map words
         return data.StructLayout({"in_beats": unsigned(cap.dram_addr_bits), "out_c": range(cap.locals * hw.pe + 1),
-                                  "out_pix": range(cap.res_depth + 1), "in_addr": unsigned(cap.dram_addr_bits)})
+                                  "out_pix": range(cap.res_depth + 1), "in_addr": unsigned(cap.dram_addr_bits),
+                                  "weight_words": unsigned(cap.dram_addr_bits)})
     return data.StructLayout({"in_beats": range(cap.buf_depth + 1), "out_c": range(cap.locals * hw.pe + 1),
                               "out_pix": range(cap.res_depth + 1)})
 

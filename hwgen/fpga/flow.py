@@ -29,9 +29,10 @@ from ..contract.ir import Model
 from ..compile.lower import Program
 from ..rtl.uart import UARTLink, baud_divisor
 from .family import Family
+from .litedram import SDRAM_CHIPS, LiteDramError, SdramConfig, generate_core
 from .fit import (FitError, check_estimate, check_synthesized, dsp_by_unit, estimate, memories, nextpnr_figures,
                   yosys_counts)
-from .targets import BOARDS, FAMILIES, PARTS, OnBoard, board_platform, device_platform
+from .targets import BOARDS, FAMILIES, FT231X_BAUD, PARTS, OnBoard, board_platform, device_platform
 
 NAME = "hwgen"  # the design's name in the build: hwgen.il, hwgen.rpt (Yosys log), hwgen.tim (nextpnr log)
 # the build plans' commands, each run by its PyPI executable yowasp-<command>; a stage's log is its .out file
@@ -58,6 +59,7 @@ class SynthConfig:
     clock_hz: int | None = None  # of the accelerator; default: 100 MHz on ECP5, else the board's clock
     baud: int = 115200
     seed: int = 1
+    sdram_chip: str = "IS42S16160"  # with the maps in DRAM: the board's SDRAM (litedram.SDRAM_CHIPS)
 
 
 def target(cfg: SynthConfig):
@@ -139,7 +141,7 @@ def run_stage(name: str, argv: list[str], cwd: Path, progress) -> float:
     return time.monotonic() - t0
 
 
-def _plan(prog, family: Family | None, platform, clk, pll, cfg, files):
+def _plan(prog, family: Family | None, platform, clk, pll, cfg, files, core=None):
     """The platform's build plan of the accelerator on the target; the open tools' options added."""
     opts = {"emit_src": False}
     if family is not None:
@@ -151,8 +153,41 @@ def _plan(prog, family: Family | None, platform, clk, pll, cfg, files):
     for name, text in files.items():
         if name.endswith(".hex") or name == "hwgen_mem.v":
             platform.add_file(name, text)
+    if core is not None:
+        platform.add_file(core.verilog.name, core.verilog.read_text())
     make_pll = None if pll is None else functools.partial(family.pll_instance, pll)
-    return platform.build(OnBoard(prog, clk, cfg.baud, make_pll), name=NAME, do_build=False, **opts)
+    return platform.build(OnBoard(prog, clk, cfg.baud, make_pll, core), name=NAME, do_build=False, **opts)
+
+
+def _sdram_core(prog, cfg: SynthConfig, family: Family | None, platform, clk: int, folder: Path):
+    """LiteDRAM's core for a design with the maps in DRAM, generated into ``folder``, else None."""
+    if not prog.cap.weight_cache:
+        return None
+    if family is None or cfg.board is None or "sdram" not in {r[0] for r in platform.resources}:
+        raise SynthError(f"a design with weights in DRAM needs a board with an SDRAM and the open tools (an "
+                         f"ULX3S), found {cfg.board or cfg.device}")
+    device = f"{platform.device}-{platform.speed}{platform.package}C"
+    try:
+        core = generate_core(SdramConfig(device, cfg.sdram_chip, platform.default_clk_frequency, clk), folder)
+    except LiteDramError as e:
+        raise SynthError(str(e)) from None
+    words, width = core.port_widths()
+    if width != prog.cap.dram_data_bits or core.bytes < 1 << prog.cap.dram_addr_bits:
+        raise SynthError(f"expected the core's user port to hold the accelerator's {prog.cap.dram_addr_bits}-bit "
+                         f"byte addresses of {prog.cap.dram_data_bits}-bit beats, found {core.bytes:,} bytes "
+                         f"of {width}-bit words")
+    return core
+
+
+def dram_figures(manifest: dict, fmax_mhz: float | None) -> dict:
+    """synth_report.json's memory plan, DRAM traffic and predicted images/s at the achieved clock."""
+    dram, cycles = manifest["dram"], manifest["predicted_cycles"]
+    per_image = dram["weights_bytes"] + dram["map_read_bytes"] + dram["map_write_bytes"]
+    cap = manifest["capacity"]
+    return {"memory_plan": {"weights": "dram", "maps": "dram" if cap["band_words"] else "chip",
+                            **{k: cap[k] for k in ("weight_cache", "band_words", "out_band_words")}},
+            "dram": dram, "dram_bytes_per_image": per_image, "predicted_cycles": cycles,
+            "images_per_s_at_fmax": None if fmax_mhz is None else round(fmax_mhz * 1e6 / cycles, 2)}
 
 
 def _drop_locations(tmp: Path, family: Family) -> None:
@@ -201,18 +236,28 @@ def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path
     tmp = outdir.sibling(out)
     try:
         (tmp / "manifest.json").write_text(files["manifest.json"])  # first: it marks <out>.failed as hwgen's
-        _plan(prog, family, platform, clk, pll, cfg, files).extract(tmp)
+        core = _sdram_core(prog, cfg, family, platform, clk, tmp / "litedram")
+        if core is not None:
+            progress(f"LiteDRAM core for {cfg.sdram_chip} at {clk / 1e6:g} MHz: {core.verilog}")
+        _plan(prog, family, platform, clk, pll, cfg, files, core).extract(tmp)
         (tmp / "report.md").write_text(files["report.md"])
         base = {"generator": json.loads(files["manifest.json"])["generator"], "model": model.name,
                 "pe": prog.pe, "lanes": prog.lanes, "board": cfg.board,
                 "part": part.name if open_tools else part, "family": family_name, "clock_mhz": clk / 1e6,
                 "pll": pll, "baud": cfg.baud, "seed": cfg.seed, "estimate": est}
+        if core is not None:
+            base["sdram"] = {"chip": cfg.sdram_chip, "controller": "LiteDRAM GENSDRPHY, one AXI4 user port",
+                             "clock": "one domain: the SDRAM controller at the accelerator clock"}
         if open_tools:
             report = _run_open(tmp, family, part, base, progress)
         else:
             vendor = "Vivado" if family_name == "xilinx" else "Quartus"
             report = {**base, "built": False, "note": "vendor build plan written, not run: run "
                       f"build_{NAME}.sh with the vendor's tools on PATH ({vendor})"}
+        if core is not None:
+            clocks = report.get("clocks") or {}
+            fmax = min((c["fmax_mhz"] for c in clocks.values()), default=None)
+            report.update(dram_figures(json.loads(files["manifest.json"]), fmax))
         report["wall_s"] = round(time.monotonic() - t_start, 1)
         (tmp / "synth_report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "synth_summary.md").write_text(summary(report))
@@ -329,7 +374,12 @@ def add_arguments(p) -> None:
         ", from a board's oscillator through a PLL" if f.pll else " (a bare part: a board runs at its oscillator's)")
         for f in FAMILIES.values())
     p.add_argument("--clock-mhz", type=_clock_mhz, help=f"accelerator clock (default {defaults})")
-    p.add_argument("--baud", type=_baud, default=115200, help="UART baud rate (default 115200)")
+    fast = ", ".join(sorted({b.name.split("-")[0] for b in BOARDS.values() if b.baud != 115200}))
+    p.add_argument("--baud", type=_baud, help=f"UART baud rate (default: the board's USB bridge's highest, "
+                   f"{FT231X_BAUD:,} on {fast}; else 115200)")
+    p.add_argument("--sdram-chip", choices=sorted(SDRAM_CHIPS), default="IS42S16160",
+                   help="with weights in DRAM: the board's SDRAM chip, which differs between ULX3S revisions "
+                   "(default IS42S16160, 32 MB; AS4C32M16 is 64 MB)")
     p.add_argument("--pnr-seed", type=int, default=1, help="nextpnr placement seed (default 1)")
 
 
@@ -345,11 +395,38 @@ def _raise_on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
+def synth_config(args) -> SynthConfig:
+    baud = args.baud or (BOARDS[args.board].baud if args.board else SynthConfig.baud)
+    return SynthConfig(args.board, args.device, None if args.clock_mhz is None else round(args.clock_mhz * 1e6),
+                       baud, args.pnr_seed, args.sdram_chip)
+
+
+BRAM_SHARE = 0.9  # of a part's block RAMs for a memory plan: the rest is the SDRAM controller's and slack
+
+
+def dram_budget(model: Model, build_cfg: BuildConfig, cfg: SynthConfig):
+    """(part, DP16KD budget) for a memory plan when the design does not fit on chip but the target is a
+    board with an SDRAM that the open tools build; None when it fits, or cannot go to DRAM."""
+    part, _, family, platform, clk, _ = target(cfg)
+    if family is None or cfg.board is None or "sdram" not in {r[0] for r in platform.resources}:
+        return None
+    prog = synthesized_program(model, build_cfg)
+    est = estimate(prog, memories(UARTLink(prog, clk, cfg.baud)), part)
+    try:
+        check_estimate(est, part)
+        return None
+    except FitError:
+        return part, int(BRAM_SHARE * part.bram)
+
+
+def synth_out(args, out: Path) -> Path:
+    """The output folder: ``--out``, else the default one named after the target."""
+    return out if args.out is not None else out.with_name(f"{out.name}_{(args.board or args.device).lower()}")
+
+
 def main(args, model: Model, build_cfg: BuildConfig, out: Path) -> int:
-    cfg = SynthConfig(args.board, args.device, None if args.clock_mhz is None else round(args.clock_mhz * 1e6),
-                      args.baud, args.pnr_seed)
-    if args.out is None:
-        out = out.with_name(f"{out.name}_{(cfg.board or cfg.device).lower()}")
+    cfg = synth_config(args)
+    out = synth_out(args, out)
     check_out(out)  # a refused --out prints its error alone
     t0 = time.monotonic()
     # a terminated run (kill, a CI timeout) unwinds like Ctrl-C: the running tool is stopped and the

@@ -1,5 +1,6 @@
 """The SDRAM controller of the memory tier (docs/dram.md): LiteDRAM's standalone core, generated from PyPI's
-``litedram`` with one AXI4 user port, for the SDRAM of a board.
+``litedram`` with one native user port, for the SDRAM of a board, with the accelerator's AXI4 master on it
+through ``rtl/native.AxiToNative`` (LiteDRAM's own AXI port limited the ECP5 build to 70 MHz).
 
 ``generate_core`` writes the generator's configuration, runs ``python -m litedram.gen`` in a fresh folder
 and returns the core's Verilog and its ports, read from the module header, so that the accelerator's side
@@ -14,15 +15,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth import ClockDomain, ClockSignal, Instance, Module, ResetSignal, Signal
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal
+from amaranth.lib import io, wiring
+from amaranth.lib.wiring import In
 
-from ..rtl.axi import DmaPair
 from ..rtl.csr_init import CsrSequencer
+from ..rtl.native import AxiToNative
 
 CORE_TOP = "litedram_core"
-AXI_PORT = "user_port_axi_0"  # the name litedram.gen gives the first user port
+USER_PORT = "user_port_native_0"  # the name litedram.gen gives the first user port
 
 # The SDRAM chips of the boards hwgen targets, as LiteDRAM's module classes name them, and their size. The
 # ULX3S carries one of two 16-bit chips, depending on its revision.
@@ -40,7 +41,7 @@ class SdramConfig:
     chip: str = "IS42S16160"
     input_clk_hz: float = 25e6  # the board's oscillator
     sys_clk_hz: float = 50e6  # the controller's clock
-    data_width: int = 16  # of the AXI user port (16: the chip's width, one beat per SDRAM word)
+    data_width: int = 16  # of the user port (16: the chip's width, one beat per SDRAM word)
 
     def generator_config(self) -> dict:
         if self.chip not in SDRAM_CHIPS:
@@ -49,8 +50,7 @@ class SdramConfig:
         return {"cpu": "None", "device": self.device, "memtype": "SDR", "sdram_phy": "GENSDRPHY",
                 "sdram_module": self.chip, "sdram_module_nb": 2, "sdram_rank_nb": 1,
                 "input_clk_freq": self.input_clk_hz, "sys_clk_freq": self.sys_clk_hz,
-                "user_ports": {AXI_PORT[len("user_port_"):]: {"type": "axi", "id_width": 4,
-                                                              "data_width": self.data_width}}}
+                "user_ports": {USER_PORT[len("user_port_"):]: {"type": "native", "data_width": self.data_width}}}
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,15 @@ class Core:
     verilog: Path
     ports: dict[str, tuple[str, int]]  # name -> (input | output, width)
 
-    def axi_widths(self) -> tuple[int, int]:
-        """(byte address width, data width) of the AXI user port."""
-        return self.ports[f"{AXI_PORT}_araddr"][1], self.ports[f"{AXI_PORT}_rdata"][1]
+    def port_widths(self) -> tuple[int, int]:
+        """(word address width, data width) of the native user port."""
+        return self.ports[f"{USER_PORT}_cmd_addr"][1], self.ports[f"{USER_PORT}_rdata_data"][1]
+
+    @property
+    def bytes(self) -> int:
+        """The SDRAM's size, as the user port addresses it."""
+        words, width = self.port_widths()
+        return (1 << words) * width // 8
 
 
 def module_ports(verilog: str, module: str) -> dict[str, tuple[str, int]]:
@@ -139,47 +145,48 @@ def init_program(core: Core) -> list[tuple[int, int, int]]:
     return [tuple(step) for step in program]
 
 
-class DmaOnSdram(wiring.Component):
-    """A small DRAM design: the accelerator's AXI4 DMA pair (rtl/axi.py) on the core's user port and the
-    bring-up sequencer (rtl/csr_init.py, ``init_program``) on its control port, in the core's clock domain.
-    The top's ports are the core's SDRAM pins, oscillator and reset, ``init_done``/``init_error``, and the
-    DMA's command and data streams."""
+def _user_ports(m: Module, axi, core: Core) -> tuple[dict, Signal]:
+    """The Instance ports of the core's native user port, behind the bridge from the accelerator's master
+    ``axi``, and the bridge's ``overrun``."""
+    words, width = core.port_widths()
+    bridge = m.submodules.axi_to_native = AxiToNative(len(axi.araddr), words, width)
+    wiring.connect(m, axi, bridge.axi)
+    return {f"{'o' if member.flow == In else 'i'}_{USER_PORT}_{name}": getattr(bridge.native, name)
+            for name, member in bridge.native.signature.members.items()}, bridge.overrun
 
-    def __init__(self, core: Core):
-        self.core, self.program = core, init_program(core)
-        self.dma = DmaPair(*core.axi_widths())
-        self.pins = {n: p for n, p in core.ports.items() if not n.startswith((AXI_PORT, "wb_ctrl_"))
-                     and n not in ("clk", "rst", "user_clk", "user_rst")}
-        members = {n: m for n, m in self.dma.signature.members.items() if n != "m_axi"}
-        members |= {f"core_{n}": (In if d == "input" else Out)(w) for n, (d, w) in self.pins.items()}
-        super().__init__({"osc": In(1), "osc_rst": In(1), **members})
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.dma = self.dma
-        m.domains.sync = ClockDomain("sync")
-        ports = {"i_clk": self.osc, "i_rst": self.osc_rst, "o_user_clk": ClockSignal("sync"),
-                 "o_user_rst": ResetSignal("sync")}
-        for name, (direction, _) in self.pins.items():
-            ports[f"{'i' if direction == 'input' else 'o'}_{name}"] = getattr(self, f"core_{name}")
-        # the AXI signals at the core's widths (its IDs are 4 bits, its arsize/awsize 4): zero-extended
-        # from the master, truncated back to it
-        axi = self.dma.m_axi
-        for name, member in axi.signature.members.items():
-            direction, width = self.core.ports[f"{AXI_PORT}_{name}"]
-            wire = Signal(width, name=f"core_axi_{name}")
-            ours = getattr(axi, name)
-            m.d.comb += wire.eq(ours) if member.flow == Out else ours.eq(wire)
-            ports[f"{'i' if direction == 'input' else 'o'}_{AXI_PORT}_{name}"] = wire
-        seq = m.submodules.init = CsrSequencer(self.program, self.core.ports["wb_ctrl_adr"][1])
-        for name in ("cyc", "stb", "we", "adr", "dat_w", "sel"):
-            ports[f"i_wb_ctrl_{name}"] = getattr(seq.bus, name)
-        ports |= {"o_wb_ctrl_ack": seq.bus.ack, "i_wb_ctrl_cti": 0, "i_wb_ctrl_bte": 0,
-                  "o_wb_ctrl_dat_r": Signal(32, name="wb_ctrl_dat_r"), "o_wb_ctrl_err": Signal(name="wb_ctrl_err")}
-        m.submodules.core = Instance(CORE_TOP, **ports)
-        for outer, inner in [(self.rcmd, self.dma.rcmd), (self.wcmd, self.dma.wcmd), (self.wdata, self.dma.wdata)]:
-            wiring.connect(m, wiring.flipped(outer), inner)
-        wiring.connect(m, self.dma.rdata, wiring.flipped(self.rdata))
-        m.d.comb += [self.r_busy.eq(self.dma.r_busy), self.w_busy.eq(self.dma.w_busy),
-                     self.r_error.eq(self.dma.r_error), self.w_error.eq(self.dma.w_error)]
-        return m
+def _control_ports(m: Module, core: Core) -> dict:
+    """The core's Wishbone control port, driven by the bring-up sequencer (``init_program``)."""
+    seq = m.submodules.sdram_init = CsrSequencer(init_program(core), core.ports["wb_ctrl_adr"][1])
+    ports = {f"i_wb_ctrl_{name}": getattr(seq.bus, name) for name in ("cyc", "stb", "we", "adr", "dat_w", "sel")}
+    return ports | {"o_wb_ctrl_ack": seq.bus.ack, "i_wb_ctrl_cti": 0, "i_wb_ctrl_bte": 0,
+                    "o_wb_ctrl_dat_r": Signal(32, name="wb_ctrl_dat_r"), "o_wb_ctrl_err": Signal(name="wb_ctrl_err")}
+
+
+# The core's SDRAM pins and the amaranth-boards SDRAMResource's subsignals. The core drives them from its
+# own I/O registers (OFS1P3BX, IFS1P3BX, TRELLIS_IO), so they go to the pins raw: no buffer between, and
+# active-low as the core makes them.
+SDRAM_PINS = {"sdram_a": "a", "sdram_ba": "ba", "sdram_ras_n": "ras", "sdram_cas_n": "cas", "sdram_we_n": "we",
+              "sdram_cs_n": "cs", "sdram_cke": "clk_en", "sdram_dm": "dqm", "sdram_dq": "dq"}
+
+
+def attach_sdram(m: Module, platform, core: Core, axi) -> tuple[Signal, Signal]:
+    """The core on a board's ``sdram`` resource, in the ``sync`` domain, with the accelerator's master ``axi``
+    on its user port and the bring-up sequencer on its control port. The SDRAM's clock is ``sync`` inverted
+    (a DDR output of 0 then 1): the chip samples the core's registered commands and data half a cycle after
+    they leave. Returns (init_done, error: the bring-up's, or a read beat the master missed)."""
+    pins = platform.request("sdram", 0, dir="-")
+    missing = sorted(set(SDRAM_PINS) - set(core.ports))
+    if missing:
+        raise LiteDramError(f"expected the core to have SDRAM pins {', '.join(SDRAM_PINS)}, found none for "
+                            f"{', '.join(missing)}")
+    ports = {"i_clk": ClockSignal("sync"), "i_rst": ResetSignal("sync")}
+    for name, sub in SDRAM_PINS.items():
+        ports[f"{'io' if sub == 'dq' else 'o'}_{name}"] = getattr(pins, sub).io  # dq: the core's TRELLIS_IO
+    clock = m.submodules.sdram_clock = io.DDRBuffer("o", pins.clk)
+    m.d.comb += [clock.o[0].eq(0), clock.o[1].eq(1)]
+    done, error = Signal(name="sdram_init_done"), Signal(name="sdram_init_error")
+    user, overrun = _user_ports(m, axi, core)
+    ports |= {"o_init_done": done, "o_init_error": error} | user | _control_ports(m, core)
+    m.submodules.sdram = Instance(CORE_TOP, **ports)
+    return done, error | overrun

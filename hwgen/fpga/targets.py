@@ -15,6 +15,7 @@ from ..compile.lower import Program
 from ..rtl.uart import UARTLink
 from . import ecp5, ice40
 from .family import Family
+from .litedram import Core, attach_sdram
 
 FAMILIES = {f.name: f for f in (ecp5.FAMILY, ice40.FAMILY)}  # built here; xilinx and intel: build plans only
 
@@ -54,13 +55,16 @@ class Board:
     platform: str
     part: str  # a key of PARTS, or the vendor's device name
     family: str  # a key of FAMILIES, or xilinx | intel
+    baud: int = 115200  # the UART's default: the highest rate the board's USB bridge takes, where known
 
+
+FT231X_BAUD = 3_000_000  # the ULX3S's USB-serial bridge (FTDI FT231X datasheet: up to 3 Mbaud)
 
 BOARDS = {b.name: b for b in [
-    Board("ulx3s-12f", "ulx3s", "ULX3S_12F_Platform", "LFE5U-12F", "ecp5"),
-    Board("ulx3s-25f", "ulx3s", "ULX3S_25F_Platform", "LFE5U-25F", "ecp5"),
-    Board("ulx3s-45f", "ulx3s", "ULX3S_45F_Platform", "LFE5U-45F", "ecp5"),
-    Board("ulx3s-85f", "ulx3s", "ULX3S_85F_Platform", "LFE5U-85F", "ecp5"),
+    Board("ulx3s-12f", "ulx3s", "ULX3S_12F_Platform", "LFE5U-12F", "ecp5", FT231X_BAUD),
+    Board("ulx3s-25f", "ulx3s", "ULX3S_25F_Platform", "LFE5U-25F", "ecp5", FT231X_BAUD),
+    Board("ulx3s-45f", "ulx3s", "ULX3S_45F_Platform", "LFE5U-45F", "ecp5", FT231X_BAUD),
+    Board("ulx3s-85f", "ulx3s", "ULX3S_85F_Platform", "LFE5U-85F", "ecp5", FT231X_BAUD),
     Board("icebreaker", "icebreaker", "ICEBreakerPlatform", "iCE40UP5K", "ice40"),
     Board("arty-a7-35", "arty_a7", "ArtyA7_35Platform", "xc7a35ti", "xilinx"),
     Board("arty-a7-100", "arty_a7", "ArtyA7_100Platform", "xc7a100ti", "xilinx"),
@@ -92,10 +96,18 @@ def device_platform(part: Part, clk_hz: int):
 class OnBoard(wiring.Component):
     """The accelerator's UART link on a platform: ``sync`` runs at ``clk_hz``, straight from the platform's
     default clock, or from the PLL that ``pll(clk_in, locked)`` makes (a family's ``pll_instance`` with its
-    parameters); reset is held until the PLL locks."""
+    parameters); reset is held until the PLL locks.
 
-    def __init__(self, prog: Program, clk_hz: int, baud: int, pll: Callable | None = None):
-        self.prog, self.clk_hz, self.baud, self.pll = prog, clk_hz, baud, pll
+    A design with the maps in DRAM runs on the board's SDRAM through LiteDRAM's ``core``
+    (``litedram.attach_sdram``), in the same clock domain. The UART's line reads idle until the SDRAM is
+    initialised, and LEDs 0 and 1 show ``init_done`` and an error (the core's bring-up or the DMA's AXI)."""
+
+    def __init__(self, prog: Program, clk_hz: int, baud: int, pll: Callable | None = None, core: Core | None = None):
+        if bool(prog.cap.weight_cache) != (core is not None):
+            raise ValueError("expected a LiteDRAM core exactly when the weights are in DRAM, found "
+                             f"{'a core' if core is not None else 'none'} for weights in "
+                             f"{'DRAM' if prog.cap.weight_cache else 'ROM'}")
+        self.prog, self.clk_hz, self.baud, self.pll, self.core = prog, clk_hz, baud, pll, core
         super().__init__({})
 
     def elaborate(self, platform):
@@ -104,7 +116,15 @@ class OnBoard(wiring.Component):
         uart = platform.request("uart", 0, dir="-")
         rx = m.submodules.rx_buf = io.Buffer("i", uart.rx)
         tx = m.submodules.tx_buf = io.Buffer("o", uart.tx)
-        m.d.comb += [link.rx.eq(rx.i), tx.o.eq(link.tx)]
+        m.d.comb += tx.o.eq(link.tx)
+        if self.core is None:
+            m.d.comb += link.rx.eq(rx.i)
+        else:
+            done, error = attach_sdram(m, platform, self.core, link.m_axi)
+            m.d.comb += link.rx.eq(rx.i | ~done)
+            for k, status in enumerate((done, error | link.dram_error)):
+                led = m.submodules[f"led{k}"] = io.Buffer("o", platform.request("led", k, dir="-"))
+                m.d.comb += led.o.eq(status)
         if self.pll is not None:
             clk_in = m.submodules.clk_buf = io.Buffer("i", platform.request(platform.default_clk, 0, dir="-"))
             locked = Signal()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contract import encoding
-from ..contract.hardware import CYCLE_BYTES, FRAME_IN, FRAME_OUT, Hardware, hardware
+from ..contract.hardware import CYCLE_BYTES, FRAME_IN, FRAME_OUT, FRAME_WEIGHTS, Hardware, hardware
 from ..contract.ir import Model
 from ..compile.lower import Program
 
@@ -24,10 +24,12 @@ class Link:
     out_signed: bool
     output_beats: int
     im2col: tuple | None
+    weights: bytes | None = None  # with the maps in DRAM: the weights frame, sent once before the images
 
     @classmethod
     def of(cls, prog: Program) -> "Link":
-        return cls(hardware(prog), prog.out_signed, prog.output_beats, prog.im2col)
+        return cls(hardware(prog), prog.out_signed, prog.output_beats, prog.im2col,
+                   weights_frame(prog) if prog.cap.band_words else None)
 
     @property
     def in_bytes(self) -> int:
@@ -55,6 +57,26 @@ class Link:
                  for k in range(self.output_beats)]
         values = [encoding.unpack_value(b, self.hw.cap.out_bits, self.out_signed) for b in beats]
         return values, int.from_bytes(answer[-CYCLE_BYTES:], "little")
+
+
+def weights_frame(prog: Program) -> bytes:
+    """``FRAME_WEIGHTS`` and the weights' DRAM image (``compile.dram.dram_image``) as map words of
+    ``input_beat_bytes`` each, beat b of a word at its bits [b * dram_data_bits, ...), the last word padded
+    with zeros (``units.weight_words``). The device answers the byte ``FRAME_WEIGHTS`` once it is in DRAM."""
+    from ..compile.dram import dram_image
+    from ..compile.units import weight_words, word_beats
+
+    hw, per_word = hardware(prog), word_beats(prog)
+    beats = dram_image(prog)
+    beats += [0] * (weight_words(prog) * per_word - len(beats))
+    width = hw.cap.dram_data_bits
+    words = (sum(b << (k * width) for k, b in enumerate(beats[i:i + per_word])) for i in range(0, len(beats), per_word))
+    return bytes([FRAME_WEIGHTS]) + b"".join(w.to_bytes(hw.input_beat_bytes, "little") for w in words)
+
+
+def line_seconds(n_bytes: int, baud: int) -> float:
+    """Seconds on the line for ``n_bytes``: 10 bit times a byte (8N1)."""
+    return n_bytes * 10 / baud
 
 
 def check(model: Model, images: np.ndarray, got: list[list[int]]) -> list[str]:

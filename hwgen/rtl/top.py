@@ -66,7 +66,9 @@ class Top(wiring.Component):
     """Ports (AXI4-Stream in valid/ready/payload form, beat format in docs/stream.md):
 
     - ``inp``: payload ``data`` = the L activations of one pixel of one input block (blocks, then pixels
-      in raster order), ``last`` (accepted, not required: the top counts beats);
+      in raster order), ``last`` (accepted, not required: the top counts beats); with the maps in DRAM also
+      ``weights``, set on the beats of a weights frame: ``weight_words`` map words of the weights' DRAM
+      image, written to address 0, after which ``weights_loaded`` pulses;
     - ``out``: payload ``data`` = one result value (channels fastest, then pixels; two's complement when
       signed), ``last`` on the final beat of an image; ``valid`` is held, payload stable, until ``ready``;
     - ``cycles``: busy cycles of the engine for the last image;
@@ -77,14 +79,20 @@ class Top(wiring.Component):
 
     def __init__(self, hw: Hardware):
         self.hw = hw = hardware(hw)
+        beat = {"data": hw.lanes * hw.cap.act_bits, "last": 1}
+        if hw.cap.band_words:  # a beat of the host's weights frame (docs/dram.md) rather than of an image
+            beat["weights"] = 1
         super().__init__({
-            "inp": In(stream.Signature(data.StructLayout({"data": hw.lanes * hw.cap.act_bits, "last": 1}))),
+            "inp": In(stream.Signature(data.StructLayout(beat))),
             "out": Out(stream.Signature(data.StructLayout({"data": hw.cap.out_bits, "last": 1}))),
             "cycles": Out(CYCLE_COUNTER_BITS),
             "layer_done": Out(1),
             # weights streamed from DRAM (rtl/dma.py): the AXI4 port (reads; writes too with the maps in DRAM)
             # and its sticky error
             **({"m_axi": Out(dram_bus(hw)), "dram_error": Out(1)} if hw.cap.weight_cache else {}),
+            # pulses when a weights frame is in DRAM; ``loading``: a frame is awaited or being taken (the
+            # engine's ``ready`` may drop within it, when the DRAM holds its writes back)
+            **({"weights_loaded": Out(1), "loading": Out(1)} if hw.cap.band_words else {}),
         })
 
     def elaborate(self, platform):
@@ -94,7 +102,7 @@ class Top(wiring.Component):
         N, L, B = hw.pe, hw.lanes, cap.act_bits
         ctrl = m.submodules.ctrl = Controller(hw)
         pe_word, rq_word = pe_word_layout(hw, ctrl.wd), requant_layout(hw)
-        array = m.submodules.array = PEArray(N, L, B, cap.acc_bits, cap.locals, hw.tile, hw.pe_kind)
+        array = m.submodules.array = PEArray(N, L, B, cap.acc_bits, cap.accumulator_locals, hw.tile, hw.pe_kind)
         streamed = bool(cap.weight_cache)
         reads = writes = None
         if streamed:
@@ -225,10 +233,14 @@ class Top(wiring.Component):
         if writes is None:
             with m.If(load_we):
                 m.d.comb += [bufs[0].waddr.eq(load_addr), bufs[0].wdata.eq(load_data), bufs[0].wen.eq((1 << L) - 1)]
-        else:  # the maps are in DRAM, the input too: the write engine takes it there before the run
-            m.d.comb += [writes.load_addr.eq(net.in_addr), writes.load_words.eq(net.in_beats),
+        else:  # the maps are in DRAM, the input too: the write engine takes it there before the run, as it
+            # takes a weights frame to address 0 (the frame's kind is latched from its first beat)
+            weights = Signal()
+            m.d.comb += [writes.load_addr.eq(Mux(weights, 0, net.in_addr)),
+                         writes.load_words.eq(Mux(weights, net.weight_words, net.in_beats)),
                          writes.load.payload.eq(self.inp.payload.data)]
             attach_band_buffers(m, reads, writes, bufs, L)
+        last_beat = net.in_beats - 1 if writes is None else Mux(weights, net.weight_words, net.in_beats) - 1
         # start and done cross between the stream logic and the controller through registers: the two sit
         # apart on the chip
         start = Signal()
@@ -241,22 +253,31 @@ class Top(wiring.Component):
         done = delayed(m, ctrl.done, 1, "done")
         with m.FSM():
             if writes is not None:
+                with m.State("FRAME"):  # a frame's first beat says what it is
+                    m.d.comb += self.loading.eq(1)
+                    with m.If(self.inp.valid):
+                        m.d.sync += weights.eq(self.inp.payload.weights)
+                        m.next = "LOAD_GO"
                 with m.State("LOAD_GO"):
-                    m.d.comb += writes.load_go.eq(1)
+                    m.d.comb += [writes.load_go.eq(1), self.loading.eq(1)]
                     m.next = "LOAD"
-                with m.State("LOAD_WAIT"):  # until the input is in DRAM
-                    with m.If(~writes.load_busy):
+                with m.State("LOAD_WAIT"):  # until the frame is in DRAM
+                    with m.If(~writes.load_busy & weights):
+                        m.d.comb += self.weights_loaded.eq(1)
+                        m.next = "FRAME"
+                    with m.Elif(~writes.load_busy):
                         m.d.sync += [start.eq(1), self.cycles.eq(0)]
                         m.next = "RUN"
             with m.State("LOAD"):
                 if writes is None:
                     m.d.comb += self.inp.ready.eq(1)
                 else:
-                    m.d.comb += [self.inp.ready.eq(writes.load.ready), writes.load.valid.eq(self.inp.valid)]
+                    m.d.comb += [self.inp.ready.eq(writes.load.ready), writes.load.valid.eq(self.inp.valid),
+                                 self.loading.eq(1)]
                 with m.If(self.inp.valid if writes is None else self.inp.valid & self.inp.ready):
                     m.d.sync += [load_we.eq(1), load_addr.eq(in_count), load_data.eq(self.inp.payload.data)]
                     m.d.sync += in_count.eq(in_count + 1)
-                    with m.If(in_count == net.in_beats - 1):
+                    with m.If(in_count == last_beat):
                         m.d.sync += in_count.eq(0)
                         if writes is None:
                             m.d.sync += [start.eq(1), self.cycles.eq(0)]
@@ -279,7 +300,7 @@ class Top(wiring.Component):
                     with m.If(out_o == net.out_c - 1):
                         m.d.sync += [out_o.eq(0), out_p.eq(0), out_lobase.eq(0), out_px.eq(out_px + 1)]
                         with m.If(out_px == n_pix_f - 1):
-                            m.next = "LOAD" if writes is None else "LOAD_GO"
+                            m.next = "LOAD" if writes is None else "FRAME"
                     with m.Else():
                         m.d.sync += out_o.eq(out_o + 1)
                         with m.If(out_p == N - 1):

@@ -15,8 +15,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from ..contract.hardware import CYCLE_BYTES, FRAME_IN, FRAME_OUT, Hardware, hardware
+from ..contract.hardware import CYCLE_BYTES, FRAME_IN, FRAME_OUT, FRAME_WEIGHTS, Hardware, hardware
 from .delay import delayed
+from .dma import dram_bus
 from .top import Top
 MAX_BAUD_ERROR = 0.02  # 8N1 samples the last bit 9.5 bit times after the start edge: 2% stays well inside it
 
@@ -99,12 +100,22 @@ class UARTLink(wiring.Component):
     """The accelerator (``Top``) behind a UART. Ports: ``rx`` (from the host), ``tx`` (to the host).
 
     ``hw`` is a ``contract.Hardware`` (or a lowered program, of which only its sizes are used), ``clk_hz``
-    the frequency of the ``sync`` domain, ``baud`` the line rate (8N1)."""
+    the frequency of the ``sync`` domain, ``baud`` the line rate (8N1). With the maps in DRAM the top's
+    ``m_axi`` and ``dram_error`` are the link's too, and a ``FRAME_WEIGHTS`` frame loads the weights' DRAM
+    image (answered by the same byte once it is written)."""
 
     def __init__(self, hw: Hardware, clk_hz: int, baud: int):
         self.hw, self.clk_hz, self.baud = hardware(hw), clk_hz, baud
         self.divisor = baud_divisor(clk_hz, baud)
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+        hw, cap = self.hw, self.hw.cap
+        if cap.weight_cache and not cap.band_words:
+            raise ValueError("a UART link loads the weights into DRAM through the maps' write port: expected "
+                             "the maps in DRAM too (--maps dram), found weights alone in DRAM")
+        if cap.band_words and hw.lanes * cap.act_bits % cap.dram_data_bits:
+            raise ValueError(f"a weights frame carries whole DRAM beats in each map word: expected lanes x "
+                             f"act_bits a multiple of {cap.dram_data_bits}, found {hw.lanes} x {cap.act_bits}")
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
+                          **({"m_axi": Out(dram_bus(hw)), "dram_error": Out(1)} if cap.band_words else {})})
 
     def elaborate(self, platform):
         m = Module()
@@ -113,6 +124,10 @@ class UARTLink(wiring.Component):
         urx = m.submodules.rx = UARTRx(self.divisor)
         utx = m.submodules.tx = UARTTx(self.divisor)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+        dram = bool(self.hw.cap.band_words)
+        if dram:
+            wiring.connect(m, wiring.flipped(self.m_axi), top.m_axi)
+            m.d.comb += self.dram_error.eq(top.dram_error)
 
         # ---- host -> accelerator: bytes into beats
         # The top counts the beats of an image and is ready only while loading one: a frame ends when the
@@ -127,14 +142,21 @@ class UARTLink(wiring.Component):
         m.d.comb += [top.inp.valid.eq(beat_valid), top.inp.payload.data.eq(beat)]
         with m.If(top.inp.ready):
             m.d.sync += beat_valid.eq(0)
+        if dram:
+            weights = Signal()  # the frame is a weights frame
+            m.d.comb += top.inp.payload.weights.eq(weights)
         with m.If(byte_valid):
             with m.If(~in_frame):
                 m.d.sync += [in_frame.eq(byte == FRAME_IN), byte_idx.eq(0)]
+                if dram:
+                    m.d.sync += [in_frame.eq((byte == FRAME_IN) | (byte == FRAME_WEIGHTS)),
+                                 weights.eq(byte == FRAME_WEIGHTS)]
             with m.Else():
                 m.d.sync += [beat.eq(Cat(beat[8:], byte)), byte_idx.eq(byte_idx + 1)]  # little-endian
                 with m.If(byte_idx == in_bytes - 1):
                     m.d.sync += [beat_valid.eq(1), byte_idx.eq(0)]
-        with m.If(~top.inp.ready & ~beat_valid):
+        # (with the maps in DRAM: when the top stops loading, as its ready may drop within a frame)
+        with m.If(~(top.loading if dram else top.inp.ready) & ~beat_valid):
             m.d.sync += in_frame.eq(0)
 
         # ---- accelerator -> host: a header, the output beats, the cycle count
@@ -156,4 +178,7 @@ class UARTLink(wiring.Component):
             m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(shreg[:8])]
             with m.If(utx.data.ready):
                 m.d.sync += [shreg.eq(shreg >> 8), count.eq(count - 1)]
+        if dram:  # a weights frame is in DRAM: say so (the sender is idle then: no image is in flight)
+            with m.If(top.weights_loaded):
+                m.d.sync += [shreg.eq(FRAME_WEIGHTS), count.eq(1)]
         return m

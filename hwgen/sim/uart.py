@@ -12,7 +12,10 @@ from ..build.generate import BuildConfig, images as rom_images
 from ..contract.ir import Model
 from ..rtl.extmem import MEM_VERILOG
 from ..rtl.uart import UARTLink
+from ..compile.dram import MODEL_LATENCY
+from ..compile.units import dram_map
 from .runner import VERILATOR_ARGS, build_model, public_signals, run_testbench, verilator_runner
+from .stream import DRAM_PORTS
 from ..host.protocol import Link, check
 
 UART_TOP = "hwgen_uart"
@@ -37,9 +40,15 @@ def simulate_uart(model: Model, build_cfg: BuildConfig, images: np.ndarray, out:
         (out / name).write_text(text)
     link = Link.of(prog)
     case, result_file = out / "uart_case.json", out / "uart_outputs.json"
-    case.write_text(json.dumps({"frames": [link.frame(img).hex() for img in images], "answer_bytes": link.answer_bytes,
-                                "divisor": link_rtl.divisor}))
-    control = public_signals(out / "uart_public.vlt", UART_TOP, PUBLIC_PORTS)
+    content = {"frames": [link.frame(img).hex() for img in images], "answer_bytes": link.answer_bytes,
+               "divisor": link_rtl.divisor}
+    if link.weights is not None:  # the DRAM starts empty: the weights frame goes first, over the line
+        where = dram_map(prog)
+        content |= {"weights": link.weights.hex(),
+                    "dram": {"image": None, "data_bits": prog.cap.dram_data_bits, "latency": MODEL_LATENCY,
+                             "pause": 0, "writes": True, "size": where.end}}
+    case.write_text(json.dumps(content))
+    control = public_signals(out / "uart_public.vlt", UART_TOP, PUBLIC_PORTS + (DRAM_PORTS if link.weights else ()))
     runner = verilator_runner()
     build_model(runner, sources=[control, out / "hwgen_mem.v", out / f"{UART_TOP}.v"],
                 hdl_toplevel=UART_TOP, build_dir=out / "sim_build", build_args=VERILATOR_ARGS,
@@ -53,4 +62,5 @@ def simulate_uart(model: Model, build_cfg: BuildConfig, images: np.ndarray, out:
     parsed = [link.parse(a) for a in answers]
     outputs = [values for values, _ in parsed]
     return {"images": len(images), "answers": len(answers), "outputs": outputs,
-            "cycles": [n for _, n in parsed], "mismatches": check(model, images[:len(outputs)], outputs)}
+            "cycles": [n for _, n in parsed], "mismatches": check(model, images[:len(outputs)], outputs),
+            "weights_answer": seen.get("weights_answer")}
