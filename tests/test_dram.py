@@ -97,9 +97,12 @@ def test_a_layer_larger_than_half_the_cache_runs_in_passes(net):
     prog = BuildConfig(pe=4, weights="dram", weight_cache=100).lower(net)
     us = units(prog)
     split = {prog.layers[u.index].name for u in us if not (u.first_local == 0 and u.last)}
-    assert split == {l.name for l in prog.layers if l.n_steps > 100} and len(us) == prog.cap.layers
-    for u in us:  # each pass within a half, the passes of a layer covering its channels in order
-        assert u.layer.n_steps <= 100
+    widest = prog.cap.acc_locals * prog.pe  # the accumulators' channels (stream_capacity bounds them)
+    assert 0 < widest < max(l.out_shape[0] for l in prog.layers)
+    assert split == {l.name for l in prog.layers if l.n_steps > 100 or l.out_shape[0] > widest}
+    assert len(us) == prog.cap.layers
+    for u in us:  # each pass within a half and the accumulators, a layer's passes covering its channels in order
+        assert u.layer.n_steps <= 100 and u.layer.out_shape[0] <= widest
     for i, l in enumerate(prog.layers):
         mine = [u for u in us if u.index == i]
         firsts = np.cumsum([0] + [u.layer.out_shape[0] for u in mine[:-1]])

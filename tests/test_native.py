@@ -34,9 +34,10 @@ class _Bench(wiring.Component):
         return m
 
 
-def _run(reads, writes, seed, p_ready=0.6, latency=(3, 9), cycles=20000):
-    """reads: [(byte address, beats)]; writes: [(byte address, [beat values])]. Returns (read beats per
-    command, memory afterwards, problems)."""
+def _run(reads, writes, seed, p_ready=0.6, latency=(1, 9), p_data=0.3, cycles=40000):
+    """reads: [(byte address, beats)]; writes: [(byte address, [beat values])], their beats offered with
+    probability ``p_data`` a cycle (so write commands can run ahead of their data). Returns (read beats per
+    command, memory afterwards, memory before, problems)."""
     rng = random.Random(seed)
     dut = _Bench()
     mem = {a: rng.randrange(1 << DATA) for a in range(1 << WORDS)}
@@ -74,7 +75,8 @@ def _run(reads, writes, seed, p_ready=0.6, latency=(3, 9), cycles=20000):
             ctx.set(dut.wcmd.valid, bool(wq))
             if wq:
                 ctx.set(dut.wcmd.payload, {"addr": wq[0][0], "beats": len(wq[0][1])})
-            ctx.set(dut.wdata.valid, bool(wbeats))
+            offered = bool(wbeats) and rng.random() < p_data
+            ctx.set(dut.wdata.valid, offered)
             if wbeats:
                 ctx.set(dut.wdata.payload, wbeats[0])
             ctx.set(dut.rdata.ready, 1)
@@ -82,7 +84,7 @@ def _run(reads, writes, seed, p_ready=0.6, latency=(3, 9), cycles=20000):
                 rq.popleft()
             if wq and ctx.get(dut.wcmd.ready):
                 wbeats.extend(wq.popleft()[1])
-            if wbeats and ctx.get(dut.wdata.ready):
+            if offered and ctx.get(dut.wdata.ready):
                 wbeats.popleft()
             if ctx.get(dut.rdata.valid):
                 got[rk].append(ctx.get(dut.rdata.payload.data))
