@@ -139,3 +139,33 @@ def test_a_tool_the_flow_does_not_know_is_refused_not_skipped():
     with pytest.raises(flow.SynthError, match="the build plan runs vivado, which hwgen synth cannot run "
                                                r"\(expected one of yosys, nextpnr-ecp5, "):
         flow.build_commands([*plan[:2], ["vivado", "-mode", "batch"], plan[2]])
+
+
+def test_a_dram_design_s_report_has_its_plan_traffic_and_rate(tiny):
+    """synth_report.json's memory tier figures come from the build's manifest: images/s is the achieved
+    Fmax over the predicted cycles."""
+    from hwgen.build.generate import generate
+
+    cfg = BuildConfig(2, 4, 2, weights="dram", band_words=32)
+    man = json.loads(generate(tiny, cfg)["manifest.json"])
+    fig = flow.dram_figures(man, 61.5)
+    assert fig["predicted_cycles"] == man["predicted_cycles"] > 0
+    assert fig["images_per_s_at_fmax"] == round(61.5e6 / man["predicted_cycles"], 2)
+    assert fig["memory_plan"] == {"weights": "dram", "maps": "dram", "weight_cache": man["capacity"]["weight_cache"],
+                                  "band_words": 32, "out_band_words": 0}
+    dram = man["dram"]
+    assert fig["dram_bytes_per_image"] == dram["weights_bytes"] + dram["map_read_bytes"] + dram["map_write_bytes"] > 0
+    assert flow.dram_figures(man, None)["images_per_s_at_fmax"] is None  # no place and route, no rate
+
+
+def test_a_design_too_large_for_the_chip_is_planned_only_on_a_board_with_sdram(tiny):
+    """`hwgen synth` plans the memories itself only where the on-chip design does not fit and the board has
+    an SDRAM: 90% of the part's block RAMs."""
+    from hwgen.frontends import zoo
+
+    resnet20 = zoo.build("resnet20", pe=16)
+    part, blocks = flow.dram_budget(resnet20, BuildConfig(16), flow.SynthConfig(board="ulx3s-12f"))
+    assert part.name == "LFE5U-12F" and blocks == int(0.9 * 32)
+    assert flow.dram_budget(tiny, BuildConfig(2, 4, 2), flow.SynthConfig(board="ulx3s-12f")) is None  # it fits
+    assert flow.dram_budget(resnet20, BuildConfig(16), flow.SynthConfig(device="LFE5U-12F")) is None  # no SDRAM
+    assert flow.dram_budget(resnet20, BuildConfig(16), flow.SynthConfig(board="icebreaker")) is None

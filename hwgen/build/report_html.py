@@ -104,6 +104,9 @@ def _synth_rows(synth: dict) -> list[tuple[str, object]]:
     for clock, c in (synth.get("clocks") or {}).items():
         rows.append((f"Fmax {clock}", f"{c.get('fmax_mhz')} MHz (target {c.get('constraint_mhz')} MHz, "
                                       f"{'met' if c.get('passed') else 'missed'})"))
+    if synth.get("images_per_s_at_fmax") is not None:  # a design on the board's SDRAM
+        rows.append(("predicted images/s at Fmax (SDRAM at its peak; the host link excluded)",
+                     synth["images_per_s_at_fmax"]))
     return rows
 
 

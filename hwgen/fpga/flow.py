@@ -333,6 +333,14 @@ def summary(r: dict) -> str:
         lines.append(f"- critical path {cp['delay_ns']} ns ({cp['logic_ns']} logic, {cp['routing_ns']} routing, "
                      f"{cp['logic_levels']} cells): `{cp['from']}` -> `{cp['to']}`")
     lines.append(f"- DSPs by unit: {r['dsp_by_unit'] or 'none'}; in the PE array: {r['dsp_pe_array']}")
+    if "memory_plan" in r:
+        plan = r["memory_plan"]
+        lines.append(f"- memory plan: weights in DRAM (a cache of {plan['weight_cache']} steps per half), maps "
+                     + (f"through DRAM in bands of {plan['band_words']} words" if plan["band_words"] else "on chip")
+                     + f"; {r['sdram']['chip']} SDRAM, {r['sdram']['clock']}")
+        rate = r["images_per_s_at_fmax"]
+        lines.append(f"- DRAM traffic {r['dram_bytes_per_image'] / 1e6:.2f} MB per image; {r['predicted_cycles']:,} "
+                     f"predicted cycles: {rate} images/s at the achieved Fmax (SDRAM at its peak, host link excluded)")
     lines.append(f"- stages (s): {r['stage_s']}; total {r['wall_s']} s; seed {r['seed']}")
     lines.append(f"- bitstream `{r['bitstream']}`; logs `{r['logs']['yosys']}`, `{r['logs']['nextpnr']}`")
     if not r["timing_passed"]:
