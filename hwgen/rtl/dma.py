@@ -120,7 +120,8 @@ class ReadEngine(wiring.Component):
 
 class WriteEngine(wiring.Component):
     """Ports: ``start``, ``units_done`` (in), ``writes_done`` (out); a band buffer's read port (``buf``,
-    ``buf_raddr``, ``buf_ren``, ``buf_rdata`` ``BUFFER_READ`` cycles later); the input load: ``load_go``
+    ``buf_raddr``, ``buf_ren``, ``buf_rdata`` ``BUFFER_READ`` cycles later; ``owns``: one bit per buffer, a
+    register, set while a command reads that buffer); the input load: ``load_go``
     (pulse) with ``load_addr`` and ``load_words``, then the words on ``load``, and ``load_busy`` until they
     are in DRAM; ``axi`` (AW, W, B) and ``error`` (sticky)."""
 
@@ -132,7 +133,7 @@ class WriteEngine(wiring.Component):
         super().__init__({
             "start": In(1), "units_done": In(_counter(cap.layers)), "writes_done": Out(_counter(cap.write_commands)),
             "buf": Out(self.layout["buf"].shape), "buf_raddr": Out(addr_width(cap.buf_depth)), "buf_ren": Out(1),
-            "buf_rdata": In(word),
+            "buf_rdata": In(word), "owns": Out(cap.n_bufs),
             "load_go": In(1), "load_addr": In(cap.dram_addr_bits), "load_words": In(cap.dram_addr_bits),
             "load": In(stream.Signature(word)), "load_busy": Out(1),
             "axi": Out(write_bus(cap.dram_addr_bits, cap.dram_data_bits)), "error": Out(1)})
@@ -212,11 +213,11 @@ class WriteEngine(wiring.Component):
                              writer.cmd.payload.addr.eq(cmd.addr),
                              writer.cmd.payload.beats.eq(_times(cmd.words, per_word))]
                 with m.If(writer.cmd.valid & writer.cmd.ready):
-                    m.d.sync += [raddr.eq(cmd.raddr), to_read.eq(cmd.words)]
+                    m.d.sync += [raddr.eq(cmd.raddr), to_read.eq(cmd.words), self.owns.eq(1 << cmd.buf)]
                     m.next = "SEND"
             with m.State("SEND"):  # until every beat is out and every response back
                 with m.If(drained & ~writer.busy):
-                    m.d.sync += [self.writes_done.eq(self.writes_done + 1), index.eq(index + 1)]
+                    m.d.sync += [self.writes_done.eq(self.writes_done + 1), index.eq(index + 1), self.owns.eq(0)]
                     m.next = "READ"
                     with m.If(cmd.end):
                         m.next = "IDLE"
@@ -264,12 +265,18 @@ def attach_dram(m: Module, top, hw: Hardware, ctrl, pe_cache, pe_read_stage: int
 def attach_band_buffers(m: Module, reads: ReadEngine, writes: WriteEngine, bufs: list, lanes: int) -> None:
     """The engines' ports on the band buffers, after (so over) the compute's and the drain's: the read
     engine writes input and residual bands while the drain writes output ones, and the write engine reads
-    output bands while the compute reads the others (compile/units.py), so they never meet on a port."""
+    output bands while the compute reads the others (compile/units.py), so they never meet on a port.
+
+    Every buffer's choice comes from a register of its own, because a decoded command field fanned out to
+    every block RAM of six buffers was the critical path (51 MHz on the LFE5U-85F): the read engine's words
+    land a cycle later (the unit that reads them starts cycles after ``reads_done`` counts them), and the
+    write engine holds a buffer's read port for a whole command (``owns``), reading it every cycle."""
+    landing = [delayed(m, reads.buf_we & (reads.buf == i), 1, f"band_we{i}") for i in range(len(bufs))]
+    waddr, wdata = delayed(m, reads.buf_waddr, 1, "band_waddr"), delayed(m, reads.buf_wdata, 1, "band_wdata")
     for i, buf in enumerate(bufs):
-        with m.If(reads.buf_we & (reads.buf == i)):
-            m.d.comb += [buf.waddr.eq(reads.buf_waddr), buf.wdata.eq(reads.buf_wdata),
-                         buf.wen.eq((1 << lanes) - 1)]
-        with m.If(writes.buf_ren & (writes.buf == i)):
+        with m.If(landing[i]):
+            m.d.comb += [buf.waddr.eq(waddr), buf.wdata.eq(wdata), buf.wen.eq((1 << lanes) - 1)]
+        with m.If(writes.owns[i]):
             m.d.comb += [buf.raddr.eq(writes.buf_raddr), buf.ren.eq(1)]
         with m.If(writes.buf == i):
             m.d.comb += writes.buf_rdata.eq(buf.rdata)
