@@ -153,6 +153,7 @@ class WriteEngine(wiring.Component):
         cur, have, beat = Signal(len(self.buf_rdata)), Signal(), Signal(range(per_word))
         nxt, nxt_valid = Signal.like(cur), Signal()
         to_read = Signal(cap.dram_addr_bits)  # words still to read (or to take from the load stream)
+        pending = Signal()  # to_read != 0, as a register: the compare of the wide count was a critical path
         loading = Signal()
         m.d.comb += self.buf.eq(cmd.buf)
         with m.Switch(beat):
@@ -171,24 +172,26 @@ class WriteEngine(wiring.Component):
                 m.d.sync += [cur.eq(nxt), nxt_valid.eq(0)]
         # a buffer read is issued when nothing is in flight and ``nxt`` will be free when it lands
         in_flight = Signal()
-        issue = ~loading & (to_read != 0) & ~in_flight & (~nxt_valid | free)
+        issue = ~loading & pending & ~in_flight & (~nxt_valid | free)
         landed = delayed(m, issue, BUFFER_READ, "landed")
         raddr = Signal.like(self.buf_raddr)
         m.d.comb += [self.buf_raddr.eq(raddr), self.buf_ren.eq(issue)]
         with m.If(issue):
-            m.d.sync += [in_flight.eq(1), raddr.eq(raddr + 1), to_read.eq(to_read - 1)]
+            m.d.sync += [in_flight.eq(1), raddr.eq(raddr + 1), to_read.eq(to_read - 1), pending.eq(to_read != 1)]
         with m.If(landed):
             m.d.sync += [in_flight.eq(0), nxt.eq(self.buf_rdata), nxt_valid.eq(1)]
-        # the input stream fills ``nxt`` directly
-        m.d.comb += self.load.ready.eq(loading & (to_read != 0) & (~nxt_valid | free))
+        # the input stream fills ``nxt`` directly, when it is empty: ``ready`` from registers alone, as it
+        # reaches the top's and the UART link's state (a word takes ``per_word`` beats to send anyway)
+        m.d.comb += self.load.ready.eq(loading & pending & ~nxt_valid)
         with m.If(self.load.valid & self.load.ready):
-            m.d.sync += [nxt.eq(self.load.payload), nxt_valid.eq(1), to_read.eq(to_read - 1)]
-        drained = (to_read == 0) & ~in_flight & ~nxt_valid & ~have
+            m.d.sync += [nxt.eq(self.load.payload), nxt_valid.eq(1), to_read.eq(to_read - 1),
+                         pending.eq(to_read != 1)]
+        drained = ~pending & ~in_flight & ~nxt_valid & ~have
 
         with m.FSM(name="write_engine"):
             with m.State("IDLE"):
                 with m.If(self.load_go):
-                    m.d.sync += [loading.eq(1), to_read.eq(self.load_words)]
+                    m.d.sync += [loading.eq(1), to_read.eq(self.load_words), pending.eq(self.load_words != 0)]
                     m.next = "LOAD"
                 with m.Elif(self.start):
                     m.d.sync += [index.eq(0), self.writes_done.eq(0)]
@@ -213,7 +216,8 @@ class WriteEngine(wiring.Component):
                              writer.cmd.payload.addr.eq(cmd.addr),
                              writer.cmd.payload.beats.eq(_times(cmd.words, per_word))]
                 with m.If(writer.cmd.valid & writer.cmd.ready):
-                    m.d.sync += [raddr.eq(cmd.raddr), to_read.eq(cmd.words), self.owns.eq(1 << cmd.buf)]
+                    m.d.sync += [raddr.eq(cmd.raddr), to_read.eq(cmd.words), pending.eq(cmd.words != 0),
+                                 self.owns.eq(1 << cmd.buf)]
                     m.next = "SEND"
             with m.State("SEND"):  # until every beat is out and every response back
                 with m.If(drained & ~writer.busy):
