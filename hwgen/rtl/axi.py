@@ -64,8 +64,9 @@ class BurstSplitter(wiring.Component):
         addr = Signal(self.addr_width)
         left = Signal(self.beats_width)  # beats of the command not yet in a burst
         per_boundary = BOUNDARY // self.beat_bytes
-        to_boundary = Signal(range(per_boundary + 1))
-        m.d.comb += to_boundary.eq(per_boundary - (addr % BOUNDARY) // self.beat_bytes)
+        # beats from addr to the next 4 KB boundary, kept as a register beside addr: computed from addr,
+        # it put a subtraction at the head of the burst length's carry chains (75.6 MHz on the LFE5U-85F)
+        to_boundary = Signal(range(1, per_boundary + 1), init=per_boundary)
         cap = Signal(range(MAX_BURST + 1))
         m.d.comb += cap.eq(Mux(to_boundary < MAX_BURST, to_boundary, MAX_BURST))
         length = Signal(range(MAX_BURST + 1))
@@ -74,10 +75,12 @@ class BurstSplitter(wiring.Component):
                      self.burst.valid.eq(left != 0), self.burst.payload.addr.eq(addr),
                      self.burst.payload.len.eq(length), self.burst.payload.final.eq(length == left)]
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [addr.eq(self.cmd.payload.addr), left.eq(self.cmd.payload.beats)]
+            m.d.sync += [addr.eq(self.cmd.payload.addr), left.eq(self.cmd.payload.beats),
+                         to_boundary.eq(per_boundary - (self.cmd.payload.addr % BOUNDARY) // self.beat_bytes)]
         with m.Elif(self.burst.valid & self.burst.ready):
             # beat_bytes is a power of two: a shift, not a multiplier
-            m.d.sync += [addr.eq(addr + (length << _axsize(self.beat_bytes))), left.eq(left - length)]
+            m.d.sync += [addr.eq(addr + (length << _axsize(self.beat_bytes))), left.eq(left - length),
+                         to_boundary.eq(Mux(to_boundary == length, per_boundary, to_boundary - length))]
         return m
 
 
