@@ -90,12 +90,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--verbose", action="store_true", help="show Verilator and cocotb output")
     s.add_argument("--waves", action="store_true", help="write a waveform to <out>/waves.fst (waves.vcd when "
                    "lz4.h, which Verilator's FST writer needs, is not installed); a separate, slower build")
-    from .fpga import flow
+    from .fpga import flow, synth_cli
 
     y = verbs.add_parser("synth", help="synthesize for an FPGA board or part: bitstream and synth_report.json, "
                          "or a vendor build plan")
     _common(y)
-    flow.add_arguments(y)
+    synth_cli.add_arguments(y)
     h = verbs.add_parser("run", help="send images to the accelerator on a board over its UART, read the logits")
     _common(h)
     h.add_argument("--port", required=True, help="serial device of the board's UART (e.g. /dev/ttyUSB0) or a "
@@ -264,7 +264,7 @@ def run(args) -> int:
 
 
 def _board_verb(args, model: ir.Model, out: Path) -> int:
-    from .fpga import flow
+    from .fpga import flow, synth_cli
     from .host.protocol import HostError
 
     cfg = build_config(args, model)
@@ -274,16 +274,16 @@ def _board_verb(args, model: ir.Model, out: Path) -> int:
                          "(docs/dram.md)")
     try:
         if args.verb == "synth":
-            flow.check_out(flow.synth_out(args, out))  # before the memory plan
+            flow.check_out(synth_cli.synth_out(args, out))  # before the memory plan
         else:
-            args.baud = args.baud or (flow.BOARDS[args.board].baud if args.board else flow.SynthConfig.baud)
+            args.baud = args.baud or synth_cli.default_baud(args.board)
         if args.onchip_kbits is None and not _chosen_by_hand(args) and args.board:
-            target = flow.synth_config(args) if args.verb == "synth" else flow.SynthConfig(args.board)
+            target = synth_cli.synth_config(args) if args.verb == "synth" else flow.SynthConfig(args.board)
             budget = flow.dram_budget(model, cfg, target)
             if budget is not None:  # the plan `hwgen synth` makes for this board, and so `hwgen run`
                 cfg = _planned(args, model, *budget)
         if args.verb == "synth":
-            return flow.main(args, model, cfg, out)
+            return synth_cli.main(args, model, cfg, out)
         return _run_on_board(args, model, cfg)
     except (flow.SynthError, flow.FitError, HostError) as e:
         raise UsageError(str(e)) from None

@@ -90,7 +90,7 @@ LAYERS = [
     {"compile": ["lower", "units", "roms", "dram", "memplan"], "rtl": None, "frontends": ["synthetic", "zoo"]},
     {"build": ["outdir", "report_html", "report", "generate"]},
     {"host": ["protocol", "serial_runner"]},
-    {"sim": ["runner", "stream", "uart", "axi"], "fpga": ["netlist", "family", "ecp5", "ice40", "litedram", "targets", "fit", "flow"]},
+    {"sim": ["runner", "stream", "uart", "axi"], "fpga": ["netlist", "family", "ecp5", "ice40", "litedram", "targets", "fit", "flow", "synth_cli"]},
     {"cli": None},
     {"__main__": None},
 ]

@@ -33,7 +33,7 @@ MAX_MODEL_LATENCY = 256
 
 # With the weights streamed, output channels per PE of one pass: the accumulators then hold at most 8 x tile
 # entries (128 at tile 16), in distributed RAM. Unbounded, ResNet-18's classifier (1,000
-# channels, 63 per PE) made them 1,008 deep: 12,135 TRELLIS_DPR16X4, a quarter of the LFE5U-85F's logic.
+# channels, 63 per PE) made them 1,008 deep: 12,135 TRELLIS_DPR16X4, over a quarter of the LFE5U-85F's logic.
 STREAM_ACC_LOCALS = 8
 
 

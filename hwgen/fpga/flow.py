@@ -11,12 +11,9 @@ failed run leaves the previous output as it was (its own files move to ``<out>.f
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
-import math
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -29,10 +26,10 @@ from ..contract.ir import Model
 from ..compile.lower import Program
 from ..rtl.uart import UARTLink, baud_divisor
 from .family import Family
-from .litedram import SDRAM_CHIPS, LiteDramError, SdramConfig, generate_core
+from .litedram import LiteDramError, SdramConfig, generate_core
 from .fit import (FitError, check_estimate, check_synthesized, dsp_by_unit, estimate, memories, nextpnr_figures,
                   yosys_counts)
-from .targets import BOARDS, FAMILIES, FT231X_BAUD, PARTS, OnBoard, board_platform, device_platform
+from .targets import BOARDS, FAMILIES, PARTS, OnBoard, board_platform, device_platform
 
 NAME = "hwgen"  # the design's name in the build: hwgen.il, hwgen.rpt (Yosys log), hwgen.tim (nextpnr log)
 # the build plans' commands, each run by its PyPI executable yowasp-<command>; a stage's log is its .out file
@@ -162,11 +159,16 @@ def _plan(prog, family: Family | None, platform, clk, pll, cfg, files, core=None
     return platform.build(OnBoard(prog, clk, cfg.baud, make_pll, core), name=NAME, do_build=False, **opts)
 
 
+def _has_sdram(cfg: SynthConfig, family: Family | None, platform) -> bool:
+    """The target is a board with an SDRAM, built with the open tools."""
+    return family is not None and cfg.board is not None and "sdram" in {r[0] for r in platform.resources}
+
+
 def _sdram_core(prog, cfg: SynthConfig, family: Family | None, platform, clk: int, folder: Path):
     """LiteDRAM's core for a design with the maps in DRAM, generated into ``folder``, else None."""
     if not prog.cap.weight_cache:
         return None
-    if family is None or cfg.board is None or "sdram" not in {r[0] for r in platform.resources}:
+    if not _has_sdram(cfg, family, platform):
         raise SynthError(f"a design with weights in DRAM needs a board with an SDRAM and the open tools (an "
                          f"ULX3S), found {cfg.board or cfg.device}")
     device = f"{platform.device}-{platform.speed}{platform.package}C"
@@ -249,7 +251,7 @@ def synthesize(model: Model, build_cfg: BuildConfig, cfg: SynthConfig, out: Path
                 "part": part.name if open_tools else part, "family": family_name, "clock_mhz": clk / 1e6,
                 "pll": pll, "baud": cfg.baud, "seed": cfg.seed, "estimate": est}
         if core is not None:
-            base["sdram"] = {"chip": cfg.sdram_chip, "controller": "LiteDRAM GENSDRPHY, one AXI4 user port",
+            base["sdram"] = {"chip": cfg.sdram_chip, "controller": "LiteDRAM GENSDRPHY, its native port behind rtl/native.AxiToNative",
                              "clock": "one domain: the SDRAM controller at the accelerator clock"}
         if open_tools:
             report = _run_open(tmp, family, part, base, progress)
@@ -352,48 +354,6 @@ def summary(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-MAX_CLOCK_MHZ = 1000  # well above what any FPGA fabric here reaches (ECP5: a few hundred MHz)
-
-
-def _clock_mhz(text: str) -> float:
-    try:
-        mhz = float(text)
-    except ValueError:
-        mhz = math.nan
-    if not 0 < mhz <= MAX_CLOCK_MHZ:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a clock in MHz above 0 and at most {MAX_CLOCK_MHZ}, "
-                                         f"found {text!r}")
-    return mhz
-
-
-def _baud(text: str) -> int:
-    try:
-        baud = int(text)
-    except ValueError:
-        baud = 0
-    if baud < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer baud rate, found {text!r}")
-    return baud
-
-
-def add_arguments(p) -> None:
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--board", choices=sorted(BOARDS), help="an amaranth-boards board: ECP5 and iCE40 boards "
-                       "are built here; Xilinx and Intel boards get the vendor build plan, not run")
-    where.add_argument("--device", choices=sorted(PARTS), help="a bare part: nextpnr places the I/O")
-    defaults = "; ".join(f"{f.default_clock_hz / 1e6:g} MHz on {f.title}" + (
-        ", from a board's oscillator through a PLL" if f.pll else " (a bare part: a board runs at its oscillator's)")
-        for f in FAMILIES.values())
-    p.add_argument("--clock-mhz", type=_clock_mhz, help=f"accelerator clock (default {defaults})")
-    fast = ", ".join(sorted({b.name.split("-")[0] for b in BOARDS.values() if b.baud != 115200}))
-    p.add_argument("--baud", type=_baud, help=f"UART baud rate (default: the board's USB bridge's highest, "
-                   f"{FT231X_BAUD:,} on {fast}; else 115200)")
-    p.add_argument("--sdram-chip", choices=sorted(SDRAM_CHIPS), default="IS42S16160",
-                   help="with weights in DRAM: the board's SDRAM chip, which differs between ULX3S revisions "
-                   "(default IS42S16160, 32 MB; AS4C32M16 is 64 MB)")
-    p.add_argument("--pnr-seed", type=int, default=1, help="nextpnr placement seed (default 1)")
-
-
 class _termination:
     deferred = False  # set while a tool is being started
     pending = 0  # the signal that arrived meanwhile
@@ -406,12 +366,6 @@ def _raise_on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
-def synth_config(args) -> SynthConfig:
-    baud = args.baud or (BOARDS[args.board].baud if args.board else SynthConfig.baud)
-    return SynthConfig(args.board, args.device, None if args.clock_mhz is None else round(args.clock_mhz * 1e6),
-                       baud, args.pnr_seed, args.sdram_chip)
-
-
 BRAM_SHARE = 0.9  # of a part's block RAMs for a memory plan: the rest is the SDRAM controller's and slack
 
 
@@ -419,7 +373,7 @@ def dram_budget(model: Model, build_cfg: BuildConfig, cfg: SynthConfig):
     """(part, DP16KD budget) for a memory plan when the design does not fit on chip but the target is a
     board with an SDRAM that the open tools build; None when it fits, or cannot go to DRAM."""
     part, _, family, platform, clk, _ = target(cfg)
-    if family is None or cfg.board is None or "sdram" not in {r[0] for r in platform.resources}:
+    if not _has_sdram(cfg, family, platform):
         return None
     prog = synthesized_program(model, build_cfg)
     est = estimate(prog, memories(UARTLink(prog, clk, cfg.baud)), part)
@@ -428,30 +382,3 @@ def dram_budget(model: Model, build_cfg: BuildConfig, cfg: SynthConfig):
         return None
     except FitError:
         return part, int(BRAM_SHARE * part.bram)
-
-
-def synth_out(args, out: Path) -> Path:
-    """The output folder: ``--out``, else the default one named after the target."""
-    return out if args.out is not None else out.with_name(f"{out.name}_{(args.board or args.device).lower()}")
-
-
-def main(args, model: Model, build_cfg: BuildConfig, out: Path) -> int:
-    cfg = synth_config(args)
-    out = synth_out(args, out)
-    check_out(out)  # a refused --out prints its error alone
-    t0 = time.monotonic()
-    # a terminated run (kill, a CI timeout) unwinds like Ctrl-C: the running tool is stopped and the
-    # half-built folder moved to <out>.failed, never left beside the results
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    progress = lambda message: print(f"  {message}", flush=True)
-    print(f"synthesizing {model.name} for {build_cfg.pe} PEs x {build_cfg.lanes} lanes on {cfg.board or cfg.device} "
-          f"-> {out} (this takes minutes; the tool logs are named below)", flush=True)
-    try:
-        r = synthesize(model, build_cfg, cfg, out, progress)
-    except (SynthError, FitError) as e:
-        failed = failed_path(out)
-        kept = failed.exists() and outdir.foreign(failed, outdir.HWGEN) is None
-        raise type(e)(f"{e}{f' (files of the failed run: {failed})' if kept else ''}") from None
-    print(summary(r).split("\n", 2)[2].rstrip())
-    print(f"done in {time.monotonic() - t0:.0f} s -> {out / 'synth_report.json'}, {out / 'synth_summary.md'}")
-    return 0 if not r["built"] or r["timing_passed"] else 1

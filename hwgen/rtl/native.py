@@ -50,13 +50,14 @@ class AxiToNative(wiring.Component):
         m = Module()
         axi, nat = self.axi, self.native
         word = lambda addr: addr[self.shift:]  # noqa: E731
-        lengths = range(MAX_BURST)
+        lengths = range(MAX_BURST)  # awlen / arlen: beats - 1
+        length_bits = (MAX_BURST - 1).bit_length()
 
         # ---- accepted bursts: the beats whose commands are still to go out
         r_addr, r_left = Signal.like(nat.cmd_addr), Signal(range(MAX_BURST + 1))
         w_addr, w_left = Signal.like(nat.cmd_addr), Signal(range(MAX_BURST + 1))
-        r_lens = m.submodules.r_lens = fifo.SyncFIFOBuffered(width=len(Signal(lengths)), depth=BURSTS)
-        w_lens = m.submodules.w_lens = fifo.SyncFIFOBuffered(width=len(Signal(lengths)), depth=BURSTS)
+        r_lens = m.submodules.r_lens = fifo.SyncFIFOBuffered(width=length_bits, depth=BURSTS)
+        w_lens = m.submodules.w_lens = fifo.SyncFIFOBuffered(width=length_bits, depth=BURSTS)
         m.d.comb += [axi.arready.eq((r_left == 0) & r_lens.w_rdy), r_lens.w_data.eq(axi.arlen),
                      r_lens.w_en.eq(axi.arvalid & axi.arready),
                      axi.awready.eq((w_left == 0) & w_lens.w_rdy), w_lens.w_data.eq(axi.awlen),
