@@ -90,6 +90,9 @@ class Controller(wiring.Component):
             "drain": Out(1), "drain_lo": Out(wd.lo), "drain_t": Out(t_bits), "rq_addr": Out(wd.rq),
             "out_addr": Out(wd.addr), "out_grp": Out(unsigned(max(1, hw.lanes.bit_length()))),
             "desc": Out(self.layout),
+            # with the maps in DRAM: ``act_addr`` a cycle early (its register's input), so that the top can
+            # register a read address per band buffer, next to its block RAMs
+            **({"act_addr_next": Out(wd.addr)} if hw.cap.band_words else {}),
             # streamed weights (rtl/dma.py): the schedule is a cache written by the read engine; a unit starts
             # once the read and write commands its descriptor names are complete, and counts itself ended
             **({"reads_done": In(range(hw.cap.read_commands + 1)), "writes_done": In(range(hw.cap.write_commands + 1)),
@@ -145,7 +148,10 @@ class Controller(wiring.Component):
         base1, iy01, ix01 = (delayed(m, v, SCHED_ROM_READ - 1, n) for v, n in (
             (cur.base, "base"), (cur.iy0, "iy0"), (cur.ix0, "ix0")))
         iy, ix = iy01 + entry.dy, ix01 + entry.dx
-        m.d.sync += [self.act_addr.eq(base1 + entry.off),
+        act_addr = base1 + entry.off
+        if hw.cap.band_words:
+            m.d.comb += self.act_addr_next.eq(act_addr)
+        m.d.sync += [self.act_addr.eq(act_addr),
                      self.inb.eq((iy >= 0) & (iy < desc.h_in) & (ix >= 0) & (ix < desc.w_in))]
         remaining = desc.n_pix - tile_pix
         last_tile = remaining <= hw.tile

@@ -38,6 +38,7 @@ assert DRAIN_LATENCY + REQUANT_LATENCY == DRAIN_WRITE_STAGE
 # the residual is read, then its buffer selected (a register) and its lane selected (a register)
 RES_READ_STAGE = DRAIN_LATENCY + REQUANT_RES_STAGE - BUFFER_READ - 2
 RES_LANE_STAGE = RES_READ_STAGE + BUFFER_READ + 1
+assert RES_READ_STAGE >= 1  # with the maps in DRAM its address is chosen a cycle before
 
 
 class _Slice(NamedTuple):
@@ -169,17 +170,32 @@ class Top(wiring.Component):
         # The residual operand has the output's shape, so it sits at the output address: it is read, its
         # buffer selected and its lane selected, a register after each, and reaches requant at its res
         # stage. Compute reads another buffer meanwhile (lowering guarantees it).
-        dv_res = delayed(m, ctrl.drain, RES_READ_STAGE, "res_valid")
-        addr_res = delayed(m, ctrl.out_addr, RES_READ_STAGE, "res_addr")
+        if cap.band_words:  # tapped a cycle early too (below)
+            dv_early = delayed(m, ctrl.drain, RES_READ_STAGE - 1, "res_valid")
+            addr_early = delayed(m, ctrl.out_addr, RES_READ_STAGE - 1, "res_addr")
+            dv_res, addr_res = delayed(m, dv_early, 1, "res_valid_read"), delayed(m, addr_early, 1, "res_addr_read")
+        else:
+            dv_res = delayed(m, ctrl.drain, RES_READ_STAGE, "res_valid")
+            addr_res = delayed(m, ctrl.out_addr, RES_READ_STAGE, "res_addr")
         for i, buf in enumerate(bufs):
-            res_read = dv_res & desc.has_res & (desc.res_buf == i)
             # a buffer is read only as this layer's input or residual, never while it is written. The input
             # read enable comes from a register: the controller's busy state fanned out to every buffer block
             # RAM's enable was a critical path. Busy rises before the first address and outlasts the last.
             # (with streamed weights, not while the unit waits: its input band may be landing then)
             reading = ctrl.busy & ~ctrl.waiting if streamed else ctrl.busy
-            input_read = delayed(m, reading & (desc.in_buf == i), 1, f"buf{i}_input_read")
-            m.d.comb += [buf.raddr.eq(Mux(res_read, addr_res, ctrl.act_addr)), buf.ren.eq(res_read | input_read)]
+            input_read = reading & (desc.in_buf == i)
+            if cap.band_words:
+                # band buffers spread across the die: each gets its read address and enable from registers
+                # of its own, chosen a cycle early (one descriptor register deciding for all six buffers'
+                # block RAMs through the address mux was the critical path, 66 MHz on the LFE5U-85F)
+                res_early = dv_early & desc.has_res & (desc.res_buf == i)
+                raddr = delayed(m, Mux(res_early, addr_early, ctrl.act_addr_next), 1, f"buf{i}_raddr")
+                ren = delayed(m, res_early | input_read, 1, f"buf{i}_ren")
+                m.d.comb += [buf.raddr.eq(raddr), buf.ren.eq(ren)]
+            else:
+                res_read = dv_res & desc.has_res & (desc.res_buf == i)
+                input_read = delayed(m, input_read, 1, f"buf{i}_input_read")
+                m.d.comb += [buf.raddr.eq(Mux(res_read, addr_res, ctrl.act_addr)), buf.ren.eq(res_read | input_read)]
         res_word = Signal(L * B)
         for i, buf in enumerate(bufs):
             with m.If(desc.res_buf == i):
