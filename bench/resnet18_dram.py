@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     print(f"plan: weights {c.weights}, maps {c.maps}; weight cache {c.weight_cache} steps per half, band buffers "
           f"of {c.band_words} input and {c.out_band_words} output words")
     cfg = BuildConfig(args.pe, 16, 16, weights=c.weights, weight_cache=c.weight_cache or None,
-                      band_words=c.band_words, out_band_words=c.out_band_words)
+                      band_words=c.band_words, out_band_words=c.out_band_words, stem=c.stem)
+    print(f"stem: {c.stem}")
     mems = onchip_memories(cfg.lower(model))
     for kind in dict.fromkeys(m.kind for m in mems):
         mine = [m for m in mems if m.kind == kind]
@@ -67,6 +68,9 @@ def main(argv=None) -> int:
         predicted = man["predicted_cycles"]
         print(f"predicted cycles {predicted:,} against compute-only {p.compute_cycles:,} "
               f"({predicted / p.compute_cycles:.3f}x); {CLOCK_MHZ * 1e6 / predicted:.1f} images/s at {CLOCK_MHZ:g} MHz")
+        shared = dram["shared_bus_estimate"]
+        print(f"on one data bus for both directions, as the board's SDR SDRAM has: about {shared:,} cycles "
+              f"({shared / p.compute_cycles:.3f}x; per layer its compute or its DRAM beats, whichever is more)")
         cycles = predicted
         if not args.no_sim:
             result = simulate(model, out, random_images(model, 1, seed=1),

@@ -157,11 +157,12 @@ def _planned(args, model: ir.Model, part=None, blocks: int = 0) -> BuildConfig:
     where = ("weights and maps on chip" if c.weights == "rom" else
              f"weights from DRAM (cache of {c.weight_cache} steps per half), maps "
              + (f"through DRAM in bands of {c.band_words} input and {c.out_band_words} output words" if c.band_words
-                else "on chip"))
+                else "on chip")) + (", space-to-depth stem" if c.stem == "space_to_depth" else "")
     print(f"  {where}: {c.cycles:,} predicted cycles ({c.cycles / p.compute_cycles:.3f}x the on-chip design), "
           f"{c.total_bits:,} bits on chip" + (f" in {c.cost} {unit}" if part is not None else ""), flush=True)
     return BuildConfig(args.pe, args.lanes, args.tile, pe_kind=args.pe_kind, weights=c.weights,
-                       weight_cache=c.weight_cache or None, band_words=c.band_words, out_band_words=c.out_band_words)
+                       weight_cache=c.weight_cache or None, band_words=c.band_words, out_band_words=c.out_band_words,
+                       stem=c.stem)
 
 
 def load_model(args) -> ir.Model:

@@ -263,3 +263,33 @@ def test_band_faults_are_caught_and_localised(net, band_build, tmp_path, fault):
     result = simulate(net, _with_word(out, tmp_path, image, k, change), images, compiled=out / "sim_build")
     assert result["mismatches"] == 1
     assert result["first_difference"].startswith(f"image 0: layer '{layer.name}':"), result["first_difference"]
+
+
+def test_space_to_depth_stem_in_bands_bit_exact_with_cycles_as_predicted(tmp_path):
+    """A 7x7/2 stem (padding 3) over the host's space-to-depth: a 4x4 stride-1 conv over 12-channel blocks,
+    in bands through DRAM, then a max pool; bit-exact against the reference with cycles == predicted, and
+    under cocotbext-axi's random pauses."""
+    b = NetBuilder("s2d_net", (3, 18, 14), pe=4, density=0.5, seed=3)
+    b.conv(8, 7, 2, 3)
+    b.maxpool(3, 2, 1)
+    b.conv(8, 3)
+    b.avgpool()
+    b.linear(5)
+    model = b.finish()
+    cfg = BuildConfig(pe=4, weights="dram", band_words=80, stem="space_to_depth")
+    prog = cfg.lower(model)
+    assert prog.space_to_depth == (2, 3, 12, 10) and prog.im2col is None
+    assert (prog.layers[0].in_shape, prog.layers[0].kh, prog.layers[0].stride) == ((12, 12, 10), 4, 1)
+    assert len({u.band for u in units(prog) if u.index == 0}) > 1
+    im2col = BuildConfig(pe=4, weights="dram", band_words=80).lower(model)
+    # one word of 12 channels per pixel of the 12x10 grid, where im2col has ten of 147 per output pixel
+    assert prog.input_beats == 12 * 10 and im2col.input_beats == 10 * 9 * 7
+    out = tmp_path / "s2d"
+    man = build(model, cfg, out)
+    assert man["space_to_depth"] == [2, 3, 12, 10]
+    images = random_images(model, 2, seed=6)
+    exact = simulate(model, out, images)
+    assert exact["mismatches"] == 0 and not exact["stream_problems"], exact
+    assert exact["cycles_per_image"] == man["predicted_cycles"]
+    paused = simulate(model, out, images, stall=0.3, seed=3, compiled=out / "sim_build")
+    assert paused["mismatches"] == 0 and not paused["stream_problems"], paused

@@ -108,14 +108,15 @@ def banded_model(tmp_path_factory):
 
 def test_random_banded_networks_match_reference(banded_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("banded_cases")
-    ran, banded, timed, refused = [], [], [], []
+    ran, banded, timed, refused, s2d = [], [], [], [], []
 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(case=banded_cases(), stall=st.sampled_from([0.0, 0.3]))
-    def check(case, stall):
+    @given(case=banded_cases(), stall=st.sampled_from([0.0, 0.3]), stem=st.sampled_from(["im2col", "space_to_depth"]))
+    def check(case, stall, stem):
         model, images, budget, description = case
-        cfg = BuildConfig(PE, LANES, TILE, DRAM_CAPACITY, weights="dram", band_words=budget)
+        description += f", {stem} stem"
+        cfg = BuildConfig(PE, LANES, TILE, DRAM_CAPACITY, weights="dram", band_words=budget, stem=stem)
         try:
             prog = cfg.lower(model)
             units(prog)
@@ -126,6 +127,8 @@ def test_random_banded_networks_match_reference(banded_model, tmp_path_factory):
             return
         if len({u.band for u in units(prog) if u.index == 0}) > 1:
             banded.append(description)
+        if prog.space_to_depth:
+            s2d.append(description)
         out = base / f"case{len(ran)}"
         man = build_images(model, cfg, out)
         result = simulate(model, out, images, stall=stall, seed=len(ran), compiled=banded_model)
@@ -139,5 +142,7 @@ def test_random_banded_networks_match_reference(banded_model, tmp_path_factory):
     check()
     assert len(ran) >= EXAMPLES
     # the cases really split maps into bands, and really compared cycles (not all refused or paused)
-    print(f"\n{len(ran)} cases: {len(banded)} banded, {len(timed)} cycles compared, {len(refused)} refused")
+    print(f"\n{len(ran)} cases: {len(banded)} banded, {len(timed)} cycles compared, {len(refused)} refused, "
+          f"{len(s2d)} with a space-to-depth stem")
     assert len(banded) >= EXAMPLES // 4 and len(timed) >= EXAMPLES // 4, (banded, timed, refused)
+    assert s2d, "no case ran a space-to-depth stem"

@@ -19,7 +19,7 @@ def resnet():
 
 def _config(c) -> BuildConfig:
     return BuildConfig(PE, LANES, TILE, weights=c.weights, weight_cache=c.weight_cache or None,
-                       band_words=c.band_words, out_band_words=c.out_band_words)
+                       band_words=c.band_words, out_band_words=c.out_band_words, stem=c.stem)
 
 
 def test_the_on_chip_design_when_it_fits(resnet):

@@ -109,7 +109,7 @@ def layers_at_their_limits(draw):
 @given(case=layers_at_their_limits())
 def test_lowering_and_images_never_raise_for_a_valid_ir(case):
     model, lanes, im2col = case
-    prog = lower(model, PE, lanes, stem_im2col=im2col)
+    prog = lower(model, PE, lanes, stem="im2col" if im2col else "raw")
     images(prog)
     assert_packed_exactly(prog)
 

@@ -39,6 +39,7 @@ class BuildConfig:
     weight_cache: int | None = None  # with "dram": step words per half of the cache (None: the largest layer's)
     band_words: int = 0  # with "dram": the maps through DRAM too, in bands of buffers of this many words
     out_band_words: int = 0  # of the residual and output band buffers (0: band_words)
+    stem: str = "im2col"  # lower.STEMS: the host's transform of the input for the first conv
 
     def lower(self, model: Model) -> Program:
         """The program this configuration builds ``model`` into: the one lowering every stage (build, sim,
@@ -49,11 +50,11 @@ class BuildConfig:
         if self.band_words and self.weights != "dram":
             raise ValueError("maps in DRAM (band_words) need the weights in DRAM too (weights='dram')")
         if self.weights == "dram" and not (capacity and capacity.weight_cache):  # sizes of its own
-            own = lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind)
+            own = lower(model, self.pe, self.lanes, self.tile, self.stem, capacity=capacity, pe_kind=self.pe_kind)
             capacity = stream_capacity(own, self.weight_cache, self.band_words, self.out_band_words)
         # a given capacity with band buffers: band_words is then the budget of this network's bands
         budget = self.band_words if self.capacity and self.capacity.band_words else 0
-        return lower(model, self.pe, self.lanes, self.tile, capacity=capacity, pe_kind=self.pe_kind,
+        return lower(model, self.pe, self.lanes, self.tile, self.stem, capacity=capacity, pe_kind=self.pe_kind,
                      band_budget=budget)
 
 
@@ -80,6 +81,7 @@ def manifest(model: Model, prog: Program) -> dict:
         "out_signed": prog.out_signed, "input_beats": prog.input_beats, "output_beats": prog.output_beats,
         "input_shape": list(model.input.shape), "stream_shape": list(prog.input_shape),
         "im2col": list(prog.im2col) if prog.im2col else None, "output_shape": list(prog.layers[-1].out_shape),
+        **({"space_to_depth": list(prog.space_to_depth)} if prog.space_to_depth else {}),
         "buffer_bits": buffer_bits(prog),
         "files": list(VERILOG_FILES), "capacity": prog.cap.to_json(),
         **({"dram": dram_summary(prog)} if streamed else {}),
@@ -109,9 +111,15 @@ def dram_summary(prog: Program) -> dict:
     weight_beats = per((r.unit, r.beats) for r in dma.reads if r.to_cache)
     read_beats = per((r.unit, r.beats) for r in dma.reads if not r.to_cache)
     write_beats = per((w.after - 1, w.words * word_beats(prog)) for w in dma.writes)  # after the unit that wrote it
+    layer_beats = [sum(x) for x in zip(weight_beats, read_beats, write_beats)]
+    # The model's memory reads and writes at once, a beat each way per cycle; an SDR SDRAM has one data bus.
+    # On it a layer takes at least its compute or its beats, whichever is more (an estimate, not a bound:
+    # a layer's fetches may overlap its neighbours' compute).
+    compute = per_layer(prog, [layer_cycles(prog, u.layer) + WEIGHT_WAIT_CYCLES for u in units(prog)])
     return {"model_latency": MODEL_LATENCY, "data_bits": prog.cap.dram_data_bits,
+            "shared_bus_estimate": sum(max(c, b) for c, b in zip(compute, layer_beats)),
             "weights_bytes": sum(weight_beats) * beat_bytes, "compute_cycles": predicted_cycles(prog),
-            "layer_beats": [sum(x) for x in zip(weight_beats, read_beats, write_beats)],
+            "layer_beats": layer_beats,
             "bytes": where.end, "maps": where.maps,
             "word_bytes": word_beats(prog) * beat_bytes if prog.cap.band_words else 0,
             "map_read_bytes": sum(read_beats) * beat_bytes, "map_write_bytes": sum(write_beats) * beat_bytes}

@@ -50,6 +50,11 @@ def render(manifest: dict, prog: Program, note: str, unbalanced: Program | None 
     if prog.im2col:
         k, s, p = prog.im2col
         lines.append(f"- the first conv runs as a 1x1 conv over the host's im2col ({k}x{k}, stride {s}, padding {p})")
+    if prog.space_to_depth:
+        b, p, rows, cols = prog.space_to_depth
+        first = prog.layers[0]
+        lines.append(f"- the first conv runs as a {first.kh}x{first.kw} stride-1 conv over the host's space-to-depth "
+                     f"({b}x{b} blocks of the input padded by {p}: {first.in_shape[0]} channels, {rows}x{cols})")
     idle = manifest["idle_slots"]
     ideal = sum(balanced_cycles(prog, l) for l in prog.layers)
     lines.append(f"- idle PE slots from unbalanced pruning: {idle:,}; the same kept groups spread evenly "
@@ -90,6 +95,9 @@ def _dram_lines(manifest: dict, clock_mhz: float = 100.0) -> list[str]:
              f"against a memory of {dram['model_latency']} cycles latency and one beat per cycle: {total:,} cycles, "
              f"{compute:,} with everything on chip (**{total / compute:.3f}x**), {clock_mhz * 1e6 / total:,.1f} "
              f"images/s at {clock_mhz:g} MHz",
+             f"- that memory reads and writes at once; on one data bus for both (an SDR SDRAM's), about "
+             f"{dram['shared_bus_estimate']:,} cycles (each layer its compute in units or its DRAM beats, whichever "
+             f"is more; docs/dram.md)",
              "", "(compute cycles: the layer whole, then its passes and bands, if DRAM never kept them waiting)", "",
              "| layer | compute cycles | in units | DRAM beats | cycles with DRAM | bound |",
              "|---|---|---|---|---|---|"]

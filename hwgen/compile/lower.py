@@ -155,7 +155,7 @@ class Program:
     lanes: int
     tile: int
     layers: tuple[HwLayer, ...]
-    input_shape: tuple[int, int, int]  # of the input stream (after the host-side im2col, if any)
+    input_shape: tuple[int, int, int]  # of the input stream (after the host-side im2col or space-to-depth)
     act_bits: int  # width of one lane in the activation buffers
     out_bits: int  # width of a result value
     out_signed: bool
@@ -169,6 +169,7 @@ class Program:
     cap: Capacity | None = None
     pe_kind: str = "ternary"  # encoding.PE_KINDS: the PE the array is built of
     band_budget: int = 0  # maps in DRAM: the words a band may take, at most the buffers' (0: all of them)
+    space_to_depth: tuple[int, int, int, int] | None = None  # (block, padding, rows, cols) the host applies
 
     @property
     def max_locals(self) -> int:
@@ -200,11 +201,43 @@ def _im2col_stem(layer: HwLayer, lanes: int, pe_kind: str) -> HwLayer | None:
                    kept=mapping.kept_groups(weight, lanes), schedule=sched, plane_kept=tuple(plane_kept))
 
 
-def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool = True,
+def _s2d_stem(layer: HwLayer, lanes: int, pe_kind: str) -> tuple[HwLayer, tuple[int, int, int, int]] | None:
+    """A strided first conv as a stride-1 conv over the host's space-to-depth of the padded input (channel
+    c*s*s + py*s + px of pixel (y, x) holds input (s*y + py, s*x + px)), with its weights regrouped to
+    ceil(k/s) taps a side and zeros where a tap falls past k; and the transform's (block, padding, rows,
+    cols). For a 7x7/2 stem over 3 channels: 16 taps of one 12-lane word, so the input stays the image's
+    size (a quarter more for the padding lanes), where im2col makes it 12 times larger (docs/dram.md)."""
+    c, _, _ = layer.in_shape
+    k, s = layer.kh, layer.stride
+    if layer.kind != "conv" or s == 1 or layer.kw != k:
+        return None
+    taps = -(-k // s)
+    o, _, ho, wo = (layer.weight.shape[0],) + layer.out_shape
+    weight = np.zeros((o, c * s * s, taps, taps), layer.weight.dtype)
+    for py in range(s):
+        for px in range(s):
+            part = layer.weight[:, :, py::s, px::s]
+            weight[:, py * s + px::s * s, :part.shape[2], :part.shape[3]] = part
+    sched, plane_kept = _schedule(weight, lanes, layer.schedule.pe, pe_kind)
+    rows, cols = ho + taps - 1, wo + taps - 1
+    stem = replace(layer, in_shape=(c * s * s, rows, cols), kh=taps, kw=taps, stride=1, pad=0, weight=weight,
+                   kept=mapping.kept_groups(weight, lanes), schedule=sched, plane_kept=tuple(plane_kept))
+    return stem, (s, layer.pad, rows, cols)
+
+
+# How the host reshapes the input for the first conv: im2col (a 1x1 conv over every tap), space-to-depth
+# (a stride-1 conv over s x s blocks), or not at all.
+STEMS = ("im2col", "space_to_depth", "raw")
+
+
+def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem: str = "im2col",
           capacity: Capacity | None = None, pe_kind: str = "ternary", band_budget: int = 0) -> Program:
     """The program of ``model``; with ``capacity``, fitted into those hardware sizes (UnsupportedError if it
     does not fit) and run at ``tile`` even when the maps are smaller. ``pe_kind`` (encoding.PE_KINDS)
-    chooses the PE; the schedule, memories and controller are the same for both."""
+    chooses the PE; the schedule, memories and controller are the same for both. ``stem`` (``STEMS``): the
+    first conv's input transform, where it applies (it never does when another layer reads the input)."""
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {', '.join(STEMS)}, found {stem!r}")
     mapping.check_pe_lanes(pe, lanes)
     check_pe_kind(pe_kind)
     for l in model.layers:
@@ -223,11 +256,13 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool =
     # the input buffer holds the im2col'd stream, so no other layer may read the input (found by
     # tests/test_properties.py: a residual from the input read the packed taps)
     reads_input = any("input" in (l.source, l.residual) for l in model.layers[1:])
-    stem = _im2col_stem(layers[0], lanes, pe_kind) if stem_im2col and not reads_input else None
-    im2col = None
-    if stem is not None:
+    im2col = s2d = None
+    if stem == "im2col" and not reads_input and (first := _im2col_stem(layers[0], lanes, pe_kind)) is not None:
         im2col = (layers[0].kh, layers[0].stride, layers[0].pad)
-        layers = (stem,) + layers[1:]
+        layers = (first,) + layers[1:]
+    if stem == "space_to_depth" and not reads_input and (found := _s2d_stem(layers[0], lanes, pe_kind)) is not None:
+        first, s2d = found
+        layers = (first,) + layers[1:]
     max_pix = max(l.n_pix for l in layers)
     if capacity is None:
         tile = min(tile, 1 << (max_pix - 1).bit_length())
@@ -246,7 +281,7 @@ def lower(model: Model, pe: int, lanes: int, tile: int = 16, stem_im2col: bool =
     n_bufs = max(bufs.values()) + 1
     prog = Program(model.name, pe, lanes, tile, layers, layers[0].in_shape, act_bits, final.out_bits,
                    final.out_signed, acc_bits, bias_bits, shift_bits, buf_depth, res_depth, n_bufs, im2col,
-                   pe_kind=pe_kind)
+                   pe_kind=pe_kind, space_to_depth=s2d)
     need = own_capacity(prog)
     if capacity is None:
         return replace(prog, cap=need)

@@ -89,6 +89,7 @@ class Candidate:
     cycles: int | None  # None: it does not fit the budget, or cannot run this network
     why: str = ""
     prog: Program | None = field(default=None, repr=False, compare=False)  # the lowering, when there was one
+    stem: str = "im2col"  # lower.STEMS: asked of the lowering (which uses none where it does not apply)
 
     @property
     def total_bits(self) -> int:
@@ -111,44 +112,35 @@ Cost = Callable[[list[Memory]], int]
 
 
 def plan(model: Model, pe: int, lanes: int, tile: int, budget: int, pe_kind: str = "ternary",
-         progress=lambda message: None, stem_im2col: bool = True, cost: Cost = total_bits,
+         progress=lambda message: None, stem: str = "im2col", cost: Cost = total_bits,
          unit: str = "bits", maps_with_weights: bool = False) -> MemoryPlan:
     """The candidate of fewest predicted cycles whose memories ``cost`` at most ``budget`` (PlanError if
-    none does). ``stem_im2col``: as ``lower``'s (False: for the figure of a stem over the raw image).
+    none does). ``stem``: as ``lower``'s ("raw": for the figure of a stem over the raw image); with the maps
+    in DRAM, the space-to-depth stem is a candidate too, as its input costs a twelfth of im2col's traffic.
     ``maps_with_weights``: weights in DRAM only with the maps there too, as on a board, whose host loads
     the weights through the maps' write port."""
-    own = lower(model, pe, lanes, tile, pe_kind=pe_kind, stem_im2col=stem_im2col)
-    lowering = lambda cap: lower(model, pe, lanes, tile, own.im2col is not None, capacity=cap,  # noqa: E731
-                                 pe_kind=pe_kind)
-    candidates = [_evaluate(own, "rom", "chip", 0, 0, 0, budget, cost, unit, lambda: own)]
-    largest = max(l.n_steps for l in own.layers)
+    owns = {stem: lower(model, pe, lanes, tile, stem, pe_kind=pe_kind)}
+    s2d = lower(model, pe, lanes, tile, "space_to_depth", pe_kind=pe_kind)
+    if s2d.space_to_depth and stem != "space_to_depth":
+        owns["space_to_depth"] = s2d
+    own = owns[stem]
+    candidates = [_evaluate(own, "rom", "chip", 0, 0, 0, budget, cost, unit, lambda: own, stem)]
+    largest = max(l.n_steps for o in owns.values() for l in o.layers)
     half = 64
     while half < 2 * largest:
         cache = min(half, largest)
         half *= 2
-        try:
-            base = lowering(stream_capacity(own, cache))
-        except UnsupportedError as e:
-            candidates.append(Candidate("dram", "chip", cache, 0, 0, {}, None, None, str(e)))
-            continue
-        progress(f"weight cache {cache} steps per half, maps on chip")
-        candidates.append(_evaluate(own, "dram", "chip", cache, 0, 0, budget, cost, unit, lambda: base))
-        fixed = [m for m in onchip_memories(base) if m.kind != "activation buffers"]
-        for ratio in (1, 2):  # residual and output band buffers as deep as the input ones, or half
-            words = _largest_bands(fixed, budget, cost, lanes * own.act_bits, lanes, ratio)
-            found = None
-            for _ in range(8):  # longer DMA programs with smaller bands: shrink until the whole design fits
-                if words < 1:
-                    break
-                progress(f"weight cache {cache} steps per half, maps in DRAM: bands of {words} and "
-                         f"{max(1, words // ratio)} words")
-                found = _evaluate(own, "dram", "dram", cache, words, max(1, words // ratio), budget, cost, unit,
-                                  lambda: lowering(stream_capacity(own, cache, words, max(1, words // ratio))))
-                if found.cycles is not None or found.cost is None or found.cost <= budget:
-                    break
-                words = _largest_bands([m for m in onchip_memories(found.prog) if "buffers" not in m.kind], budget,
-                                       cost, lanes * own.act_bits, lanes, ratio, below=words)
-            candidates.append(found or Candidate("dram", "dram", cache, 0, 0, {}, None, None, "no room left for bands"))
+        for st, own_st in owns.items():
+            lowering = lambda cap, st=st: lower(model, pe, lanes, tile, st, capacity=cap, pe_kind=pe_kind)  # noqa: E731
+            try:
+                base = lowering(stream_capacity(own_st, cache))
+            except UnsupportedError as e:
+                candidates.append(Candidate("dram", "chip", cache, 0, 0, {}, None, None, str(e), stem=st))
+                continue
+            if st == stem:
+                progress(f"weight cache {cache} steps per half, maps on chip")
+                candidates.append(_evaluate(own, "dram", "chip", cache, 0, 0, budget, cost, unit, lambda: base, st))
+            candidates += _band_candidates(own_st, st, base, cache, lowering, budget, cost, unit, lanes, progress)
     fitting = [c for c in candidates if c.cycles is not None and not (maps_with_weights and c.weights == "dram"
                                                                        and c.maps == "chip")]
     if not fitting:
@@ -156,6 +148,29 @@ def plan(model: Model, pe: int, lanes: int, tile: int, budget: int, pe_kind: str
                         + "; ".join(f"{c.weights}/{c.maps} cache {c.weight_cache}: {c.why}" for c in candidates[:4]))
     chosen = min(fitting, key=lambda c: (c.cycles, c.cost))
     return MemoryPlan(budget, chosen, tuple(candidates), predicted_cycles(own))
+
+
+def _band_candidates(own, stem, base, cache, lowering, budget, cost, unit, lanes, progress) -> list[Candidate]:
+    """The maps-in-DRAM candidates of a weight cache: the band buffers as large as the budget leaves."""
+    found_all = []
+    fixed = [m for m in onchip_memories(base) if m.kind != "activation buffers"]
+    for ratio in (1, 2):  # residual and output band buffers as deep as the input ones, or half
+        words = _largest_bands(fixed, budget, cost, lanes * own.act_bits, lanes, ratio)
+        found = None
+        for _ in range(8):  # longer DMA programs with smaller bands: shrink until the whole design fits
+            if words < 1:
+                break
+            progress(f"weight cache {cache} steps per half, maps in DRAM ({stem} stem): bands of {words} and "
+                     f"{max(1, words // ratio)} words")
+            found = _evaluate(own, "dram", "dram", cache, words, max(1, words // ratio), budget, cost, unit,
+                              lambda: lowering(stream_capacity(own, cache, words, max(1, words // ratio))), stem)
+            if found.cycles is not None or found.cost is None or found.cost <= budget:
+                break
+            words = _largest_bands([m for m in onchip_memories(found.prog) if "buffers" not in m.kind], budget,
+                                   cost, lanes * own.act_bits, lanes, ratio, below=words)
+        found_all.append(found or Candidate("dram", "dram", cache, 0, 0, {}, None, None, "no room left for bands",
+                                            stem=stem))
+    return found_all
 
 
 def _largest_bands(fixed: list[Memory], budget: int, cost: Cost, word: int, lanes: int, ratio: int,
@@ -176,14 +191,15 @@ def _largest_bands(fixed: list[Memory], budget: int, cost: Cost, word: int, lane
     return lo
 
 
-def _evaluate(own, weights, maps, cache, words, out_words, budget, cost, unit, lowered) -> Candidate:
+def _evaluate(own, weights, maps, cache, words, out_words, budget, cost, unit, lowered, stem) -> Candidate:
     try:
         prog = lowered()
         mems = onchip_memories(prog)
     except UnsupportedError as e:
-        return Candidate(weights, maps, cache, words, out_words, {}, None, None, str(e))
+        return Candidate(weights, maps, cache, words, out_words, {}, None, None, str(e), stem=stem)
     bits, spent = onchip_bits(prog), cost(mems)
     if spent > budget:
-        return Candidate(weights, maps, cache, words, out_words, bits, spent, None, f"needs {spent:,} {unit}", prog)
+        return Candidate(weights, maps, cache, words, out_words, bits, spent, None, f"needs {spent:,} {unit}", prog,
+                         stem)
     cycles = sum(stream_cycles(prog)) if weights == "dram" else predicted_cycles(prog)
-    return Candidate(weights, maps, cache, words, out_words, bits, spent, cycles, "", prog)
+    return Candidate(weights, maps, cache, words, out_words, bits, spent, cycles, "", prog, stem)

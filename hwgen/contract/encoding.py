@@ -131,11 +131,26 @@ def im2col(image: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndar
     return np.stack(taps, axis=1).reshape(c * kernel * kernel, ho, wo)
 
 
-def pack_input(image: np.ndarray, lanes: int, bits: int, im2col_params=None) -> list[int]:
+def space_to_depth(image: np.ndarray, block: int, padding: int, rows: int, cols: int) -> np.ndarray:
+    """[C, H, W] -> [C*b*b, rows, cols]: channel c*b*b + py*b + px, pixel (y, x) holds the input at
+    (b*y + py - padding, b*x + px - padding), zero outside it. The host applies it when the generator runs a
+    strided first conv as a stride-1 conv over its b x b blocks (manifest ``space_to_depth``)."""
+    c, h, w = image.shape
+    padded = np.zeros((c, rows * block, cols * block), np.int64)
+    keep_h, keep_w = min(h, rows * block - padding), min(w, cols * block - padding)
+    padded[:, padding:padding + keep_h, padding:padding + keep_w] = image[:, :keep_h, :keep_w]
+    blocks = padded.reshape(c, rows, block, cols, block).transpose(0, 2, 4, 1, 3)
+    return blocks.reshape(c * block * block, rows, cols)
+
+
+def pack_input(image: np.ndarray, lanes: int, bits: int, im2col_params=None, s2d_params=None) -> list[int]:
     """[C, H, W] integers -> input stream beats (channels padded with zeros to a multiple of lanes), after
-    the im2col given as (kernel, stride, padding) when the build asks for it."""
+    the im2col given as (kernel, stride, padding), or the space-to-depth given as (block, padding, rows,
+    cols), when the build asks for it."""
     if im2col_params is not None:
         image = im2col(image, *im2col_params)
+    if s2d_params is not None:
+        image = space_to_depth(image, *s2d_params)
     c, h, w = image.shape
     blocks = num_blocks(c, lanes)
     padded = np.zeros((blocks * lanes, h, w), np.int64)

@@ -25,11 +25,12 @@ class Link:
     output_beats: int
     im2col: tuple | None
     weights: bytes | None = None  # with the maps in DRAM: the weights frame, sent once before the images
+    space_to_depth: tuple | None = None
 
     @classmethod
     def of(cls, prog: Program) -> "Link":
         return cls(hardware(prog), prog.out_signed, prog.output_beats, prog.im2col,
-                   weights_frame(prog) if prog.cap.band_words else None)
+                   weights_frame(prog) if prog.cap.band_words else None, prog.space_to_depth)
 
     @property
     def in_bytes(self) -> int:
@@ -44,7 +45,7 @@ class Link:
         return 1 + self.output_beats * self.out_bytes + CYCLE_BYTES
 
     def frame(self, image: np.ndarray) -> bytes:
-        beats = encoding.pack_input(image, self.hw.lanes, self.hw.cap.act_bits, self.im2col)
+        beats = encoding.pack_input(image, self.hw.lanes, self.hw.cap.act_bits, self.im2col, self.space_to_depth)
         return bytes([FRAME_IN]) + b"".join(b.to_bytes(self.in_bytes, "little") for b in beats)
 
     def parse(self, answer: bytes) -> tuple[list[int], int]:

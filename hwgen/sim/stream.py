@@ -161,7 +161,8 @@ def simulate(model: Model, build_dir: Path, images: np.ndarray, *, stall: float 
     lanes, act_bits = manifest["lanes"], manifest["act_bits"]
     expected = reference.expected_beats(model, images)
     digits = -(-lanes * act_bits // 4)
-    beats = [[f"{b:0{digits}x}" for b in encoding.pack_input(img, lanes, act_bits, manifest["im2col"])]
+    beats = [[f"{b:0{digits}x}" for b in encoding.pack_input(img, lanes, act_bits, manifest["im2col"],
+                                                                       manifest.get("space_to_depth"))]
              for img in images]
     timeout = 4 * (manifest["predicted_cycles"] + int((manifest["input_beats"] + 2 * manifest["output_beats"])
                                                       / (1.0 - stall))) + 10_000
