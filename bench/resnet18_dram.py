@@ -70,7 +70,7 @@ def main(argv=None) -> int:
               f"({predicted / p.compute_cycles:.3f}x); {CLOCK_MHZ * 1e6 / predicted:.1f} images/s at {CLOCK_MHZ:g} MHz")
         shared = dram["shared_bus_estimate"]
         print(f"on one data bus for both directions, as the board's SDR SDRAM has: about {shared:,} cycles "
-              f"({shared / p.compute_cycles:.3f}x; per layer its compute or its DRAM beats, whichever is more)")
+              f"({shared / p.compute_cycles:.3f}x; per layer its predicted cycles or its DRAM beats, whichever is more)")
         cycles = predicted
         if not args.no_sim:
             result = simulate(model, out, random_images(model, 1, seed=1),

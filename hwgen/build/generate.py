@@ -113,9 +113,9 @@ def dram_summary(prog: Program) -> dict:
     write_beats = per((w.after - 1, w.words * word_beats(prog)) for w in dma.writes)  # after the unit that wrote it
     layer_beats = [sum(x) for x in zip(weight_beats, read_beats, write_beats)]
     # The model's memory reads and writes at once, a beat each way per cycle; an SDR SDRAM has one data bus.
-    # On it a layer takes at least its compute or its beats, whichever is more (an estimate, not a bound:
-    # a layer's fetches may overlap its neighbours' compute).
-    compute = per_layer(prog, [layer_cycles(prog, u.layer) + WEIGHT_WAIT_CYCLES for u in units(prog)])
+    # On it a layer takes about its predicted cycles or its beats, whichever is more (an estimate, not a
+    # bound: a layer's fetches may overlap its neighbours' compute, and turns between the two cost more).
+    compute = per_layer(prog, stream_cycles(prog))
     return {"model_latency": MODEL_LATENCY, "data_bits": prog.cap.dram_data_bits,
             "shared_bus_estimate": sum(max(c, b) for c, b in zip(compute, layer_beats)),
             "weights_bytes": sum(weight_beats) * beat_bytes, "compute_cycles": predicted_cycles(prog),

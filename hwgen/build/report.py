@@ -96,8 +96,8 @@ def _dram_lines(manifest: dict, clock_mhz: float = 100.0) -> list[str]:
              f"{compute:,} with everything on chip (**{total / compute:.3f}x**), {clock_mhz * 1e6 / total:,.1f} "
              f"images/s at {clock_mhz:g} MHz",
              f"- that memory reads and writes at once; on one data bus for both (an SDR SDRAM's), about "
-             f"{dram['shared_bus_estimate']:,} cycles (each layer its compute in units or its DRAM beats, whichever "
-             f"is more; docs/dram.md)",
+             f"{dram['shared_bus_estimate']:,} cycles (each layer its cycles here or its DRAM beats, whichever is "
+             f"more; docs/dram.md)",
              "", "(compute cycles: the layer whole, then its passes and bands, if DRAM never kept them waiting)", "",
              "| layer | compute cycles | in units | DRAM beats | cycles with DRAM | bound |",
              "|---|---|---|---|---|---|"]

@@ -232,6 +232,12 @@ class Controller(wiring.Component):
 
         start_drain = [d_lo.eq(0), d_t.eq(0), d_grp.eq(0), d_obase.eq(desc.out_base if streamed else 0),
                        d_wait.eq(0)]
+        # With the maps in DRAM the array spreads across the die, and ``drain`` decoded from the state was
+        # the critical path to every PE's accumulator address (65.7 MHz on the LFE5U-85F): there it is a
+        # register of its own, set and cleared on the transitions into and out of RUN.
+        running = Signal() if hw.cap.band_words else None
+        if running is not None:
+            m.d.comb += self.drain.eq(running)
         with m.FSM(name="drain"):
             with m.State("IDLE"):
                 m.d.comb += [d_idle.eq(1), d_free.eq(1)]
@@ -241,12 +247,17 @@ class Controller(wiring.Component):
             with m.State("PRE"):  # the bank's last additions land (compute pipeline) before it is read
                 m.d.sync += d_wait.eq(d_wait + 1)
                 with m.If(d_wait == DRAIN_PRE_CYCLES - 1):
+                    if running is not None:
+                        m.d.sync += running.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += self.drain.eq(1)
+                if running is None:
+                    m.d.comb += self.drain.eq(1)
                 with m.If(d_t == d_n_t - 1):
                     m.d.sync += d_t.eq(0)
                     with m.If(d_lo == desc.locals - 1):
+                        if running is not None:
+                            m.d.sync += running.eq(0)
                         m.d.sync += d_wait.eq(0)
                         m.next = "POST"
                     with m.Else():

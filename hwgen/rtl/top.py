@@ -155,9 +155,14 @@ class Top(wiring.Component):
         m.d.comb += one_hot.eq(1 << pat_lane)
         width = WEIGHT_BITS[hw.pe_kind]
         one = Const(int(lane_weights([1], hw.pe_kind)[0]), width)
+        if cap.band_words:  # each PE's channel limit compared a cycle early, so no carry chain meets the array
+            pat_o_early = delayed(m, ctrl.pat_o, ARRAY_INPUT - 1, "pat_o_early")
+            live = [delayed(m, pat_o_early + p < desc.channels, 1, f"pat_live{p}") for p in range(N)]
+        else:
+            live = [pat_o + p < desc.channels for p in range(N)]
         for p in range(N):
             word_pe = data.View(pe_word, pe_roms[p].data)
-            hot = Cat(Const(0, p), one_hot)[:L] & Mux(pat_o + p < desc.channels, -1, 0)
+            hot = Cat(Const(0, p), one_hot)[:L] & Mux(live[p], -1, 0)
             made = Cat(*(Mux(hot[l], one, Const(0, width)) for l in range(L)))
             m.d.comb += [pe_roms[p].addr.eq(step),
                          array.codes[p].eq(Mux(desc.pattern, made, word_pe.weights.as_value())),
