@@ -50,7 +50,7 @@ class PEArray(wiring.Component):
     """
 
     def __init__(self, pe: int, lanes: int, act_bits: int, acc_bits: int, locals_: int, tile: int,
-                 pe_kind: str = "ternary"):
+                 pe_kind: str = "ternary", spread: bool = False):
         check_pe_kind(pe_kind)
         if tile < 1 or tile & (tile - 1):
             raise ValueError(f"tile must be a power of two, not {tile}")
@@ -58,6 +58,7 @@ class PEArray(wiring.Component):
             raise ValueError(f"acc_bits must be >= {partial_width(lanes, act_bits, pe_kind)}, not {acc_bits}")
         self.pe, self.lanes, self.act_bits, self.acc_bits = pe, lanes, act_bits, acc_bits
         self.locals, self.tile, self.pe_kind = locals_, tile, pe_kind
+        self.spread = spread  # PEs far apart (maps in DRAM): each takes ``max_mode`` from a copy, a cycle late
         self.lo_bits = max(1, (locals_ - 1).bit_length())
         self.t_bits = max(1, (tile - 1).bit_length())
         super().__init__({
@@ -120,7 +121,12 @@ class PEArray(wiring.Component):
                 (valid_r, "valid"), (bank_r, "bank"), (addr_r, "addr")))
             partial_w = delayed(m, pe.sum, 2, f"partial{p}")
             acc_in = Signal(signed(self.acc_bits), name=f"acc_in{p}")
-            new = Mux(self.max_mode, Mux(partial_w > acc_in, partial_w, acc_in), acc_in + partial_w)
+            max_mode = self.max_mode
+            if self.spread:  # it holds through a layer, set cycles before its first issue
+                mode = m.submodules[f"max_mode{p}"] = CopyRegister(1)
+                m.d.comb += mode.d.eq(self.max_mode)
+                max_mode = mode.q
+            new = Mux(max_mode, Mux(partial_w > acc_in, partial_w, acc_in), acc_in + partial_w)
             reads = []
             for b in range(2):
                 mem = m.submodules[f"acc{p}_{b}"] = Memory(shape=signed(self.acc_bits), depth=depth, init=[])

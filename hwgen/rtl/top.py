@@ -29,7 +29,7 @@ from .controller import ADDRESS_LATENCY, Controller
 from .delay import delayed
 from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
 from .dma import attach_band_buffers, attach_dram, dram_bus
-from .extmem import CacheRAM, ImageROM, LaneRAM
+from .extmem import CacheRAM, CopyRegister, ImageROM, LaneRAM
 
 ARRAY_INPUT = ADDRESS_LATENCY + BUFFER_READ  # the word, selected and masked, goes straight in
 assert ARRAY_INPUT + COMPUTE_LATENCY == COMPUTE_WRITE_STAGE
@@ -103,7 +103,8 @@ class Top(wiring.Component):
         N, L, B = hw.pe, hw.lanes, cap.act_bits
         ctrl = m.submodules.ctrl = Controller(hw)
         pe_word, rq_word = pe_word_layout(hw, ctrl.wd), requant_layout(hw)
-        array = m.submodules.array = PEArray(N, L, B, cap.acc_bits, cap.accumulator_locals, hw.tile, hw.pe_kind)
+        array = m.submodules.array = PEArray(N, L, B, cap.acc_bits, cap.accumulator_locals, hw.tile, hw.pe_kind,
+                                             spread=bool(cap.band_words))
         streamed = bool(cap.weight_cache)
         reads = writes = None
         if streamed:
@@ -125,6 +126,20 @@ class Top(wiring.Component):
             m.submodules[f"requant{p}"] = rqs[p]
 
         desc = ctrl.desc
+        # With the maps in DRAM the design spans the die, so each PE (its array slice, requant and residual
+        # lane) reads the descriptor fields it needs from a copy of its own, a cycle behind: the descriptor
+        # is latched cycles before the first issue and holds until the last drain's writes have landed.
+        names = ("pattern", "lo", "hi", "has_res", "res_signed")
+        fields = tuple(getattr(desc, n) for n in names)
+        if cap.band_words:
+            copies = []
+            for p in range(N):
+                reg = m.submodules[f"desc_copy{p}"] = CopyRegister(len(Cat(*fields)))
+                mine = [Signal(Value.cast(f).shape(), name=f"desc_{n}_copy{p}") for f, n in zip(fields, names)]
+                m.d.comb += [reg.d.eq(Cat(*fields)), Cat(*mine).eq(reg.q)]
+                copies.append(mine)
+        else:
+            copies = [list(fields)] * N
         bufs = [LaneRAM(L, B, depth, read_latency=BUFFER_READ) for depth in hw.band_depths()]
         result = LaneRAM(N, cap.out_bits, cap.res_depth)
         for i, b in enumerate(bufs):
@@ -165,8 +180,8 @@ class Top(wiring.Component):
             hot = Cat(Const(0, p), one_hot)[:L] & Mux(live[p], -1, 0)
             made = Cat(*(Mux(hot[l], one, Const(0, width)) for l in range(L)))
             m.d.comb += [pe_roms[p].addr.eq(step),
-                         array.codes[p].eq(Mux(desc.pattern, made, word_pe.weights.as_value())),
-                         array.los[p].eq(Mux(desc.pattern, pat_lo, word_pe.lo))]
+                         array.codes[p].eq(Mux(copies[p][0], made, word_pe.weights.as_value())),
+                         array.los[p].eq(Mux(copies[p][0], pat_lo, word_pe.lo))]
 
         # ---- drain: issue registered (1), accumulator and requant constants read (2), requant, write (7)
         m.d.comb += [array.drain.eq(ctrl.drain), array.drain_bank.eq(~ctrl.bank), array.drain_lo.eq(ctrl.drain_lo),
@@ -208,20 +223,28 @@ class Top(wiring.Component):
         res_word = delayed(m, res_word, 1, "res_word")
         grp_res = delayed(m, ctrl.out_grp, RES_LANE_STAGE, "res_grp")
         # one delay line per drain signal, tapped by the residual path and by the output write
-        dvw = delayed(m, dv_res, DRAIN_WRITE_STAGE - RES_READ_STAGE, "drain_valid")
-        addr_w = delayed(m, addr_res, DRAIN_WRITE_STAGE - RES_READ_STAGE, "out_addr")
-        grp_w = delayed(m, grp_res, DRAIN_WRITE_STAGE - RES_LANE_STAGE, "out_grp")
+        if cap.band_words:  # tapped a cycle early too, for the band buffers' own write registers (below)
+            dvw_early = delayed(m, dv_res, DRAIN_WRITE_STAGE - RES_READ_STAGE - 1, "drain_valid")
+            addr_w_early = delayed(m, addr_res, DRAIN_WRITE_STAGE - RES_READ_STAGE - 1, "out_addr")
+            grp_w_early = delayed(m, grp_res, DRAIN_WRITE_STAGE - RES_LANE_STAGE - 1, "out_grp")
+            dvw, addr_w, grp_w = (delayed(m, v, 1, f"{n}_last") for v, n in (
+                (dvw_early, "drain_valid"), (addr_w_early, "out_addr"), (grp_w_early, "out_grp")))
+        else:
+            dvw = delayed(m, dv_res, DRAIN_WRITE_STAGE - RES_READ_STAGE, "drain_valid")
+            addr_w = delayed(m, addr_res, DRAIN_WRITE_STAGE - RES_READ_STAGE, "out_addr")
+            grp_w = delayed(m, grp_res, DRAIN_WRITE_STAGE - RES_LANE_STAGE, "out_grp")
         lane = lambda word, l, width: word[l * width:(l + 1) * width]
         res_lanes = []
         for p in range(N):
             raw = select(m, grp_res, [lane(res_word, g * N + p, B) for g in range(L // N)], f"res_lane{p}")
-            value = Mux(desc.has_res, Mux(desc.res_signed, raw.as_signed(), raw), 0)
+            has_res, res_signed = copies[p][3:]
+            value = Mux(has_res, Mux(res_signed, raw.as_signed(), raw), 0)
             res_lanes.append(delayed(m, value, 1, f"res_value{p}"))  # a register is all requant sees
         for p in range(N):
             word_rq = data.View(rq_word, rq_roms[p].data)
             m.d.comb += [rq_roms[p].addr.eq(rq_addr), rqs[p].acc.eq(array.accs[p]),
                          rqs[p].mul.eq(word_rq.mul), rqs[p].bias.eq(word_rq.bias), rqs[p].shift.eq(word_rq.shift),
-                         rqs[p].lo.eq(desc.lo), rqs[p].hi.eq(desc.hi), rqs[p].res.eq(res_lanes[p])]
+                         rqs[p].lo.eq(copies[p][1]), rqs[p].hi.eq(copies[p][2]), rqs[p].res.eq(res_lanes[p])]
         lane_values = Cat(rqs[l % N].y[:B] for l in range(L))  # lane l of a word comes from PE l mod N
         lane_groups = Cat(grp_w == l // N for l in range(L))
         m.d.comb += [result.waddr.eq(addr_w), result.wdata.eq(Cat(r.y[:cap.out_bits] for r in rqs)),
@@ -243,8 +266,17 @@ class Top(wiring.Component):
         with m.If(ctrl.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         for i, buf in enumerate(bufs):
-            m.d.comb += [buf.waddr.eq(addr_w), buf.wdata.eq(lane_values),
-                         buf.wen.eq(Mux(dvw & ~desc.to_result & (desc.out_buf == i), lane_groups, 0))]
+            if cap.band_words:
+                # each band buffer's write address and lane enables from registers of its own (a copy that
+                # synthesis keeps apart), chosen a cycle early: one register drove six buffers' block RAMs
+                waddr = m.submodules[f"buf{i}_waddr"] = CopyRegister(len(addr_w))
+                groups = Cat(grp_w_early == l // N for l in range(L))
+                wen = delayed(m, Mux(dvw_early & ~desc.to_result & (desc.out_buf == i), groups, 0), 1, f"buf{i}_wen")
+                m.d.comb += [waddr.d.eq(addr_w_early), buf.waddr.eq(waddr.q), buf.wdata.eq(lane_values),
+                             buf.wen.eq(wen)]
+            else:
+                m.d.comb += [buf.waddr.eq(addr_w), buf.wdata.eq(lane_values),
+                             buf.wen.eq(Mux(dvw & ~desc.to_result & (desc.out_buf == i), lane_groups, 0))]
         # an input beat is written a cycle after it is taken, from registers: the stream logic's state and
         # handshake fanned out to every block RAM write enable of buffer 0 was a critical path. The
         # controller reads buffer 0 only cycles after start, so the last beat has landed by then.
