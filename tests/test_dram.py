@@ -287,6 +287,10 @@ def test_space_to_depth_stem_in_bands_bit_exact_with_cycles_as_predicted(tmp_pat
     out = tmp_path / "s2d"
     man = build(model, cfg, out)
     assert man["space_to_depth"] == [2, 3, 12, 10]
+    # on one data bus for both directions a layer takes at least its beats, and no less than predicted
+    dram = man["dram"]
+    assert dram["shared_bus_estimate"] >= max(man["predicted_cycles"], sum(dram["layer_beats"]))
+    assert dram["shared_bus_estimate"] == sum(max(l["cycles"], b) for l, b in zip(man["layers"], dram["layer_beats"]))
     images = random_images(model, 2, seed=6)
     exact = simulate(model, out, images)
     assert exact["mismatches"] == 0 and not exact["stream_problems"], exact
