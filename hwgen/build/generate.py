@@ -84,7 +84,7 @@ def manifest(model: Model, prog: Program) -> dict:
         **({"space_to_depth": list(prog.space_to_depth)} if prog.space_to_depth else {}),
         "buffer_bits": buffer_bits(prog),
         "files": list(VERILOG_FILES), "capacity": prog.cap.to_json(),
-        **({"dram": dram_summary(prog)} if streamed else {}),
+        **({"dram": dram_summary(prog, cycles)} if streamed else {}),
         "layers": [{
             "name": l.name, "kind": l.kind, "in_shape": list(l.in_shape), "out_shape": list(l.out_shape),
             "kernel": [l.kh, l.kw], "stride": l.stride, "padding": l.pad, "in_buf": l.in_buf, "out_buf": l.out_buf,
@@ -98,8 +98,9 @@ def manifest(model: Model, prog: Program) -> dict:
     }
 
 
-def dram_summary(prog: Program) -> dict:
-    """The DRAM traffic per image and what it costs, against the memory of the prediction (compile/dram.py)."""
+def dram_summary(prog: Program, layer_cycles_: list[int]) -> dict:
+    """The DRAM traffic per image and what it costs, against the memory of the prediction (compile/dram.py);
+    ``layer_cycles_``: the predicted cycles per layer."""
     where, dma = dram_map(prog), dma_programs(prog)
     beat_bytes = prog.cap.dram_data_bits // 8
 
@@ -115,9 +116,8 @@ def dram_summary(prog: Program) -> dict:
     # The model's memory reads and writes at once, a beat each way per cycle; an SDR SDRAM has one data bus.
     # On it a layer takes about its predicted cycles or its beats, whichever is more (an estimate, not a
     # bound: a layer's fetches may overlap its neighbours' compute, and turns between the two cost more).
-    compute = per_layer(prog, stream_cycles(prog))
     return {"model_latency": MODEL_LATENCY, "data_bits": prog.cap.dram_data_bits,
-            "shared_bus_estimate": sum(max(c, b) for c, b in zip(compute, layer_beats)),
+            "shared_bus_estimate": sum(max(c, b) for c, b in zip(layer_cycles_, layer_beats)),
             "weights_bytes": sum(weight_beats) * beat_bytes, "compute_cycles": predicted_cycles(prog),
             "layer_beats": layer_beats,
             "bytes": where.end, "maps": where.maps,

@@ -120,8 +120,7 @@ def plan(model: Model, pe: int, lanes: int, tile: int, budget: int, pe_kind: str
     ``maps_with_weights``: weights in DRAM only with the maps there too, as on a board, whose host loads
     the weights through the maps' write port."""
     owns = {stem: lower(model, pe, lanes, tile, stem, pe_kind=pe_kind)}
-    s2d = lower(model, pe, lanes, tile, "space_to_depth", pe_kind=pe_kind)
-    if s2d.space_to_depth and stem != "space_to_depth":
+    if stem != "space_to_depth" and (s2d := lower(model, pe, lanes, tile, "space_to_depth", pe_kind=pe_kind)).space_to_depth:
         owns["space_to_depth"] = s2d
     own = owns[stem]
     candidates = [_evaluate(own, "rom", "chip", 0, 0, 0, budget, cost, unit, lambda: own, stem)]

@@ -13,3 +13,10 @@ def delayed(m: Module, value, cycles: int, name: str):
         m.d.sync += reg.eq(value)
         value = reg
     return value
+
+
+def delayed_tapped(m: Module, value, cycles: int, name: str):
+    """(``value`` ``cycles - 1`` cycles ago, ``cycles`` ago): a delay line tapped a cycle before its end, for
+    a consumer that registers its own copy of what it derives from the line."""
+    early = delayed(m, value, cycles - 1, name)
+    return early, delayed(m, early, 1, f"{name}_last")

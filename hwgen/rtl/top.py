@@ -26,7 +26,7 @@ from ..contract.dram_layout import RQ_IMAGE
 from ..contract.encoding import WEIGHT_BITS, lane_weights
 from .array import COMPUTE_LATENCY, DRAIN_LATENCY, PEArray
 from .controller import ADDRESS_LATENCY, Controller
-from .delay import delayed
+from .delay import delayed, delayed_tapped
 from .requant import REQUANT_LATENCY, REQUANT_RES_STAGE, Requant
 from .dma import attach_band_buffers, attach_dram, dram_bus
 from .extmem import CacheRAM, CopyRegister, ImageROM, LaneRAM
@@ -137,9 +137,9 @@ class Top(wiring.Component):
                 reg = m.submodules[f"desc_copy{p}"] = CopyRegister(len(Cat(*fields)))
                 mine = [Signal(Value.cast(f).shape(), name=f"desc_{n}_copy{p}") for f, n in zip(fields, names)]
                 m.d.comb += [reg.d.eq(Cat(*fields)), Cat(*mine).eq(reg.q)]
-                copies.append(mine)
+                copies.append(dict(zip(names, mine)))
         else:
-            copies = [list(fields)] * N
+            copies = [dict(zip(names, fields))] * N
         bufs = [LaneRAM(L, B, depth, read_latency=BUFFER_READ) for depth in hw.band_depths()]
         # with the maps in DRAM the result memory's block RAM feeds the output select through a register: its
         # clock-to-output into the select and the UART link's shift register was the critical path (73.8 MHz)
@@ -182,8 +182,8 @@ class Top(wiring.Component):
             hot = Cat(Const(0, p), one_hot)[:L] & Mux(live[p], -1, 0)
             made = Cat(*(Mux(hot[l], one, Const(0, width)) for l in range(L)))
             m.d.comb += [pe_roms[p].addr.eq(step),
-                         array.codes[p].eq(Mux(copies[p][0], made, word_pe.weights.as_value())),
-                         array.los[p].eq(Mux(copies[p][0], pat_lo, word_pe.lo))]
+                         array.codes[p].eq(Mux(copies[p]["pattern"], made, word_pe.weights.as_value())),
+                         array.los[p].eq(Mux(copies[p]["pattern"], pat_lo, word_pe.lo))]
 
         # ---- drain: issue registered (1), accumulator and requant constants read (2), requant, write (7)
         m.d.comb += [array.drain.eq(ctrl.drain), array.drain_bank.eq(~ctrl.bank), array.drain_lo.eq(ctrl.drain_lo),
@@ -193,9 +193,8 @@ class Top(wiring.Component):
         # buffer selected and its lane selected, a register after each, and reaches requant at its res
         # stage. Compute reads another buffer meanwhile (lowering guarantees it).
         if cap.band_words:  # tapped a cycle early too (below)
-            dv_early = delayed(m, ctrl.drain, RES_READ_STAGE - 1, "res_valid")
-            addr_early = delayed(m, ctrl.out_addr, RES_READ_STAGE - 1, "res_addr")
-            dv_res, addr_res = delayed(m, dv_early, 1, "res_valid_read"), delayed(m, addr_early, 1, "res_addr_read")
+            dv_early, dv_res = delayed_tapped(m, ctrl.drain, RES_READ_STAGE, "res_valid")
+            addr_early, addr_res = delayed_tapped(m, ctrl.out_addr, RES_READ_STAGE, "res_addr")
         else:
             dv_res = delayed(m, ctrl.drain, RES_READ_STAGE, "res_valid")
             addr_res = delayed(m, ctrl.out_addr, RES_READ_STAGE, "res_addr")
@@ -226,11 +225,9 @@ class Top(wiring.Component):
         grp_res = delayed(m, ctrl.out_grp, RES_LANE_STAGE, "res_grp")
         # one delay line per drain signal, tapped by the residual path and by the output write
         if cap.band_words:  # tapped a cycle early too, for the band buffers' own write registers (below)
-            dvw_early = delayed(m, dv_res, DRAIN_WRITE_STAGE - RES_READ_STAGE - 1, "drain_valid")
-            addr_w_early = delayed(m, addr_res, DRAIN_WRITE_STAGE - RES_READ_STAGE - 1, "out_addr")
-            grp_w_early = delayed(m, grp_res, DRAIN_WRITE_STAGE - RES_LANE_STAGE - 1, "out_grp")
-            dvw, addr_w, grp_w = (delayed(m, v, 1, f"{n}_last") for v, n in (
-                (dvw_early, "drain_valid"), (addr_w_early, "out_addr"), (grp_w_early, "out_grp")))
+            dvw_early, dvw = delayed_tapped(m, dv_res, DRAIN_WRITE_STAGE - RES_READ_STAGE, "drain_valid")
+            addr_w_early, addr_w = delayed_tapped(m, addr_res, DRAIN_WRITE_STAGE - RES_READ_STAGE, "out_addr")
+            grp_w_early, grp_w = delayed_tapped(m, grp_res, DRAIN_WRITE_STAGE - RES_LANE_STAGE, "out_grp")
         else:
             dvw = delayed(m, dv_res, DRAIN_WRITE_STAGE - RES_READ_STAGE, "drain_valid")
             addr_w = delayed(m, addr_res, DRAIN_WRITE_STAGE - RES_READ_STAGE, "out_addr")
@@ -239,14 +236,14 @@ class Top(wiring.Component):
         res_lanes = []
         for p in range(N):
             raw = select(m, grp_res, [lane(res_word, g * N + p, B) for g in range(L // N)], f"res_lane{p}")
-            has_res, res_signed = copies[p][3:]
-            value = Mux(has_res, Mux(res_signed, raw.as_signed(), raw), 0)
+            mine = copies[p]
+            value = Mux(mine["has_res"], Mux(mine["res_signed"], raw.as_signed(), raw), 0)
             res_lanes.append(delayed(m, value, 1, f"res_value{p}"))  # a register is all requant sees
         for p in range(N):
             word_rq = data.View(rq_word, rq_roms[p].data)
             m.d.comb += [rq_roms[p].addr.eq(rq_addr), rqs[p].acc.eq(array.accs[p]),
                          rqs[p].mul.eq(word_rq.mul), rqs[p].bias.eq(word_rq.bias), rqs[p].shift.eq(word_rq.shift),
-                         rqs[p].lo.eq(copies[p][1]), rqs[p].hi.eq(copies[p][2]), rqs[p].res.eq(res_lanes[p])]
+                         rqs[p].lo.eq(copies[p]["lo"]), rqs[p].hi.eq(copies[p]["hi"]), rqs[p].res.eq(res_lanes[p])]
         lane_values = Cat(rqs[l % N].y[:B] for l in range(L))  # lane l of a word comes from PE l mod N
         lane_groups = Cat(grp_w == l // N for l in range(L))
         m.d.comb += [result.waddr.eq(addr_w), result.wdata.eq(Cat(r.y[:cap.out_bits] for r in rqs)),
